@@ -1,0 +1,133 @@
+/* compare.c - judging a candidate output against the f64 reference (VALIDATION.md).
+ *
+ * Order of verdicts, most severe first: bytes outside the buffer changed (FAIL_CANARY), an
+ * element never written (FAIL_UNWRITTEN), a NaN/inf where the reference has none or the other
+ * way round (FAIL_NONFINITE), then the numeric rule |g - r| <= atol + rtol*|r| on every
+ * finite element plus the whole-tensor cos_diff bound (FAIL_NUMERIC).
+ */
+#include "hx.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const hx__status_names[HX_STATUS_COUNT] = {
+    "PASS",           "FAIL_NUMERIC",     "FAIL_NONFINITE", "FAIL_UNWRITTEN",
+    "FAIL_CANARY",    "SKIP_UNSUPPORTED", "SKIP_NO_GPU",    "ERROR",
+};
+
+const char *hx_status_name(hx_status s)
+{
+    return (unsigned)s < HX_STATUS_COUNT ? hx__status_names[s] : "?";
+}
+
+int hx_status_ok(hx_status s)
+{
+    return s == HX_PASS || s == HX_SKIP_UNSUPPORTED || s == HX_SKIP_NO_GPU;
+}
+
+/* Severity: ERROR > CANARY > UNWRITTEN > NONFINITE > NUMERIC > skips > PASS. */
+static int hx__severity(hx_status s)
+{
+    static const int rank[HX_STATUS_COUNT] = {
+        [HX_PASS] = 0,           [HX_SKIP_NO_GPU] = 1,    [HX_SKIP_UNSUPPORTED] = 2,
+        [HX_FAIL_NUMERIC] = 3,   [HX_FAIL_NONFINITE] = 4, [HX_FAIL_UNWRITTEN] = 5,
+        [HX_FAIL_CANARY] = 6,    [HX_ERROR] = 7,
+    };
+    return (unsigned)s < HX_STATUS_COUNT ? rank[s] : 7;
+}
+
+hx_status hx_status_worst(hx_status a, hx_status b)
+{
+    return hx__severity(a) >= hx__severity(b) ? a : b;
+}
+
+hx_tol hx_default_tol(ref_dtype dt, int is_lse, int bit_exact)
+{
+    hx_tol t;
+    if (bit_exact)
+        t = (hx_tol){0, 0, -1};
+    else if (is_lse)
+        t = (hx_tol){1e-5, 0x1p-13, -1}; /* FlashMLA's lse bar */
+    else if (dt == REF_BF16)
+        t = (hx_tol){1e-3, 0x1p-6, 5e-6}; /* FlashMLA decode tests; 2 bf16 ulps */
+    else if (dt == REF_F16)
+        t = (hx_tol){2e-4, 0x1p-9, 1e-6}; /* 2 f16 ulps */
+    else
+        t = (hx_tol){1e-5, 0x1p-13, 1e-8}; /* f32 output: f32 accumulation over long rows */
+    return t;
+}
+
+/* Same non-finite class: both NaN, or the same infinity. */
+static int hx__same_nonfinite(double g, double r)
+{
+    if (isnan(g) || isnan(r))
+        return isnan(g) && isnan(r);
+    return g == r;
+}
+
+hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    m->canary_ok = hx_tensor_canary_ok(got);
+    m->worst_got = m->worst_ref = NAN;
+    const double *r = ref->data;
+    double s_gr = 0, s_gg_rr = 0, s_dd = 0, s_rr = 0, s_abs = 0, worst_ratio = -1;
+    size_t n = got->numel < ref->numel ? got->numel : ref->numel;
+    for (size_t i = 0; i < n; i++) {
+        if (hx_is_poison(got->dtype, got->data, i)) {
+            m->n_unwritten++;
+            continue;
+        }
+        double g = ref_load(got->dtype, got->data, i), ri = r[i];
+        if (!isfinite(g) || !isfinite(ri)) {
+            if (!hx__same_nonfinite(g, ri)) {
+                m->n_nonfinite_mismatch++;
+                if (worst_ratio < INFINITY) {
+                    worst_ratio = INFINITY;
+                    m->worst = i;
+                    m->worst_got = g;
+                    m->worst_ref = ri;
+                }
+            }
+            continue;
+        }
+        double err = fabs(g - ri), lim = tol.atol + tol.rtol * fabs(ri);
+        double ratio = err <= lim ? (lim > 0 ? err / lim : 0) : (lim > 0 ? err / lim : INFINITY);
+        if (!(err <= lim))
+            m->n_bad++;
+        if (ratio > worst_ratio) {
+            worst_ratio = ratio;
+            m->worst = i;
+            m->worst_got = g;
+            m->worst_ref = ri;
+        }
+        if (err > m->max_abs)
+            m->max_abs = err;
+        double rel = err / fmax(fabs(ri), 1e-30);
+        if (rel > m->max_rel)
+            m->max_rel = rel;
+        m->n++;
+        s_abs += err;
+        s_gr += g * ri;
+        s_gg_rr += g * g + ri * ri;
+        s_dd += (g - ri) * (g - ri);
+        s_rr += ri * ri;
+    }
+    m->headroom = worst_ratio < 0 ? 0 : worst_ratio;
+    m->mean_abs = m->n ? s_abs / (double)m->n : 0;
+    m->cos_diff = s_gg_rr > 0 ? 1.0 - 2.0 * s_gr / s_gg_rr : 0.0;
+    m->cos_sim = 1.0 - m->cos_diff;
+    m->rel_l2 = s_rr > 0 ? sqrt(s_dd / s_rr) : (s_dd > 0 ? INFINITY : 0.0);
+
+    if (got->numel != ref->numel)
+        return HX_ERROR;
+    if (!m->canary_ok)
+        return HX_FAIL_CANARY;
+    if (m->n_unwritten)
+        return HX_FAIL_UNWRITTEN;
+    if (m->n_nonfinite_mismatch)
+        return HX_FAIL_NONFINITE;
+    if (m->n_bad || (tol.cos_tol >= 0 && !(m->cos_diff <= tol.cos_tol)))
+        return HX_FAIL_NUMERIC;
+    return HX_PASS;
+}

@@ -1,0 +1,228 @@
+/* main.c - the attn-harness command line: list | run | info.
+ *
+ * Exit codes (DESIGN.md): 0 every row PASS or skipped, 1 a check failed, 2 usage or case-file
+ * error, 3 runtime error. Only this file exits.
+ */
+#include "run.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const usage_main =
+    "usage: attn-harness COMMAND [OPTIONS] [CASE_FILES...]\n"
+    "\n"
+    "Validate and time attention kernels against an f64 CPU reference.\n"
+    "\n"
+    "commands:\n"
+    "  list   [FILES...]      paths, their variants and keys; the cases in FILES\n"
+    "  run    FILES...        run cases: reference, candidates, verdicts, timings\n"
+    "  info                   build, BLAS, threads, GPU devices\n"
+    "\n"
+    "`attn-harness COMMAND --help` explains each command. Case-file grammar: cases/README.md.\n"
+    "Exit codes: 0 all pass or skip, 1 a check failed, 2 usage or case-file error,\n"
+    "3 runtime error.\n";
+
+static const char *const usage_run =
+    "usage: attn-harness run [OPTIONS] CASE_FILE...\n"
+    "\n"
+    "For each case: generate inputs in their storage dtypes (seeded by the case name), compute\n"
+    "the f64 reference, run each candidate into NaN-poisoned, canary-guarded outputs, judge\n"
+    "them (VALIDATION.md), and print one row per (case, variant). Candidates: `emulated` (the\n"
+    "reference with a kernel's rounding points, on the CPU) and the GPU variants of the path.\n"
+    "\n"
+    "options:\n"
+    "  -f, --filter GLOB     only cases whose name or \"case/variant\" matches GLOB\n"
+    "  -V, --variant NAME    only this variant\n"
+    "      --cpu-only        no GPU variants (the emulated reference is still judged)\n"
+    "      --seed N          XOR N into every case seed (default 0); printed in each row\n"
+    "      --shard I/N       run only cases k with k %% N == I (0-based), for job arrays\n"
+    "      --json FILE       write JSON Lines records (written to a temp name, renamed at end)\n"
+    "      --csv FILE        write a flat CSV for gnuplot\n"
+    "      --dump DIR        write inputs, reference and candidate outputs as DIR/CASE/*.npy\n"
+    "      --inputs DIR      read inputs from DIR/CASE/TENSOR.npy where present (e.g. from\n"
+    "                        PyTorch or vLLM); shapes must match the case\n"
+    "      --progress        progress lines on stderr (default: when stderr is a terminal)\n"
+    "  -h, --help            this text\n"
+    "\n"
+    "Columns: status, max_abs (worst output), cos_diff (of `out`), headroom (worst err/tol;\n"
+    "> 1 fails), median time, TFLOP/s and GB/s (SPEC.md cost model), %% of the measured peak\n"
+    "(OpenBLAS dgemm for CPU rows), seed. Exit: 0 pass/skip, 1 failure, 2 bad case file, 3 runtime.\n";
+
+static const char *const usage_list =
+    "usage: attn-harness list [CASE_FILE...]\n"
+    "\n"
+    "Without files: every path with its summary, case keys, outputs and variants.\n"
+    "With files: also every case, its path and its shape.\n";
+
+static const char *const usage_info =
+    "usage: attn-harness info [--slug]\n"
+    "\n"
+    "Build (git revision, GPU backend, compiler), BLAS and threads, OpenBLAS dgemm GFLOP/s\n"
+    "measured now, and every GPU device with its attributes.\n"
+    "  --slug   print only the device slug results are filed under (results/<slug>/):\n"
+    "           device 0's name in lower case with '-' for spaces, or 'cpu' without a GPU\n";
+
+static int want_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return 1;
+    return 0;
+}
+
+static int die(int code, const char *msg)
+{
+    fprintf(stderr, "attn-harness: %s\n", msg);
+    return hx_exit_code(code);
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    if (want_help(argc, argv)) {
+        fputs(usage_list, stdout);
+        return 0;
+    }
+    printf("paths:\n");
+    for (int i = 0; i < hx_n_paths; i++) {
+        const hx_path *p = hx_paths[i];
+        printf("  %-14s %s\n", p->name, p->summary);
+        printf("  %-14s keys: %s\n", "", p->keys);
+        printf("  %-14s outputs: %s; variants: emulated (cpu)%s\n", "", p->outputs,
+               p->bit_exact ? "; bit-exact" : "");
+    }
+    if (argc <= 1)
+        return 0;
+    hx_caselist l = {0};
+    hx_err e = {0};
+    for (int i = 1; i < argc; i++) {
+        if (hx_cases_load(argv[i], 0, &l, &e)) {
+            hx_cases_free(&l);
+            return die(e.code, e.msg);
+        }
+    }
+    printf("\ncases:\n");
+    for (int i = 0; i < l.n; i++) {
+        const hx_case *c = &l.v[i];
+        printf("  %-36s %-13s %s:%d", c->name, c->path->name, c->file, c->line);
+        if (c->tags[0])
+            printf("  [%s]", c->tags);
+        putchar('\n');
+    }
+    hx_cases_free(&l);
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    if (want_help(argc, argv)) {
+        fputs(usage_info, stdout);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--slug") == 0) {
+        char slug[128];
+        hx_device_slug(slug, sizeof slug);
+        puts(slug);
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "attn-harness info: unknown option '%s'\n%s", argv[1], usage_info);
+        return 2;
+    }
+    hx_runinfo ri;
+    hx_runinfo_init(&ri, "info");
+    printf("attn-harness %s\n", ri.git_rev);
+    printf("build:    %s\n", ri.build);
+    printf("host:     %s\n", ri.host);
+    printf("blas:     %s\n", ri.blas);
+    printf("threads:  %d (OpenMP)\n", ri.threads);
+    printf("dgemm:    %.1f GFLOP/s (1024^3, measured now)\n", ref_dgemm_gflops(1024, 0.3));
+    printf("gpu:      backend %s, %d device(s)\n", hx_gpu_backend(), hx_gpu_count());
+    for (int d = 0; d < hx_gpu_count(); d++)
+        hx_gpu_describe(d, stdout);
+    return 0;
+}
+
+static int parse_shard(const char *s, int *i, int *n)
+{
+    char extra;
+    return sscanf(s, "%d/%d%c", i, n, &extra) == 2 && *n > 0 && *i >= 0 && *i < *n;
+}
+
+static int cmd_run(int argc, char **argv, const char *argv_line)
+{
+    enum { O_CPU = 256, O_SEED, O_SHARD, O_JSON, O_CSV, O_DUMP, O_INPUTS, O_PROGRESS };
+    static const struct option opts[] = {
+        {"filter", required_argument, 0, 'f'}, {"variant", required_argument, 0, 'V'},
+        {"cpu-only", no_argument, 0, O_CPU},   {"seed", required_argument, 0, O_SEED},
+        {"shard", required_argument, 0, O_SHARD}, {"json", required_argument, 0, O_JSON},
+        {"csv", required_argument, 0, O_CSV},  {"dump", required_argument, 0, O_DUMP},
+        {"inputs", required_argument, 0, O_INPUTS}, {"progress", no_argument, 0, O_PROGRESS},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+    };
+    hx_run_opts o = {.shard_n = 1, .progress = isatty(2)};
+    int ch;
+    char msg[256];
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "f:V:h", opts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'f': o.filter = optarg; break;
+        case 'V': o.variant = optarg; break;
+        case O_CPU: o.cpu_only = 1; break;
+        case O_SEED:
+            o.seed = strtoull(optarg, &end, 0);
+            if (*end || !*optarg) {
+                snprintf(msg, sizeof msg, "--seed '%s': expected an integer (decimal or 0x hex)", optarg);
+                return die(HX_EUSAGE, msg);
+            }
+            break;
+        case O_SHARD:
+            if (!parse_shard(optarg, &o.shard_i, &o.shard_n)) {
+                snprintf(msg, sizeof msg, "--shard '%s': expected I/N with 0 <= I < N", optarg);
+                return die(HX_EUSAGE, msg);
+            }
+            break;
+        case O_JSON: o.json = optarg; break;
+        case O_CSV: o.csv = optarg; break;
+        case O_DUMP: o.dump = optarg; break;
+        case O_INPUTS: o.inputs = optarg; break;
+        case O_PROGRESS: o.progress = 1; break;
+        case 'h': fputs(usage_run, stdout); return 0;
+        default: fputs(usage_run, stderr); return 2;
+        }
+    }
+    if (optind >= argc)
+        return die(HX_EUSAGE, "run: no case file given (try: attn-harness run cases/smoke.ini)");
+    hx_err e = {0};
+    int rc = hx_run(&o, argv + optind, argc - optind, argv_line, &e);
+    if (rc < 0)
+        return die(rc, e.msg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    char line[1024];
+    size_t k = 0;
+    line[0] = '\0';
+    for (int i = 0; i < argc && k < sizeof line; i++)
+        k += (size_t)snprintf(line + k, sizeof line - k, "%s%s", i ? " " : "", argv[i]);
+
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage_main, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "list") == 0)
+        return cmd_list(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1, line);
+    if (strcmp(cmd, "info") == 0)
+        return cmd_info(argc - 1, argv + 1);
+    fprintf(stderr, "attn-harness: unknown command '%s' (commands: list, run, info)\n", cmd);
+    return 2;
+}

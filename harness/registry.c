@@ -1,0 +1,99 @@
+/* registry.c - the path registry (one line per path) and helpers shared by path descriptors. */
+#include "hx.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+extern const hx_path hx_path_mha_varlen;
+extern const hx_path hx_path_merge_states;
+
+const hx_path *const hx_paths[] = {
+    &hx_path_merge_states,
+    &hx_path_mha_varlen,
+};
+const int hx_n_paths = (int)(sizeof hx_paths / sizeof hx_paths[0]);
+
+const hx_path *hx_path_find(const char *name)
+{
+    for (int i = 0; i < hx_n_paths; i++)
+        if (strcmp(hx_paths[i]->name, name) == 0)
+            return hx_paths[i];
+    return NULL;
+}
+
+int hx_check_positive(hx_err *e, const hx_case *c, const char *key, int v)
+{
+    if (v > 0)
+        return HX_OK;
+    if (!hx_case_key_line(c, key))
+        return hx_case_fail(e, c, NULL, "missing key '%s' (a positive integer) for path '%s'", key,
+                            c->path->name);
+    return hx_case_fail(e, c, key, "must be a positive integer, got %d", v);
+}
+
+int32_t *hx_cu_from_lens(const hx_lens *l)
+{
+    int32_t *cu = malloc(sizeof(int32_t) * (size_t)(l->n + 1));
+    if (!cu)
+        return NULL;
+    cu[0] = 0;
+    for (int i = 0; i < l->n; i++)
+        cu[i + 1] = cu[i] + l->v[i];
+    return cu;
+}
+
+hx_tensor *hx_make_cu_tensor(hx_tensors *in, const char *name, const hx_lens *l, hx_err *e)
+{
+    int64_t shape[1] = {l->n + 1};
+    hx_tensor *t = hx_tensors_add(in, name, REF_I32, 1, shape, e);
+    if (!t)
+        return NULL;
+    int32_t *cu = t->data;
+    cu[0] = 0;
+    for (int i = 0; i < l->n; i++)
+        cu[i + 1] = cu[i] + l->v[i];
+    return t;
+}
+
+int hx_check_cu_tensor(const hx_case *c, const hx_tensors *in, const char *name, const hx_lens *l,
+                       hx_err *e)
+{
+    const hx_tensor *t = hx_tensors_get(in, name);
+    if (!t || t->dtype != REF_I32 || t->numel != (size_t)l->n + 1)
+        return hx_fail(e, HX_ECASE, "[%s] input '%s' must be i32 [%d]", c->name, name, l->n + 1);
+    const int32_t *cu = t->data;
+    if (cu[0] != 0)
+        return hx_fail(e, HX_ECASE, "[%s] %s[0] = %d, must be 0", c->name, name, cu[0]);
+    for (int i = 0; i < l->n; i++)
+        if (cu[i + 1] - cu[i] != l->v[i])
+            return hx_fail(e, HX_ECASE,
+                           "[%s] %s gives sequence %d length %lld but the case says %d "
+                           "(cu_seqlens must be non-decreasing and match the case's lengths)",
+                           c->name, name, i, (long long)cu[i + 1] - cu[i], l->v[i]);
+    return HX_OK;
+}
+
+void hx_locate_varlen(const hx_lens *l, int64_t token, int *seq, int64_t *pos)
+{
+    int64_t start = 0;
+    for (int b = 0; b < l->n; b++) {
+        if (token < start + l->v[b]) {
+            *seq = b;
+            *pos = token - start;
+            return;
+        }
+        start += l->v[b];
+    }
+    *seq = -1;
+    *pos = token;
+}
+
+int64_t hx_visible_keys(int64_t lq, int64_t lk, int64_t i, int causal, int window_left)
+{
+    int64_t off = lk - lq, lo = 0, hi = lk - 1;
+    if (causal && i + off < hi)
+        hi = i + off;
+    if (window_left >= 0 && i + off - window_left > lo)
+        lo = i + off - window_left;
+    return hi >= lo ? hi - lo + 1 : 0;
+}

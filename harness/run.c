@@ -1,0 +1,354 @@
+/* run.c - the `run` engine: for each selected case, make inputs, compute the f64 reference,
+ * run each candidate into poisoned, canary-guarded outputs, judge, and report.
+ *
+ * Candidates today: `emulated`, the reference in REF_EMULATE mode rounded to the output
+ * dtypes, which says how far a kernel with the usual rounding points sits from the contract
+ * and is the denominator of err_ratio. GPU variants join through the path's variant table.
+ */
+#include "run.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef ATTN_GIT_REV
+#define ATTN_GIT_REV "unknown"
+#endif
+#ifndef ATTN_BUILD_INFO
+#define ATTN_BUILD_INFO "unknown"
+#endif
+
+void hx_runinfo_init(hx_runinfo *ri, const char *argv_line)
+{
+    memset(ri, 0, sizeof *ri);
+    snprintf(ri->git_rev, sizeof ri->git_rev, "%s", ATTN_GIT_REV);
+    snprintf(ri->build, sizeof ri->build, "%s", ATTN_BUILD_INFO);
+    if (gethostname(ri->host, sizeof ri->host) != 0)
+        snprintf(ri->host, sizeof ri->host, "unknown");
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ri->started, sizeof ri->started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(ri->argv, sizeof ri->argv, "%s", argv_line);
+    ri->threads = ref_threads();
+    ri->blas = ref_blas_name();
+    ri->dgemm_gflops = NAN;
+}
+
+/* ------------------------------------------------------------ input files */
+static int hx__file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* --inputs DIR: replace generated inputs by DIR/<case>/<tensor>.npy where present. */
+static int hx__load_inputs(const hx_case *c, const char *dir, hx_tensors *in, hx_err *e)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, c->name);
+    if (!hx__file_exists(p))
+        return hx_fail(e, HX_EIO, "--inputs: no directory '%s' for case [%s]", p, c->name);
+    int loaded = 0;
+    for (int i = 0; i < in->n; i++) {
+        snprintf(p, sizeof p, "%s/%s/%s.npy", dir, c->name, in->t[i].name);
+        if (!hx__file_exists(p))
+            continue;
+        int rc = hx_npy_load_into(p, &in->t[i], e);
+        if (rc)
+            return rc;
+        loaded++;
+    }
+    if (!loaded)
+        return hx_fail(e, HX_EIO, "--inputs: '%s/%s' holds none of the case's input tensors", dir,
+                       c->name);
+    return HX_OK;
+}
+
+/* --dump DIR: DIR/<case>/<prefix><tensor>.npy for every tensor of a set. */
+static int hx__dump(const hx_case *c, const char *dir, const char *prefix, const hx_tensors *s,
+                    hx_err *e)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, c->name);
+    int rc = hx_mkdir_p(p, e);
+    for (int i = 0; !rc && i < s->n; i++) {
+        snprintf(p, sizeof p, "%s/%s/%s%s.npy", dir, c->name, prefix, s->t[i].name);
+        rc = hx_npy_save(p, &s->t[i], e);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------- judging */
+static hx_tol hx__tol_for(const hx_case *c, const hx_tensor *t)
+{
+    hx_tol tol = hx_default_tol(t->dtype, strcmp(t->name, "lse") == 0, c->path->bit_exact);
+    for (int i = 0; i < c->n_tol_override; i++) {
+        if (strcmp(c->tol_override[i].output, t->name) != 0)
+            continue;
+        if (c->tol_override[i].has_atol)
+            tol.atol = c->tol_override[i].tol.atol;
+        if (c->tol_override[i].has_rtol)
+            tol.rtol = c->tol_override[i].tol.rtol;
+        if (c->tol_override[i].has_cos)
+            tol.cos_tol = c->tol_override[i].tol.cos_tol;
+    }
+    return tol;
+}
+
+/* Judge every output of a candidate set against the f64 reference set. */
+static void hx__judge(const hx_case *c, const hx_tensors *got, const hx_tensors *ref, hx_result *r)
+{
+    r->status = HX_PASS;
+    r->n_out = 0;
+    for (int i = 0; i < ref->n && r->n_out < HX_MAX_OUTPUTS; i++) {
+        hx_output_result *o = &r->out[r->n_out++];
+        const hx_tensor *rt = &ref->t[i], *gt = hx_tensors_get(got, rt->name);
+        snprintf(o->name, sizeof o->name, "%s", rt->name);
+        if (!gt) { /* a missing output is a failure, never a pass */
+            o->status = HX_FAIL_UNWRITTEN;
+            snprintf(o->where, sizeof o->where, "output missing");
+        } else {
+            o->tol = hx__tol_for(c, gt);
+            o->status = hx_compare(gt, rt, o->tol, &o->m);
+            c->path->locate(c, rt->name, o->m.worst, o->where, sizeof o->where);
+        }
+        r->status = hx_status_worst(r->status, o->status);
+    }
+}
+
+static void hx__result_init(hx_result *r, const hx_case *c, const char *variant, const char *device)
+{
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    snprintf(r->variant, sizeof r->variant, "%s", variant);
+    snprintf(r->device, sizeof r->device, "%s", device);
+    r->err_ratio = r->tflops = r->gbps = r->pct_peak = NAN;
+    r->t.median_ms = r->t.min_ms = r->t.max_ms = r->t.stddev_ms = NAN;
+    r->ref_seconds = r->ref_gflops = NAN;
+    r->cost = c->path->cost(c);
+}
+
+/* ---------------------------------------------------------------- output */
+typedef struct hx__sink {
+    hx_writer json, csv;
+    const hx_runinfo *ri;
+    int n_rows, n_failed;
+} hx__sink;
+
+static void hx__emit(hx__sink *s, const hx_result *r)
+{
+    hx_table_row(stdout, r);
+    fflush(stdout);
+    if (s->json.f)
+        hx_json_record(s->json.f, r, s->ri);
+    if (s->csv.f)
+        hx_csv_row(s->csv.f, r, s->ri);
+    s->n_rows++;
+    if (!hx_status_ok(r->status))
+        s->n_failed++;
+}
+
+/* ------------------------------------------------------------ one case */
+typedef struct hx__refspeed {
+    const hx_case *c;
+    double seconds, gflops;
+} hx__refspeed;
+
+static int hx__selected(const hx_run_opts *o, const hx_case *c, const char *variant)
+{
+    if (o->variant && strcmp(o->variant, variant) != 0)
+        return 0;
+    if (!o->filter)
+        return 1;
+    char key[HX_CASE_NAME_MAX + 64];
+    snprintf(key, sizeof key, "%s/%s", c->name, variant);
+    return hx_glob_match(o->filter, c->name) || hx_glob_match(o->filter, key);
+}
+
+static void hx__row_error(hx__sink *s, const hx_case *c, const char *variant, const hx_err *e)
+{
+    hx_result r;
+    hx__result_init(&r, c, variant, "cpu");
+    r.status = HX_ERROR;
+    snprintf(r.message, sizeof r.message, "%s", e->msg);
+    hx__emit(s, &r);
+}
+
+static int hx__run_case(const hx_run_opts *o, const hx_case *c, const hx_runinfo *ri, hx__sink *s,
+                        hx__refspeed *speed)
+{
+    hx_err e = {0};
+    hx_tensors in = {0}, tpl = {0}, ref = {0}, emu64 = {0};
+    const hx_path *p = c->path;
+    int rc = p->make_inputs(c, &in, &e);
+    if (!rc && o->inputs)
+        rc = hx__load_inputs(c, o->inputs, &in, &e);
+    if (!rc && p->check_inputs)
+        rc = p->check_inputs(c, &in, &e);
+    if (!rc)
+        rc = p->make_outputs(c, &tpl, &e);
+    if (!rc)
+        rc = hx_tensors_clone_shape(&tpl, REF_F64, &ref, &e);
+    if (rc == HX_EIO || rc == HX_ECASE)
+        goto done; /* the user's files are wrong: stop the run, as for a bad case file */
+    if (!rc) {
+        double t0 = hx_now();
+        rc = p->reference(c, &in, &ref, REF_EXACT, &e);
+        speed->c = c;
+        speed->seconds = hx_now() - t0;
+        speed->gflops = p->cost(c).flops / speed->seconds * 1e-9;
+    }
+    if (!rc && o->dump && !(rc = hx__dump(c, o->dump, "", &in, &e)))
+        rc = hx__dump(c, o->dump, "ref.", &ref, &e);
+    if (rc) {
+        hx__row_error(s, c, "reference", &e);
+        rc = HX_OK;
+        goto done;
+    }
+
+    if (hx__selected(o, c, "emulated")) {
+        hx_result r;
+        hx__result_init(&r, c, "emulated", "cpu");
+        r.ref_seconds = speed->seconds;
+        r.ref_gflops = speed->gflops;
+        double t0 = hx_now();
+        rc = hx_tensors_clone_shape(&tpl, REF_F64, &emu64, &e);
+        if (!rc)
+            rc = p->reference(c, &in, &emu64, REF_EMULATE, &e);
+        double dt = hx_now() - t0;
+        if (!rc) {
+            for (int i = 0; i < tpl.n; i++) {
+                hx_tensor *t = &tpl.t[i];
+                hx_tensor_poison(t);
+                const double *v = emu64.t[i].data;
+                for (size_t j = 0; j < t->numel; j++)
+                    ref_store(t->dtype, t->data, j, v[j]);
+            }
+            hx__judge(c, &tpl, &ref, &r);
+            r.t.samples = 1;
+            r.t.median_ms = r.t.min_ms = r.t.max_ms = dt * 1e3;
+            r.t.stddev_ms = 0;
+            r.tflops = r.cost.flops / dt * 1e-12;
+            r.gbps = r.cost.bytes / dt * 1e-9;
+            if (isfinite(ri->dgemm_gflops) && r.cost.flops > 0) {
+                r.pct_peak = 100.0 * r.tflops * 1e3 / ri->dgemm_gflops;
+                r.peak_name = "dgemm";
+            }
+            if (o->dump)
+                rc = hx__dump(c, o->dump, "emulated.", &tpl, &e);
+        }
+        if (rc) {
+            r.status = HX_ERROR;
+            snprintf(r.message, sizeof r.message, "%s", e.msg);
+            rc = HX_OK;
+        }
+        hx__emit(s, &r);
+    }
+done:
+    if (rc)
+        fprintf(stderr, "attn-harness: %s\n", e.msg);
+    hx_tensors_free(&in);
+    hx_tensors_free(&tpl);
+    hx_tensors_free(&ref);
+    hx_tensors_free(&emu64);
+    return rc;
+}
+
+/* ------------------------------------------------------------ the run */
+int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *argv_line, hx_err *e)
+{
+    hx_caselist cases = {0};
+    int rc = HX_OK;
+    for (int i = 0; i < n_files && !rc; i++)
+        rc = hx_cases_load(files[i], o->seed, &cases, e);
+    if (rc) {
+        hx_cases_free(&cases);
+        return rc;
+    }
+
+    hx_runinfo ri;
+    hx_runinfo_init(&ri, argv_line);
+    ri.dgemm_gflops = ref_dgemm_gflops(1024, 0.3);
+
+    hx__sink s = {.ri = &ri};
+    if (o->json && (rc = hx_writer_open(&s.json, o->json, e)))
+        goto out;
+    if (o->csv && (rc = hx_writer_open(&s.csv, o->csv, e)))
+        goto out;
+    if (s.csv.f)
+        hx_csv_header(s.csv.f);
+
+    hx__refspeed *speed = calloc((size_t)cases.n + 1, sizeof *speed);
+    if (!speed) {
+        rc = hx_fail(e, HX_ENOMEM, "out of memory");
+        goto out;
+    }
+    int n_sel = 0;
+    for (int k = 0; k < cases.n; k++)
+        n_sel += (k % o->shard_n == o->shard_i);
+
+    hx_table_header(stdout);
+    double t_start = hx_now();
+    int done = 0;
+    for (int k = 0; k < cases.n && !rc; k++) {
+        const hx_case *c = &cases.v[k];
+        if (k % o->shard_n != o->shard_i)
+            continue;
+        if (o->filter && !hx__selected(o, c, "emulated") && !hx_glob_match(o->filter, c->name)) {
+            n_sel--;
+            continue;
+        }
+        if (o->progress) {
+            double el = hx_now() - t_start;
+            fprintf(stderr, "[%d/%d] %s (%s)  elapsed %.1f s", done + 1, n_sel, c->name,
+                    c->path->name, el);
+            if (done > 0)
+                fprintf(stderr, ", ETA %.0f s", el / done * (n_sel - done));
+            fputc('\n', stderr);
+        }
+        rc = hx__run_case(o, c, &ri, &s, &speed[done]);
+        if (rc)
+            *e = (hx_err){.code = rc};
+        done++;
+    }
+    if (rc) {
+        hx_fail(e, rc, "run stopped: bad input files (see above)");
+        free(speed);
+        goto out;
+    }
+
+    printf("\nreference speed (f64, %d threads, %s; OpenBLAS dgemm measured now: %.1f GFLOP/s)\n",
+           ri.threads, ri.blas, ri.dgemm_gflops);
+    printf("%-36s %10s %10s %9s\n", "case", "seconds", "GFLOP/s", "%dgemm");
+    for (int i = 0; i < done; i++) {
+        if (!speed[i].c)
+            continue;
+        printf("%-36s %10.3f %10.2f", speed[i].c->name, speed[i].seconds, speed[i].gflops);
+        if (speed[i].gflops > 0)
+            printf(" %8.1f%%\n", 100.0 * speed[i].gflops / ri.dgemm_gflops);
+        else
+            printf(" %9s\n", "-");
+    }
+    free(speed);
+    printf("\n%d rows, %d not passing\n", s.n_rows, s.n_failed);
+    if (!s.n_rows)
+        fprintf(stderr, "attn-harness: no case/variant matched (filter '%s', variant '%s')\n",
+                o->filter ? o->filter : "*", o->variant ? o->variant : "*");
+out:;
+    hx_err e2 = {0};
+    int keep = rc == HX_OK;
+    int rc1 = hx_writer_close(&s.json, keep, &e2);
+    int rc2 = hx_writer_close(&s.csv, keep, &e2);
+    if (!rc && (rc1 || rc2)) {
+        *e = e2;
+        rc = e2.code;
+    }
+    hx_cases_free(&cases);
+    if (rc)
+        return rc;
+    return s.n_failed ? 1 : 0;
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make run`: run the default case file(s) on this machine's GPU if there is one, else on
+# the CPU only, print the table, and write results/<device-slug>/<run>.{jsonl,csv}.
+#   scripts/run-default.sh BUILD_DIR RESULTS_DIR CASE_FILE...
+set -euo pipefail
+build=$1; results=$2; shift 2
+hx="$build/attn-harness"
+slug=$("$hx" info --slug)
+run=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$results/$slug"
+flags=()
+[ "$slug" = cpu ] && flags+=(--cpu-only)
+echo "attn-harness: device '$slug'; results in $results/$slug/$run.{jsonl,csv}" >&2
+"$hx" run "${flags[@]}" "$@" --json "$results/$slug/$run.jsonl" --csv "$results/$slug/$run.csv"
