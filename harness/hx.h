@@ -24,6 +24,7 @@
     X(HX_EUSAGE, -1, "usage error", 2)                \
     X(HX_ECASE, -2, "case file error", 2)             \
     X(HX_EIO, -3, "file error", 3)                    \
+    X(HX_EINPUT, -6, "bad input file", 2)             \
     X(HX_ENOMEM, -4, "out of memory", 3)              \
     X(HX_ERUNTIME, -5, "runtime error", 3)
 
@@ -255,7 +256,7 @@ typedef struct hx_result {
     char variant[48];
     char device[96];       /* "cpu" or the GPU's name */
     hx_status status;
-    char message[512];     /* why skipped / error text; empty on pass */
+    char message[1024];    /* why skipped / error text; empty on pass */
     int n_out;
     hx_output_result out[HX_MAX_OUTPUTS];
     double err_ratio;      /* NAN when not applicable */

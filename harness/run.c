@@ -51,19 +51,18 @@ static int hx__load_inputs(const hx_case *c, const char *dir, hx_tensors *in, hx
     char p[1024];
     snprintf(p, sizeof p, "%s/%s", dir, c->name);
     if (!hx__file_exists(p))
-        return hx_fail(e, HX_EIO, "--inputs: no directory '%s' for case [%s]", p, c->name);
+        return hx_fail(e, HX_EINPUT, "--inputs: no directory '%s' for case [%s]", p, c->name);
     int loaded = 0;
     for (int i = 0; i < in->n; i++) {
         snprintf(p, sizeof p, "%s/%s/%s.npy", dir, c->name, in->t[i].name);
         if (!hx__file_exists(p))
             continue;
-        int rc = hx_npy_load_into(p, &in->t[i], e);
-        if (rc)
-            return rc;
+        if (hx_npy_load_into(p, &in->t[i], e)) /* the user's file: a usage error, exit 2 */
+            return e->code = HX_EINPUT;
         loaded++;
     }
     if (!loaded)
-        return hx_fail(e, HX_EIO, "--inputs: '%s/%s' holds none of the case's input tensors", dir,
+        return hx_fail(e, HX_EINPUT, "--inputs: '%s/%s' holds none of the case's input tensors", dir,
                        c->name);
     return HX_OK;
 }
@@ -193,7 +192,7 @@ static int hx__run_case(const hx_run_opts *o, const hx_case *c, const hx_runinfo
         rc = p->make_outputs(c, &tpl, &e);
     if (!rc)
         rc = hx_tensors_clone_shape(&tpl, REF_F64, &ref, &e);
-    if (rc == HX_EIO || rc == HX_ECASE)
+    if (rc == HX_EINPUT || rc == HX_ECASE)
         goto done; /* the user's files are wrong: stop the run, as for a bad case file */
     if (!rc) {
         double t0 = hx_now();

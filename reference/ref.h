@@ -88,8 +88,8 @@ int64_t ref_rng_range(uint64_t key, uint64_t counter, int64_t lo, int64_t hi);
 /* ------------------------------------------------------------- attention core */
 typedef enum ref_mode {
     REF_EXACT = 0,   /* the contract: f64 everywhere */
-    REF_EMULATE = 1, /* a flash kernel's rounding points: P rounded to bf16 before P.V
-                        (relative to the running row max, as an online softmax does) */
+    REF_EMULATE = 1, /* a flash kernel's rounding points: P rounded to opts.p_dtype before
+                        P.V (relative to the running row max, as an online softmax does) */
 } ref_mode;
 
 typedef struct ref_attn_opts {
@@ -98,6 +98,9 @@ typedef struct ref_attn_opts {
     int causal;      /* bottom-right aligned: key j visible to query i iff j <= i + (lk - lq) */
     int window_left; /* >= 0: also j >= i + (lk - lq) - window_left; -1 = none */
     ref_mode mode;
+    ref_dtype p_dtype; /* REF_EMULATE: dtype P is rounded to before P.V, i.e. the MMA input
+                          dtype of the kernel (bf16 for bf16 inputs, f16 for f16; REF_F32,
+                          the zero value, for f32 kernels) */
 } ref_attn_opts;
 
 /* A strided [rows, heads, cols] view of a tensor in a storage dtype: element (r, h, c) is

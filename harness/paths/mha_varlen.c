@@ -97,7 +97,7 @@ static int mv__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out
         .q = hx_tensors_get(in, "q")->data, .k = hx_tensors_get(in, "k")->data,
         .v = hx_tensors_get(in, "v")->data,
         .opts = {.scale = c->scale, .softcap = c->softcap, .causal = c->causal,
-                 .window_left = c->window_left, .mode = mode},
+                 .window_left = c->window_left, .mode = mode, .p_dtype = c->dtype},
     };
     int rc = ref_mha_varlen(&a, hx_tensors_get(out, "out")->data, hx_tensors_get(out, "lse")->data);
     if (rc)
