@@ -32,6 +32,7 @@ typedef enum hx__ktype {
     HX__K_BOOL,
     HX__K_DTYPE,
     HX__K_LENS,
+    HX__K_ENUM, /* one word of hx__key.choices, stored as its index (int) */
 } hx__ktype;
 
 typedef struct hx__key {
@@ -44,36 +45,64 @@ typedef struct hx__key {
     const char *alias; /* the other spelling of the same field */
     int common;        /* taken by every path, so not listed in hx_path.keys */
     const char *help;
+    const char *choices; /* HX__K_ENUM: space-separated words, in HX_* enum order */
 } hx__key;
 
 #define HX__F(field) offsetof(hx_case, field)
 #define HX__S(field) sizeof(((hx_case *)0)->field)
 
 static const hx__key hx__keys[] = {
-    {"path", HX__K_PATH, 0, 0, 0, 0, NULL, 1, "the attention path this case runs (required)"},
-    {"tags", HX__K_STRING, HX__F(tags), HX__S(tags), 0, 0, NULL, 1, "free text, for --filter and plots"},
-    {"atol", HX__K_TOL, 0, 0, 0, 0, NULL, 1, "absolute tolerance of one output"},
-    {"rtol", HX__K_TOL, 0, 0, 0, 0, NULL, 1, "relative tolerance of one output"},
-    {"cos_tol", HX__K_TOL, 0, 0, 0, 0, NULL, 1, "largest cos_diff accepted for one output"},
+    {"path", HX__K_PATH, 0, 0, 0, 0, NULL, 1, "the attention path this case runs (required)", NULL},
+    {"tags", HX__K_STRING, HX__F(tags), HX__S(tags), 0, 0, NULL, 1, "free text, for --filter and plots", NULL},
+    {"atol", HX__K_TOL, 0, 0, 0, 0, NULL, 1, "absolute tolerance of one output", NULL},
+    {"rtol", HX__K_TOL, 0, 0, 0, 0, NULL, 1, "relative tolerance of one output", NULL},
+    {"cos_tol", HX__K_TOL, 0, 0, 0, 0, NULL, 1, "largest cos_diff accepted for one output", NULL},
     {"tol_reason", HX__K_STRING, HX__F(tol_reason), HX__S(tol_reason), 0, 0, NULL, 1,
-     "why a tolerance is looser than the default (required then)"},
-    {"batch", HX__K_INT, HX__F(batch), 0, 1, 0, NULL, 0, "number of sequences"},
-    {"heads_q", HX__K_INT, HX__F(heads_q), 0, 1, 0, "heads", 0, "query heads"},
-    {"heads", HX__K_INT, HX__F(heads_q), 0, 1, 0, "heads_q", 0, "heads (same as heads_q)"},
-    {"heads_kv", HX__K_INT, HX__F(heads_kv), 0, 1, 0, NULL, 0, "key/value heads"},
-    {"head_dim", HX__K_INT, HX__F(head_dim), 0, 1, 0, NULL, 0, "query/key head dimension"},
-    {"head_dim_v", HX__K_INT, HX__F(head_dim_v), 0, 1, 0, NULL, 0, "value head dimension"},
-    {"tokens", HX__K_INT, HX__F(tokens), 0, 1, 0, NULL, 0, "number of tokens"},
-    {"seq_lens_q", HX__K_LENS, HX__F(seq_lens_q), 0, 0, 0, "seq_lens", 0, "query length per sequence"},
+     "why a tolerance is looser than the default (required then)", NULL},
+    {"batch", HX__K_INT, HX__F(batch), 0, 1, 0, NULL, 0, "number of sequences", NULL},
+    {"heads_q", HX__K_INT, HX__F(heads_q), 0, 1, 0, "heads", 0, "query heads", NULL},
+    {"heads", HX__K_INT, HX__F(heads_q), 0, 1, 0, "heads_q", 0, "heads (same as heads_q)", NULL},
+    {"heads_kv", HX__K_INT, HX__F(heads_kv), 0, 1, 0, NULL, 0, "key/value heads", NULL},
+    {"head_dim", HX__K_INT, HX__F(head_dim), 0, 1, 0, NULL, 0, "query/key head dimension", NULL},
+    {"head_dim_v", HX__K_INT, HX__F(head_dim_v), 0, 1, 0, NULL, 0, "value head dimension", NULL},
+    {"tokens", HX__K_INT, HX__F(tokens), 0, 1, 0, NULL, 0, "number of tokens", NULL},
+    {"seq_lens_q", HX__K_LENS, HX__F(seq_lens_q), 0, 0, 0, "seq_lens", 0, "query length per sequence", NULL},
     {"seq_lens", HX__K_LENS, HX__F(seq_lens_q), 0, 0, 0, "seq_lens_q", 0,
-     "length per sequence (same as seq_lens_q)"},
-    {"seq_lens_k", HX__K_LENS, HX__F(seq_lens_k), 0, 0, 0, NULL, 0, "key length per sequence"},
-    {"scale", HX__K_DOUBLE, HX__F(scale), 0, 0, 1, NULL, 0, "logit scale"},
-    {"softcap", HX__K_DOUBLE, HX__F(softcap), 0, 0, 0, NULL, 0, "logit soft cap, 0 = none"},
-    {"causal", HX__K_BOOL, HX__F(causal), 0, 0, 0, NULL, 0, "causal mask, bottom-right aligned"},
+     "length per sequence (same as seq_lens_q)", NULL},
+    {"seq_lens_k", HX__K_LENS, HX__F(seq_lens_k), 0, 0, 0, NULL, 0, "key length per sequence", NULL},
+    {"scale", HX__K_DOUBLE, HX__F(scale), 0, 0, 1, NULL, 0, "logit scale", NULL},
+    {"softcap", HX__K_DOUBLE, HX__F(softcap), 0, 0, 0, NULL, 0, "logit soft cap, 0 = none", NULL},
+    {"causal", HX__K_BOOL, HX__F(causal), 0, 0, 0, NULL, 0, "causal mask, bottom-right aligned", NULL},
     {"window_left", HX__K_INT, HX__F(window_left), 0, -1, 0, NULL, 0,
-     "keys visible to the left of the diagonal, -1 = all"},
-    {"dtype", HX__K_DTYPE, HX__F(dtype), 0, 0, 0, NULL, 0, "storage dtype of the inputs and out"},
+     "keys visible to the left of the diagonal, -1 = all", NULL},
+    {"dtype", HX__K_DTYPE, HX__F(dtype), 0, 0, 0, NULL, 0, "storage dtype of the inputs and out", NULL},
+    {"context_lens", HX__K_LENS, HX__F(context_lens), 0, 0, 0, NULL, 0,
+     "tokens already in the paged cache, per request", NULL},
+    {"layout", HX__K_ENUM, HX__F(layout), 0, 0, 0, NULL, 0, "paged KV cache layout",
+     "nhd hnd shuffled"},
+    {"kv_dtype", HX__K_DTYPE, HX__F(kv_dtype), 0, 0, 0, NULL, 0, "KV cache element dtype", NULL},
+    {"block_size", HX__K_INT, HX__F(block_size), 0, 1, 0, NULL, 0, "tokens per cache block", NULL},
+    {"num_blocks", HX__K_INT, HX__F(num_blocks), 0, 1, 0, NULL, 0,
+     "physical blocks in the cache pool (default: as many as needed)", NULL},
+    {"block_alloc", HX__K_ENUM, HX__F(block_alloc), 0, 0, 0, NULL, 0,
+     "block ids: random permutation, identity, or the highest ids of the pool",
+     "permuted identity high"},
+    {"k_scale", HX__K_DOUBLE, HX__F(k_scale), 0, 0, 1, NULL, 0, "fp8 K cache scale", NULL},
+    {"v_scale", HX__K_DOUBLE, HX__F(v_scale), 0, 0, 1, NULL, 0, "fp8 V cache scale", NULL},
+    {"chunk_tokens", HX__K_INT, HX__F(chunk_tokens), 0, 1, 0, NULL, 0,
+     "context tokens per chunk across the batch (extend)", NULL},
+    {"positions", HX__K_LENS, HX__F(positions), 0, 0, 0, NULL, 0,
+     "position of each decode token (DeepSeek V4)", NULL},
+    {"window", HX__K_INT, HX__F(window), 0, 1, 0, NULL, 0, "sliding-window size (SWA scope)", NULL},
+    {"topk", HX__K_INT, HX__F(topk), 0, 1, 0, NULL, 0, "extra-scope index row width", NULL},
+    {"compress_ratio", HX__K_INT, HX__F(compress_ratio), 0, 1, 0, NULL, 0,
+     "positions per compressed entry of the extra scope", NULL},
+    {"swa_block_size", HX__K_INT, HX__F(swa_block_size), 0, 1, 0, NULL, 0,
+     "block size of the SWA cache", NULL},
+    {"extra_block_size", HX__K_INT, HX__F(extra_block_size), 0, 1, 0, NULL, 0,
+     "block size of the extra-scope cache", NULL},
+    {"sink", HX__K_ENUM, HX__F(sink), 0, 0, 0, NULL, 0, "attention sink per head",
+     "none random +inf -inf"},
 };
 enum { HX__NKEYS = (int)(sizeof hx__keys / sizeof hx__keys[0]) };
 _Static_assert(HX__NKEYS <= 64, "keys_given and key_line hold 64 keys");
@@ -425,10 +454,12 @@ int hx_lens_copy(hx_lens *dst, const hx_lens *src, hx_err *e)
 
 void hx_case_free(hx_case *c)
 {
-    free(c->seq_lens_q.v);
-    free(c->seq_lens_k.v);
-    c->seq_lens_q.v = c->seq_lens_k.v = NULL;
-    c->seq_lens_q.n = c->seq_lens_k.n = 0;
+    hx_lens *ls[] = {&c->seq_lens_q, &c->seq_lens_k, &c->context_lens, &c->positions};
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) {
+        free(ls[i]->v);
+        ls[i]->v = NULL;
+        ls[i]->n = 0;
+    }
 }
 
 void hx_cases_free(hx_caselist *l)
@@ -600,6 +631,21 @@ static int hx__set_value(hx__parse *p, const char *key, const hx__key *k, const 
         l->line = p->lineno;
         return HX_OK;
     }
+    case HX__K_ENUM: {
+        const char *w = k->choices;
+        for (int idx = 0; *w; idx++) {
+            size_t len = strcspn(w, " ");
+            if (strlen(value) == len && strncmp(value, w, len) == 0) {
+                *(int *)field = idx;
+                return HX_OK;
+            }
+            w += len;
+            w += *w == ' ';
+        }
+        char why[160];
+        snprintf(why, sizeof why, "one of: %s", k->choices);
+        return hx__value_error(p, key, k, value, why);
+    }
     case HX__K_TOL:
         break;
     }
@@ -707,12 +753,13 @@ static int hx__check_keys_for_path(hx__parse *p)
 /* batch: as given, else the length of the longest list; a lone value or range broadcasts. */
 static int hx__expand_all_lens(hx_case *c, hx_err *e)
 {
-    static const char *const names[2] = {"seq_lens_q", "seq_lens_k"};
-    hx_lens *ls[2] = {&c->seq_lens_q, &c->seq_lens_k};
+    enum { NL = 4 };
+    static const char *const names[NL] = {"seq_lens_q", "seq_lens_k", "context_lens", "positions"};
+    hx_lens *ls[NL] = {&c->seq_lens_q, &c->seq_lens_k, &c->context_lens, &c->positions};
     if (!(c->keys_given >> hx__key_index("batch") & 1)) {
         int64_t batch = 0;
         int range_key = -1;
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < NL; j++) {
             hx__spec sp;
             char why[300];
             if (!ls[j]->set)
@@ -724,7 +771,10 @@ static int hx__expand_all_lens(hx_case *c, hx_err *e)
             if (sp.broadcast && sp.item[0].is_range && range_key < 0)
                 range_key = j;
         }
-        if (!ls[0]->set && !ls[1]->set)
+        int any = 0;
+        for (int j = 0; j < NL; j++)
+            any |= ls[j]->set;
+        if (!any)
             return HX_OK;
         if (batch == 0 && range_key >= 0)
             return hx_case_fail(e, c, names[range_key],
@@ -732,7 +782,7 @@ static int hx__expand_all_lens(hx_case *c, hx_err *e)
                                 ls[range_key]->text);
         c->batch = batch ? (int)batch : 1;
     }
-    for (int j = 0; j < 2; j++)
+    for (int j = 0; j < NL; j++)
         if (ls[j]->set) {
             int rc = hx_lens_expand(c, names[j], ls[j], c->batch, e);
             if (rc)
@@ -853,6 +903,8 @@ static int hx__start_case(hx__parse *p, const char *line)
     c->causal = -1;
     c->window_left = -1;
     c->dtype = REF_DTYPE_COUNT;
+    c->kv_dtype = REF_DTYPE_COUNT;
+    c->layout = c->block_alloc = c->sink = -1;
     memset(p->tol_line, 0, sizeof p->tol_line);
     p->in_case = 1;
     return HX_OK;

@@ -119,6 +119,24 @@ typedef struct hx_case {
     int window_left; /* -1 = none */
     ref_dtype dtype; /* storage of q, k, v and out; REF_DTYPE_COUNT = not given */
 
+    /* paged KV cache (SPEC section 0) */
+    hx_lens context_lens;   /* cached tokens per request (extend, mixed, mla_prefill) */
+    int layout;             /* HX_LAYOUT_*; -1 = not given */
+    ref_dtype kv_dtype;     /* cache element dtype; REF_DTYPE_COUNT = not given */
+    int block_size;
+    int num_blocks;         /* physical blocks in the pool; 0 = as many as needed */
+    int block_alloc;        /* HX_ALLOC_*: how block ids are handed out; -1 = not given */
+    double k_scale, v_scale;/* fp8 per-tensor scales; 0 = not given */
+    int chunk_tokens;       /* extend / mla_prefill: context tokens per chunk; 0 = default */
+
+    /* DeepSeek V4 sparse decode (SPEC section 10) */
+    hx_lens positions;      /* position p of each decode token */
+    int window;             /* SWA window; 0 = default (128) */
+    int topk;               /* extra-scope index row width K */
+    int compress_ratio;     /* extra scope: one compressed entry per this many positions */
+    int swa_block_size, extra_block_size;
+    int sink;               /* HX_SINK_*; -1 = not given */
+
     char tags[128];
 
     /* tolerance overrides per output; loosening one needs tol_reason */
@@ -135,6 +153,11 @@ typedef struct hx_case {
     uint64_t keys_given;
     int key_line[64];
 } hx_case;
+
+enum { HX_LAYOUT_NHD, HX_LAYOUT_HND, HX_LAYOUT_SHUFFLED };          /* key layout */
+enum { HX_ALLOC_PERMUTED, HX_ALLOC_IDENTITY, HX_ALLOC_HIGH };     /* key block_alloc */
+enum { HX_SINK_NONE, HX_SINK_RANDOM, HX_SINK_POS_INF, HX_SINK_NEG_INF }; /* key sink */
+const char *hx_layout_name(int layout); /* "nhd", "hnd", "shuffled" */
 
 typedef struct hx_caselist {
     int n, cap;
@@ -199,6 +222,16 @@ int hx_check_cu_tensor(const hx_case *c, const hx_tensors *in, const char *name,
                        hx_err *e);
 /* Token `token` of a packed varlen batch -> (sequence, position in it); seq = -1 if past the end. */
 void hx_locate_varlen(const hx_lens *l, int64_t token, int *seq, int64_t *pos);
+/* A block table [n, max_blocks] i32 for sequences of lens[b] tokens in blocks of block_size:
+ * ids from a pool of c->num_blocks (default: exactly as many as needed), handed out per
+ * c->block_alloc (permuted by the case seed, identity, or the highest ids first); unused
+ * entries are -1. *pool_blocks receives the pool size. */
+hx_tensor *hx_make_block_table(const hx_case *c, hx_tensors *in, const char *name,
+                               const int32_t *lens, int n, int block_size, int *pool_blocks,
+                               hx_err *e);
+/* The check of a (possibly loaded) block table: every used entry inside the pool. */
+int hx_check_block_table(const hx_case *c, const hx_tensors *in, const char *name,
+                         const int32_t *lens, int n, int block_size, int pool_blocks, hx_err *e);
 /* Keys visible to query i of a (lq, lk) sequence under SPEC section 4's masks. */
 int64_t hx_visible_keys(int64_t lq, int64_t lk, int64_t i, int causal, int window_left);
 

@@ -97,3 +97,87 @@ int64_t hx_visible_keys(int64_t lq, int64_t lk, int64_t i, int causal, int windo
         lo = i + off - window_left;
     return hi >= lo ? hi - lo + 1 : 0;
 }
+
+const char *hx_layout_name(int layout)
+{
+    static const char *const names[] = {"nhd", "hnd", "shuffled"};
+    return layout >= 0 && layout < 3 ? names[layout] : "?";
+}
+
+hx_tensor *hx_make_block_table(const hx_case *c, hx_tensors *in, const char *name,
+                               const int32_t *lens, int n, int block_size, int *pool_blocks,
+                               hx_err *e)
+{
+    int64_t max_blocks = 1, needed = 0;
+    for (int b = 0; b < n; b++) {
+        int64_t nb = ((int64_t)lens[b] + block_size - 1) / block_size;
+        needed += nb;
+        if (nb > max_blocks)
+            max_blocks = nb;
+    }
+    int64_t pool = c->num_blocks > 0 ? c->num_blocks : needed;
+    if (pool < needed) {
+        hx_case_fail(e, c, "num_blocks", "%d blocks cannot hold the %lld blocks the sequences need",
+                     c->num_blocks, (long long)needed);
+        return NULL;
+    }
+    if (pool > INT32_MAX) {
+        hx_case_fail(e, c, NULL, "%lld blocks do not fit i32 block ids", (long long)pool);
+        return NULL;
+    }
+    int64_t shape[2] = {n, max_blocks};
+    hx_tensor *t = hx_tensors_add(in, name, REF_I32, 2, shape, e);
+    if (!t)
+        return NULL;
+    /* Ids handed out in order from `ids`: a permutation of the pool (permuted), 0.. (identity),
+     * or the top of the pool, highest first (high: offsets past 2^31 bytes in big pools). */
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(pool ? pool : 1));
+    if (!ids) {
+        hx_fail(e, HX_ENOMEM, "out of memory for a block table of %lld blocks", (long long)pool);
+        return NULL;
+    }
+    int alloc = c->block_alloc < 0 ? HX_ALLOC_PERMUTED : c->block_alloc;
+    for (int64_t i = 0; i < pool; i++)
+        ids[i] = (int32_t)(alloc == HX_ALLOC_HIGH ? pool - 1 - i : i);
+    if (alloc == HX_ALLOC_PERMUTED) {
+        uint64_t key = c->seed ^ ref_hash_str(name);
+        for (int64_t i = pool - 1; i > 0; i--) {
+            int64_t j = ref_rng_range(key, (uint64_t)i, 0, i);
+            int32_t tmp = ids[i];
+            ids[i] = ids[j];
+            ids[j] = tmp;
+        }
+    }
+    int32_t *bt = t->data;
+    int64_t next = 0;
+    for (int b = 0; b < n; b++) {
+        int64_t nb = ((int64_t)lens[b] + block_size - 1) / block_size;
+        for (int64_t j = 0; j < max_blocks; j++)
+            bt[b * max_blocks + j] = j < nb ? ids[next++] : -1;
+    }
+    free(ids);
+    *pool_blocks = (int)pool;
+    return t;
+}
+
+int hx_check_block_table(const hx_case *c, const hx_tensors *in, const char *name,
+                         const int32_t *lens, int n, int block_size, int pool_blocks, hx_err *e)
+{
+    const hx_tensor *t = hx_tensors_get(in, name);
+    if (!t || t->dtype != REF_I32 || t->ndim != 2 || t->shape[0] != n)
+        return hx_fail(e, HX_ECASE, "[%s] input '%s' must be i32 [%d, max_blocks]", c->name, name, n);
+    const int32_t *bt = t->data;
+    int64_t mb = t->shape[1];
+    for (int b = 0; b < n; b++) {
+        int64_t nb = ((int64_t)lens[b] + block_size - 1) / block_size;
+        if (nb > mb)
+            return hx_fail(e, HX_ECASE, "[%s] %s has %lld columns; sequence %d needs %lld blocks",
+                           c->name, name, (long long)mb, b, (long long)nb);
+        for (int64_t j = 0; j < nb; j++)
+            if (bt[b * mb + j] < 0 || bt[b * mb + j] >= pool_blocks)
+                return hx_fail(e, HX_ECASE,
+                               "[%s] %s[%d][%lld] = %d is outside the pool of %d blocks", c->name,
+                               name, b, (long long)j, bt[b * mb + j], pool_blocks);
+    }
+    return HX_OK;
+}

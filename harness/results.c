@@ -172,6 +172,29 @@ void hx_json_record(FILE *f, const hx_result *r, const hx_runinfo *ri)
     hx__jkey(f, "softcap", 0), hx__jnum(f, c->softcap);
     hx__jkey(f, "causal", 0), fprintf(f, "%d", c->causal);
     hx__jkey(f, "window_left", 0), fprintf(f, "%d", c->window_left);
+    if (c->context_lens.n)
+        hx__jlens(f, "context_lens", &c->context_lens);
+    if (c->layout >= 0)
+        hx__jkey(f, "layout", 0), hx__jstr(f, hx_layout_name(c->layout));
+    if (c->kv_dtype < REF_DTYPE_COUNT)
+        hx__jkey(f, "kv_dtype", 0), hx__jstr(f, ref_dtype_name(c->kv_dtype));
+    const struct { const char *k; int v; } ints[] = {
+        {"block_size", c->block_size}, {"num_blocks", c->num_blocks},
+        {"block_alloc", c->block_alloc}, {"chunk_tokens", c->chunk_tokens},
+        {"window", c->window}, {"topk", c->topk}, {"compress_ratio", c->compress_ratio},
+        {"swa_block_size", c->swa_block_size}, {"extra_block_size", c->extra_block_size},
+        {"sink", c->sink},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (ints[i].v > 0 || (ints[i].v == 0 && (!strcmp(ints[i].k, "sink") ||
+                                                 !strcmp(ints[i].k, "block_alloc"))))
+            hx__jkey(f, ints[i].k, 0), fprintf(f, "%d", ints[i].v);
+    if (c->k_scale > 0)
+        hx__jkey(f, "k_scale", 0), hx__jnum(f, c->k_scale);
+    if (c->v_scale > 0)
+        hx__jkey(f, "v_scale", 0), hx__jnum(f, c->v_scale);
+    if (c->positions.n)
+        hx__jlens(f, "positions", &c->positions);
     hx__jkey(f, "tags", 0), hx__jstr(f, c->tags);
     fputc('}', f);
 
