@@ -180,7 +180,45 @@ int hx_lens_expand(const hx_case *c, const char *key, hx_lens *l, int n, hx_err 
 /* Copy of a lens (same text and values), for defaults such as seq_lens_k = seq_lens_q. */
 int hx_lens_copy(hx_lens *dst, const hx_lens *src, hx_err *e);
 
+/* ------------------------------------------------------------------ the GPU
+ * Device copies of a tensor set. Every device buffer mirrors its host buffer byte for byte,
+ * canary guards included: outputs go up poisoned and guarded and come back whole, so the
+ * host judge sees unwritten elements and out-of-bounds writes made on the device. */
+typedef struct hx_dtensor {
+    char name[HX_NAME_MAX];
+    void *base; /* device allocation: HX_GUARD + bytes + HX_GUARD */
+    void *ptr;  /* = base + HX_GUARD: what kernels get */
+    size_t bytes;
+} hx_dtensor;
+
+typedef struct hx_dtensors {
+    int n;
+    hx_dtensor t[HX_MAX_TENSORS];
+} hx_dtensors;
+
+void *hx_dptr(const hx_dtensors *s, const char *name); /* NULL if absent */
+
+/* The device a run uses, its facts and the peaks measured on it in this process. */
+typedef struct hx_gpu {
+    int index;
+    char name[256], arch[64];
+    int multiprocessors, warp_size, l2_bytes, cc_major, cc_minor, smem_per_block;
+    int runtime_version, driver_version;
+    size_t mem_total;
+    double read_gbps, copy_gbps, mma_tflops; /* measured peaks (roofline); NAN until measured */
+} hx_gpu;
+
 /* ----------------------------------------------------------------------- paths */
+/* One GPU kernel design for a path. */
+typedef struct hx_variant {
+    const char *name;    /* "simple", "split_kv", "mma", ... */
+    const char *summary;
+    /* NULL when the variant runs this case on this GPU, else the reason it cannot. */
+    const char *(*unsupported)(const struct hx_case *c, const hx_gpu *g);
+    /* Launch into the device outputs; 0 or an OPT_E* code (opt_last_error() says why). */
+    int (*run)(const struct hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream);
+} hx_variant;
+
 typedef struct hx_cost {
     double flops; /* SPEC.md cost model: unmasked keys only */
     double bytes; /* every input byte read once + every output byte written */
@@ -206,6 +244,8 @@ typedef struct hx_path {
     hx_cost (*cost)(const hx_case *c);
     /* Decode flat element `i` of output `name` into path coordinates ("seq 2 token 17 ..."). */
     void (*locate)(const hx_case *c, const char *name, size_t i, char *buf, size_t n);
+    const hx_variant *variants; /* GPU kernels; the first is the path's baseline */
+    int n_variants;
 } hx_path;
 
 extern const hx_path *const hx_paths[];
@@ -304,6 +344,7 @@ typedef struct hx_result {
 
 /* Facts about this run written into every record. */
 typedef struct hx_runinfo {
+    const hx_gpu *gpu; /* NULL for a CPU-only run */
     char git_rev[48];
     char build[160];   /* backend, compiler, flags */
     char host[96];

@@ -20,6 +20,7 @@ static const char *const usage_main =
     "  list   [FILES...]      paths, their variants and keys; the cases in FILES\n"
     "  run    FILES...        run cases: reference, candidates, verdicts, timings\n"
     "  info                   build, BLAS, threads, GPU devices\n"
+    "  roofline               measured peaks (read, copy, matrix) and the timing self-test\n"
     "\n"
     "`attn-harness COMMAND --help` explains each command. Case-file grammar: cases/README.md.\n"
     "Exit codes: 0 all pass or skip, 1 a check failed, 2 usage or case-file error,\n"
@@ -45,6 +46,10 @@ static const char *const usage_run =
     "      --inputs DIR      read inputs from DIR/CASE/TENSOR.npy where present (e.g. from\n"
     "                        PyTorch or vLLM); shapes must match the case\n"
     "      --progress        progress lines on stderr (default: when stderr is a terminal)\n"
+    "      --device N        GPU index (default 0)\n"
+    "      --warmup N        untimed launches before timing (default 5)\n"
+    "      --iters N         at least N timed launches, and at least 100 ms (default 20)\n"
+    "      --hot             keep the L2 warm between samples (default: flushed, cold)\n"
     "  -h, --help            this text\n"
     "\n"
     "Columns: status, max_abs (worst output), cos_diff (of `out`), headroom (worst err/tol;\n"
@@ -64,6 +69,16 @@ static const char *const usage_info =
     "measured now, and every GPU device with its attributes.\n"
     "  --slug   print only the device slug results are filed under (results/<slug>/):\n"
     "           device 0's name in lower case with '-' for spaces, or 'cpu' without a GPU\n";
+
+static const char *const usage_roofline =
+    "usage: attn-harness roofline [--device N]\n"
+    "\n"
+    "The micro-benchmarks of MEASURE.md on one GPU: streaming read bandwidth (1 GiB, 16-byte\n"
+    "loads), copy bandwidth (read + write), bf16 matrix throughput (mma.sync on NVIDIA, MFMA on\n"
+    "AMD), each the best of 10 launches; then the timing self-test: an empty kernel must time\n"
+    "in microseconds (< 50 us) and a cold 256 MiB copy timed like a kernel must reach 70% of the\n"
+    "copy peak. Every `run` measures the same peaks for its %% of peak column.\n"
+    "Exit: 0 self-test passed, 1 failed, 3 no GPU or runtime error.\n";
 
 static int want_help(int argc, char **argv)
 {
@@ -145,6 +160,36 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+static int parse_int(const char *s, int lo, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > 1000000)
+        return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static int cmd_roofline(int argc, char **argv)
+{
+    int dev = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage_roofline, stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--device") && i + 1 < argc && parse_int(argv[i + 1], 0, &dev)) {
+            i++;
+            continue;
+        }
+        fprintf(stderr, "attn-harness roofline: bad argument '%s'\n%s", argv[i], usage_roofline);
+        return 2;
+    }
+    if (hx_gpu_count() == 0)
+        return die(HX_ERUNTIME, "roofline: no GPU device in this build or on this machine");
+    return hx_roofline(dev);
+}
+
 static int parse_shard(const char *s, int *i, int *n)
 {
     char extra;
@@ -153,16 +198,19 @@ static int parse_shard(const char *s, int *i, int *n)
 
 static int cmd_run(int argc, char **argv, const char *argv_line)
 {
-    enum { O_CPU = 256, O_SEED, O_SHARD, O_JSON, O_CSV, O_DUMP, O_INPUTS, O_PROGRESS };
+    enum { O_CPU = 256, O_SEED, O_SHARD, O_JSON, O_CSV, O_DUMP, O_INPUTS, O_PROGRESS, O_DEVICE,
+           O_WARMUP, O_ITERS, O_HOT };
     static const struct option opts[] = {
         {"filter", required_argument, 0, 'f'}, {"variant", required_argument, 0, 'V'},
         {"cpu-only", no_argument, 0, O_CPU},   {"seed", required_argument, 0, O_SEED},
         {"shard", required_argument, 0, O_SHARD}, {"json", required_argument, 0, O_JSON},
         {"csv", required_argument, 0, O_CSV},  {"dump", required_argument, 0, O_DUMP},
         {"inputs", required_argument, 0, O_INPUTS}, {"progress", no_argument, 0, O_PROGRESS},
+        {"device", required_argument, 0, O_DEVICE}, {"warmup", required_argument, 0, O_WARMUP},
+        {"iters", required_argument, 0, O_ITERS}, {"hot", no_argument, 0, O_HOT},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
-    hx_run_opts o = {.shard_n = 1, .progress = isatty(2)};
+    hx_run_opts o = {.shard_n = 1, .progress = isatty(2), .warmup = 5, .iters = 20};
     int ch;
     char msg[256];
     optind = 1;
@@ -190,6 +238,19 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
         case O_DUMP: o.dump = optarg; break;
         case O_INPUTS: o.inputs = optarg; break;
         case O_PROGRESS: o.progress = 1; break;
+        case O_HOT: o.hot = 1; break;
+        case O_DEVICE:
+        case O_WARMUP:
+        case O_ITERS: {
+            int *dst = ch == O_DEVICE ? &o.device : ch == O_WARMUP ? &o.warmup : &o.iters;
+            if (!parse_int(optarg, ch == O_ITERS ? 1 : 0, dst)) {
+                snprintf(msg, sizeof msg, "--%s '%s': expected an integer >= %d",
+                         ch == O_DEVICE ? "device" : ch == O_WARMUP ? "warmup" : "iters", optarg,
+                         ch == O_ITERS ? 1 : 0);
+                return die(HX_EUSAGE, msg);
+            }
+            break;
+        }
         case 'h': fputs(usage_run, stdout); return 0;
         default: fputs(usage_run, stderr); return 2;
         }
@@ -223,6 +284,9 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1, line);
     if (strcmp(cmd, "info") == 0)
         return cmd_info(argc - 1, argv + 1);
-    fprintf(stderr, "attn-harness: unknown command '%s' (commands: list, run, info)\n", cmd);
+    if (strcmp(cmd, "roofline") == 0)
+        return cmd_roofline(argc - 1, argv + 1);
+    fprintf(stderr, "attn-harness: unknown command '%s' (commands: list, run, info, roofline)\n",
+            cmd);
     return 2;
 }

@@ -255,6 +255,22 @@ void hx_json_record(FILE *f, const hx_result *r, const hx_runinfo *ri)
     hx__jkey(f, "dgemm_gflops", 0), hx__jnum(f, ri->dgemm_gflops);
     hx__jkey(f, "threads", 0), fprintf(f, "%d", ri->threads);
     hx__jkey(f, "blas", 0), hx__jstr(f, ri->blas ? ri->blas : "");
+    if (ri->gpu) {
+        const hx_gpu *g = ri->gpu;
+        hx__jkey(f, "gpu", 0), fputc('{', f);
+        hx__jkey(f, "index", 1), fprintf(f, "%d", g->index);
+        hx__jkey(f, "name", 0), hx__jstr(f, g->name);
+        hx__jkey(f, "arch", 0), hx__jstr(f, g->arch);
+        hx__jkey(f, "multiprocessors", 0), fprintf(f, "%d", g->multiprocessors);
+        hx__jkey(f, "warp_size", 0), fprintf(f, "%d", g->warp_size);
+        hx__jkey(f, "l2_bytes", 0), fprintf(f, "%d", g->l2_bytes);
+        hx__jkey(f, "runtime_version", 0), fprintf(f, "%d", g->runtime_version);
+        hx__jkey(f, "driver_version", 0), fprintf(f, "%d", g->driver_version);
+        hx__jkey(f, "read_gbps", 0), hx__jnum(f, g->read_gbps);
+        hx__jkey(f, "copy_gbps", 0), hx__jnum(f, g->copy_gbps);
+        hx__jkey(f, "mma_tflops", 0), hx__jnum(f, g->mma_tflops);
+        fputc('}', f);
+    }
     fputs("}}\n", f);
 }
 

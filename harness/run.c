@@ -7,6 +7,10 @@
  */
 #include "run.h"
 
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+#endif // ATTN_HAVE_GPU
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +161,16 @@ typedef struct hx__refspeed {
     double seconds, gflops;
 } hx__refspeed;
 
+/* What every case of a run shares. */
+typedef struct hx__env {
+    const hx_run_opts *o;
+    const hx_runinfo *ri;
+    hx__sink *s;
+    const hx_gpu *gpu;  /* NULL: no GPU variants run (CPU-only build, no device, --cpu-only) */
+    void *flush;
+    size_t flush_bytes;
+} hx__env;
+
 static int hx__selected(const hx_run_opts *o, const hx_case *c, const char *variant)
 {
     if (o->variant && strcmp(o->variant, variant) != 0)
@@ -168,6 +182,16 @@ static int hx__selected(const hx_run_opts *o, const hx_case *c, const char *vari
     return hx_glob_match(o->filter, c->name) || hx_glob_match(o->filter, key);
 }
 
+static int hx__case_selected(const hx_run_opts *o, const hx_case *c)
+{
+    if (hx__selected(o, c, "emulated"))
+        return 1;
+    for (int i = 0; i < c->path->n_variants; i++)
+        if (hx__selected(o, c, c->path->variants[i].name))
+            return 1;
+    return 0;
+}
+
 static void hx__row_error(hx__sink *s, const hx_case *c, const char *variant, const hx_err *e)
 {
     hx_result r;
@@ -177,11 +201,188 @@ static void hx__row_error(hx__sink *s, const hx_case *c, const char *variant, co
     hx__emit(s, &r);
 }
 
-static int hx__run_case(const hx_run_opts *o, const hx_case *c, const hx_runinfo *ri, hx__sink *s,
-                        hx__refspeed *speed)
+static const hx_output_result *hx__find_output(const hx_result *r, const char *name)
+{
+    for (int i = 0; i < r->n_out; i++)
+        if (strcmp(r->out[i].name, name) == 0)
+            return &r->out[i];
+    return NULL;
+}
+
+/* Throughput and % of the measured peak: against the roofline of the GPU's measured read
+ * bandwidth and matrix throughput (whichever bounds this case's cost), or against copy
+ * bandwidth for pure data movement (no FLOPs). */
+static void hx__derive(hx_result *r, const hx_gpu *g)
+{
+    double s = r->t.median_ms * 1e-3;
+    if (!(s > 0))
+        return;
+    r->tflops = r->cost.flops / s * 1e-12;
+    r->gbps = r->cost.bytes / s * 1e-9;
+    if (r->cost.flops <= 0) {
+        r->pct_peak = 100.0 * r->gbps / g->copy_gbps;
+        r->peak_name = "copy_bw";
+        return;
+    }
+    double t_mem = r->cost.bytes / (g->read_gbps * 1e9), t_mma = r->cost.flops / (g->mma_tflops * 1e12);
+    r->pct_peak = 100.0 * fmax(t_mem, t_mma) / s;
+    r->peak_name = t_mma > t_mem ? "mma" : "read_bw";
+}
+
+#ifdef ATTN_HAVE_GPU
+typedef struct hx__launch {
+    const hx_variant *v;
+    const hx_case *c;
+    const hx_dtensors *in;
+    hx_dtensors *out;
+} hx__launch;
+
+static int hx__launch_fn(void *p)
+{
+    hx__launch *l = p;
+    return l->v->run(l->c, l->in, l->out, NULL);
+}
+
+/* Verification launch into fresh poisoned, guarded outputs, judge, then time. */
+static void hx__run_gpu_variant(const hx__env *env, const hx_case *c, const hx_variant *v,
+                                const hx_dtensors *din, const hx_tensors *ref, hx_result *r)
 {
     hx_err e = {0};
-    hx_tensors in = {0}, tpl = {0}, ref = {0}, emu64 = {0};
+    hx_tensors out = {0};
+    hx_dtensors dout = {0};
+    int rc = c->path->make_outputs(c, &out, &e);
+    for (int i = 0; !rc && i < out.n; i++)
+        hx_tensor_poison(&out.t[i]);
+    if (!rc)
+        rc = hx_dev_upload(&out, &dout, &e);
+    if (!rc && (v->run(c, din, &dout, NULL) || opt_synchronize()))
+        rc = hx_fail(&e, HX_ERUNTIME, "launch: %s", opt_last_error());
+    if (!rc)
+        rc = hx_dev_download(&dout, &out, &e);
+    if (!rc) {
+        hx__judge(c, &out, ref, r);
+        hx__launch l = {v, c, din, &dout};
+        hx_time_opts to = {.warmup = env->o->warmup, .min_samples = env->o->iters, .min_ms = 100,
+                           .hot = env->o->hot, .flush_buf = env->flush,
+                           .flush_bytes = env->flush_bytes};
+        rc = hx_gpu_time(hx__launch_fn, &l, &to, &r->t, &e);
+        if (!rc)
+            hx__derive(r, env->gpu);
+    }
+    if (rc) {
+        r->status = HX_ERROR;
+        snprintf(r->message, sizeof r->message, "%s", e.msg);
+    }
+    if (env->o->dump && !rc) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "%s.", v->name);
+        if (hx__dump(c, env->o->dump, prefix, &out, &e))
+            fprintf(stderr, "attn-harness: %s\n", e.msg);
+    }
+    hx_dev_free(&dout);
+    hx_tensors_free(&out);
+}
+#endif // ATTN_HAVE_GPU
+
+/* Every GPU variant of the case's path: a row each (run, skipped with the reason, or no GPU). */
+static void hx__run_variants(const hx__env *env, const hx_case *c, const hx_tensors *in,
+                             const hx_tensors *ref, const hx_result *emu)
+{
+    const hx_path *p = c->path;
+    hx_dtensors din = {0};
+    int uploaded = 0;
+    for (int i = 0; i < p->n_variants; i++) {
+        const hx_variant *v = &p->variants[i];
+        if (env->o->cpu_only || !hx__selected(env->o, c, v->name))
+            continue;
+        hx_result r;
+        hx__result_init(&r, c, v->name, env->gpu ? env->gpu->name : "none");
+        const char *why = env->gpu && v->unsupported ? v->unsupported(c, env->gpu) : NULL;
+        if (!env->gpu) {
+            r.status = HX_SKIP_NO_GPU;
+            snprintf(r.message, sizeof r.message, "no GPU (backend %s, %d device(s))",
+                     hx_gpu_backend(), hx_gpu_count());
+        } else if (why) {
+            r.status = HX_SKIP_UNSUPPORTED;
+            snprintf(r.message, sizeof r.message, "%s", why);
+        } else {
+#ifdef ATTN_HAVE_GPU
+            hx_err e = {0};
+            if (!uploaded && hx_dev_upload(in, &din, &e)) {
+                r.status = HX_ERROR;
+                snprintf(r.message, sizeof r.message, "%s", e.msg);
+            } else {
+                uploaded = 1;
+                hx__run_gpu_variant(env, c, v, &din, ref, &r);
+                const hx_output_result *go = hx__find_output(&r, "out"),
+                                       *eo = emu ? hx__find_output(emu, "out") : NULL;
+                if (go && eo && eo->m.max_abs > 0)
+                    r.err_ratio = go->m.max_abs / eo->m.max_abs;
+            }
+#endif // ATTN_HAVE_GPU
+        }
+        hx__emit(env->s, &r);
+    }
+#ifdef ATTN_HAVE_GPU
+    hx_dev_free(&din);
+#endif // ATTN_HAVE_GPU
+    (void)in;
+    (void)uploaded;
+}
+
+/* The emulated-precision reference as a candidate: reference(REF_EMULATE), rounded to the
+ * output dtypes, judged like a kernel. Its max_abs is err_ratio's denominator. */
+static int hx__run_emulated(const hx__env *env, const hx_case *c, const hx_tensors *in,
+                            const hx_tensors *ref, const hx__refspeed *speed, hx_result *r)
+{
+    const hx_path *p = c->path;
+    hx_err e = {0};
+    hx_tensors out = {0}, emu64 = {0};
+    hx__result_init(r, c, "emulated", "cpu");
+    r->ref_seconds = speed->seconds;
+    r->ref_gflops = speed->gflops;
+    double t0 = hx_now();
+    int rc = p->make_outputs(c, &out, &e);
+    if (!rc)
+        rc = hx_tensors_clone_shape(&out, REF_F64, &emu64, &e);
+    if (!rc)
+        rc = p->reference(c, in, &emu64, REF_EMULATE, &e);
+    double dt = hx_now() - t0;
+    if (!rc) {
+        for (int i = 0; i < out.n; i++) {
+            hx_tensor *t = &out.t[i];
+            const double *v = emu64.t[i].data;
+            hx_tensor_poison(t);
+            for (size_t j = 0; j < t->numel; j++)
+                ref_store(t->dtype, t->data, j, v[j]);
+        }
+        hx__judge(c, &out, ref, r);
+        r->t.samples = 1;
+        r->t.median_ms = r->t.min_ms = r->t.max_ms = dt * 1e3;
+        r->t.stddev_ms = 0;
+        r->tflops = r->cost.flops / dt * 1e-12;
+        r->gbps = r->cost.bytes / dt * 1e-9;
+        if (isfinite(env->ri->dgemm_gflops) && r->cost.flops > 0) {
+            r->pct_peak = 100.0 * r->tflops * 1e3 / env->ri->dgemm_gflops;
+            r->peak_name = "dgemm";
+        }
+        if (env->o->dump)
+            rc = hx__dump(c, env->o->dump, "emulated.", &out, &e);
+    }
+    if (rc) {
+        r->status = HX_ERROR;
+        snprintf(r->message, sizeof r->message, "%s", e.msg);
+    }
+    hx_tensors_free(&out);
+    hx_tensors_free(&emu64);
+    return HX_OK;
+}
+
+static int hx__run_case(const hx__env *env, const hx_case *c, hx__refspeed *speed)
+{
+    const hx_run_opts *o = env->o;
+    hx_err e = {0};
+    hx_tensors in = {0}, tpl = {0}, ref = {0};
     const hx_path *p = c->path;
     int rc = p->make_inputs(c, &in, &e);
     if (!rc && o->inputs)
@@ -204,60 +405,54 @@ static int hx__run_case(const hx_run_opts *o, const hx_case *c, const hx_runinfo
     if (!rc && o->dump && !(rc = hx__dump(c, o->dump, "", &in, &e)))
         rc = hx__dump(c, o->dump, "ref.", &ref, &e);
     if (rc) {
-        hx__row_error(s, c, "reference", &e);
+        hx__row_error(env->s, c, "reference", &e);
         rc = HX_OK;
         goto done;
     }
-
-    if (hx__selected(o, c, "emulated")) {
-        hx_result r;
-        hx__result_init(&r, c, "emulated", "cpu");
-        r.ref_seconds = speed->seconds;
-        r.ref_gflops = speed->gflops;
-        double t0 = hx_now();
-        rc = hx_tensors_clone_shape(&tpl, REF_F64, &emu64, &e);
-        if (!rc)
-            rc = p->reference(c, &in, &emu64, REF_EMULATE, &e);
-        double dt = hx_now() - t0;
-        if (!rc) {
-            for (int i = 0; i < tpl.n; i++) {
-                hx_tensor *t = &tpl.t[i];
-                hx_tensor_poison(t);
-                const double *v = emu64.t[i].data;
-                for (size_t j = 0; j < t->numel; j++)
-                    ref_store(t->dtype, t->data, j, v[j]);
-            }
-            hx__judge(c, &tpl, &ref, &r);
-            r.t.samples = 1;
-            r.t.median_ms = r.t.min_ms = r.t.max_ms = dt * 1e3;
-            r.t.stddev_ms = 0;
-            r.tflops = r.cost.flops / dt * 1e-12;
-            r.gbps = r.cost.bytes / dt * 1e-9;
-            if (isfinite(ri->dgemm_gflops) && r.cost.flops > 0) {
-                r.pct_peak = 100.0 * r.tflops * 1e3 / ri->dgemm_gflops;
-                r.peak_name = "dgemm";
-            }
-            if (o->dump)
-                rc = hx__dump(c, o->dump, "emulated.", &tpl, &e);
-        }
-        if (rc) {
-            r.status = HX_ERROR;
-            snprintf(r.message, sizeof r.message, "%s", e.msg);
-            rc = HX_OK;
-        }
-        hx__emit(s, &r);
-    }
+    hx_result emu;
+    int want_gpu = env->gpu && !o->cpu_only && p->n_variants > 0;
+    int want_emu = hx__selected(o, c, "emulated");
+    if (want_emu || want_gpu)
+        hx__run_emulated(env, c, &in, &ref, speed, &emu);
+    if (want_emu)
+        hx__emit(env->s, &emu);
+    hx__run_variants(env, c, &in, &ref, want_emu || want_gpu ? &emu : NULL);
 done:
     if (rc)
         fprintf(stderr, "attn-harness: %s\n", e.msg);
     hx_tensors_free(&in);
     hx_tensors_free(&tpl);
     hx_tensors_free(&ref);
-    hx_tensors_free(&emu64);
     return rc;
 }
 
 /* ------------------------------------------------------------ the run */
+/* Open the GPU, measure its peaks, allocate the L2 flush buffer (once per run). */
+static int hx__gpu_setup(const hx_run_opts *o, hx_gpu *gpu, hx__env *env, hx_err *e)
+{
+#ifdef ATTN_HAVE_GPU
+    if (o->cpu_only || hx_gpu_count() == 0)
+        return HX_OK;
+    int rc = hx_gpu_open(o->device, gpu, e);
+    if (!rc)
+        rc = hx_gpu_measure_peaks(gpu, e);
+    if (rc)
+        return rc;
+    env->flush_bytes = (size_t)gpu->l2_bytes * 2 > ((size_t)64 << 20) ? (size_t)gpu->l2_bytes * 2
+                                                                     : (size_t)64 << 20;
+    if (opt_alloc(&env->flush, env->flush_bytes))
+        return hx_fail(e, HX_ERUNTIME, "L2 flush buffer: %s", opt_last_error());
+    env->gpu = gpu;
+    fprintf(stderr, "attn-harness: %s (%s, %d SMs/CUs); measured peaks: read %.0f GB/s, copy %.0f "
+                    "GB/s, bf16 mma %.0f TFLOP/s\n",
+            gpu->name, gpu->arch, gpu->multiprocessors, gpu->read_gbps, gpu->copy_gbps,
+            gpu->mma_tflops);
+#else
+    (void)o, (void)gpu, (void)env, (void)e;
+#endif // ATTN_HAVE_GPU
+    return HX_OK;
+}
+
 int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *argv_line, hx_err *e)
 {
     hx_caselist cases = {0};
@@ -272,8 +467,14 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
     hx_runinfo ri;
     hx_runinfo_init(&ri, argv_line);
     ri.dgemm_gflops = ref_dgemm_gflops(1024, 0.3);
-
     hx__sink s = {.ri = &ri};
+    hx_gpu gpu;
+    hx__env env = {.o = o, .ri = &ri, .s = &s};
+    hx__refspeed *speed = NULL;
+    if ((rc = hx__gpu_setup(o, &gpu, &env, e)))
+        goto out;
+    ri.gpu = env.gpu;
+
     if (o->json && (rc = hx_writer_open(&s.json, o->json, e)))
         goto out;
     if (o->csv && (rc = hx_writer_open(&s.csv, o->csv, e)))
@@ -281,26 +482,22 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
     if (s.csv.f)
         hx_csv_header(s.csv.f);
 
-    hx__refspeed *speed = calloc((size_t)cases.n + 1, sizeof *speed);
+    speed = calloc((size_t)cases.n + 1, sizeof *speed);
     if (!speed) {
         rc = hx_fail(e, HX_ENOMEM, "out of memory");
         goto out;
     }
     int n_sel = 0;
     for (int k = 0; k < cases.n; k++)
-        n_sel += (k % o->shard_n == o->shard_i);
+        n_sel += k % o->shard_n == o->shard_i && hx__case_selected(o, &cases.v[k]);
 
     hx_table_header(stdout);
     double t_start = hx_now();
     int done = 0;
     for (int k = 0; k < cases.n && !rc; k++) {
         const hx_case *c = &cases.v[k];
-        if (k % o->shard_n != o->shard_i)
+        if (k % o->shard_n != o->shard_i || !hx__case_selected(o, c))
             continue;
-        if (o->filter && !hx__selected(o, c, "emulated") && !hx_glob_match(o->filter, c->name)) {
-            n_sel--;
-            continue;
-        }
         if (o->progress) {
             double el = hx_now() - t_start;
             fprintf(stderr, "[%d/%d] %s (%s)  elapsed %.1f s", done + 1, n_sel, c->name,
@@ -309,14 +506,11 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
                 fprintf(stderr, ", ETA %.0f s", el / done * (n_sel - done));
             fputc('\n', stderr);
         }
-        rc = hx__run_case(o, c, &ri, &s, &speed[done]);
-        if (rc)
-            *e = (hx_err){.code = rc};
+        rc = hx__run_case(&env, c, &speed[done]);
         done++;
     }
     if (rc) {
         hx_fail(e, rc, "run stopped: bad input files (see above)");
-        free(speed);
         goto out;
     }
 
@@ -332,7 +526,6 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
         else
             printf(" %9s\n", "-");
     }
-    free(speed);
     printf("\n%d rows, %d not passing\n", s.n_rows, s.n_failed);
     if (!s.n_rows)
         fprintf(stderr, "attn-harness: no case/variant matched (filter '%s', variant '%s')\n",
@@ -346,6 +539,11 @@ out:;
         *e = e2;
         rc = e2.code;
     }
+#ifdef ATTN_HAVE_GPU
+    if (env.flush)
+        opt_free(env.flush);
+#endif // ATTN_HAVE_GPU
+    free(speed);
     hx_cases_free(&cases);
     if (rc)
         return rc;

@@ -12,6 +12,9 @@ typedef struct hx_run_opts {
     int shard_i, shard_n;
     const char *json, *csv, *dump, *inputs;
     int progress;        /* progress lines on stderr */
+    int device;          /* GPU index */
+    int warmup, iters;   /* untimed launches; minimum timed samples */
+    int hot;             /* no L2 flush between samples */
 } hx_run_opts;
 
 /* Load every file, run every selected case; 0 when every row is PASS or a skip, 1 when a
@@ -21,7 +24,36 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
 /* Fill the parts of hx_runinfo that do not depend on the run's cases. */
 void hx_runinfo_init(hx_runinfo *ri, const char *argv_line);
 
-/* GPU facts (gpu.c): number of devices (0 without a GPU build or device) and a description. */
+/* ------------------------------------------------------------- the GPU (gpu.c)
+ * Available only in a GPU build (ATTN_HAVE_GPU); hx_gpu_count() is 0 otherwise. */
+typedef int (*hx_launch_fn)(void *ctx); /* one timed unit of work: 0 or an OPT_E* code */
+
+typedef struct hx_time_opts {
+    int warmup;      /* untimed launches first (MEASURE.md: 5) */
+    int min_samples; /* at least this many timed launches (20) ... */
+    double min_ms;   /* ... and at least this much GPU time (100 ms) */
+    int hot;         /* 1: no L2 flush between samples */
+    void *flush_buf; /* >= 2x L2, overwritten before each cold sample */
+    size_t flush_bytes;
+} hx_time_opts;
+
+int hx_gpu_open(int index, hx_gpu *g, hx_err *e);
+int hx_gpu_measure_peaks(hx_gpu *g, hx_err *e);
+int hx_gpu_time(hx_launch_fn fn, void *ctx, const hx_time_opts *o, hx_timing *t, hx_err *e);
+/* MEASURE.md's self-test: an empty kernel's median time, and a timed large copy's bandwidth
+ * as a fraction of the measured copy peak. */
+int hx_gpu_selftest(const hx_gpu *g, void *flush, size_t flush_bytes, double *empty_us,
+                    double *copy_ratio, hx_err *e);
+int hx_dev_upload(const hx_tensors *h, hx_dtensors *d, hx_err *e);
+int hx_dev_download(const hx_dtensors *d, hx_tensors *h, hx_err *e);
+void hx_dev_free(hx_dtensors *d);
+/* Sorted samples -> median, min, max, stddev (sorts ms in place). */
+void hx_timing_from_samples(double *ms, int n, hx_timing *t);
+
+/* `attn-harness roofline`: peaks and the timing self-test on device `dev`; an exit code. */
+int hx_roofline(int dev);
+
+/* GPU facts: number of devices (0 without a GPU build or device) and a description. */
 int hx_gpu_count(void);
 void hx_gpu_describe(int dev, FILE *f);
 const char *hx_gpu_backend(void);

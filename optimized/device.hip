@@ -103,3 +103,46 @@ extern "C" int opt_synchronize(void)
     GPU_CHECK(hipDeviceSynchronize());
     return OPT_OK;
 }
+
+/* ------------------------------------------------------------------ timing */
+__global__ void empty_kernel() {}
+
+extern "C" int opt_event_create(void **ev)
+{
+    hipEvent_t e;
+    GPU_CHECK(hipEventCreate(&e));
+    *ev = (void *)e;
+    return OPT_OK;
+}
+
+extern "C" int opt_event_destroy(void *ev)
+{
+    GPU_CHECK(hipEventDestroy((hipEvent_t)ev));
+    return OPT_OK;
+}
+
+extern "C" int opt_event_record(void *ev, void *stream)
+{
+    GPU_CHECK(hipEventRecord((hipEvent_t)ev, (hipStream_t)stream));
+    return OPT_OK;
+}
+
+extern "C" int opt_event_elapsed(void *start, void *stop, float *ms)
+{
+    GPU_CHECK(hipEventSynchronize((hipEvent_t)stop));
+    GPU_CHECK(hipEventElapsedTime(ms, (hipEvent_t)start, (hipEvent_t)stop));
+    return OPT_OK;
+}
+
+extern "C" int opt_flush(void *buf, size_t bytes, int value, void *stream)
+{
+    GPU_CHECK(hipMemsetAsync(buf, value, bytes, (hipStream_t)stream));
+    return OPT_OK;
+}
+
+extern "C" int opt_empty_kernel(void *stream)
+{
+    empty_kernel<<<1, 1, 0, (hipStream_t)stream>>>();
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}

@@ -15,11 +15,21 @@
  *   GPU_SHFL_XOR(v, m)   full-warp butterfly shuffle.
  *   GPU_CHECK(call)      on failure, record "file:line: call: error" (opt_last_error())
  *                        and return OPT_EGPU from the enclosing int function.
+ *   GPU_HAS_MMA_BF16     the warp-level matrix primitive below is available for this target:
+ *                        gpu_mma_bf16_16x16x16(c, a, b): C[16x16] += A[16x16] B[16x16],
+ *                        bf16 inputs, f32 accumulation, one warp (wavefront) per tile.
+ *                        NVIDIA sm_80+: two mma.sync m16n8k16; CDNA (gfx90a/gfx940): one
+ *                        v_mfma_f32_16x16x16bf16_1k. Fragments are opaque per lane:
+ *                        GPU_MMA_A_REGS / _B_REGS 32-bit registers of packed bf16 pairs,
+ *                        GPU_MMA_C_REGS floats. Which tile element each register holds is a
+ *                        per-vendor contract that the kernels of issue 6 add with their
+ *                        fragment index helpers; the roofline needs only the throughput.
  */
 #ifndef ATTN_GPU_PORT_H
 #define ATTN_GPU_PORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #if defined(__HIP__) || defined(__HIP_PLATFORM_AMD__)
@@ -89,6 +99,51 @@ typedef cudaDeviceAttr hipDeviceAttribute_t;
 #define GPU_WARP_SIZE 32
 #define GPU_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #endif // GPU_VENDOR_AMD
+
+/* A kernel compiled for a target that lacks what it needs stops the device loudly rather
+ * than return garbage (DESIGN.md). */
+#if defined(GPU_VENDOR_AMD)
+#define GPU_TRAP() __builtin_trap()
+#else
+#define GPU_TRAP() __trap()
+#endif // GPU_VENDOR_AMD
+
+/* ------------------------------------------------------------ matrix primitive */
+#if defined(GPU_VENDOR_AMD) && (defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__))
+#define GPU_HAS_MMA_BF16 1
+#define GPU_MMA_A_REGS 2
+#define GPU_MMA_B_REGS 2
+#define GPU_MMA_C_REGS 4
+typedef short gpu__bf16x4 __attribute__((ext_vector_type(4)));
+typedef float gpu__f32x4 __attribute__((ext_vector_type(4)));
+__device__ inline void gpu_mma_bf16_16x16x16(float (&c)[GPU_MMA_C_REGS],
+                                             const uint32_t (&a)[GPU_MMA_A_REGS],
+                                             const uint32_t (&b)[GPU_MMA_B_REGS])
+{
+    gpu__bf16x4 va, vb;
+    __builtin_memcpy(&va, a, 8);
+    __builtin_memcpy(&vb, b, 8);
+    gpu__f32x4 vc = {c[0], c[1], c[2], c[3]};
+    vc = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(va, vb, vc, 0, 0, 0);
+    c[0] = vc[0], c[1] = vc[1], c[2] = vc[2], c[3] = vc[3];
+}
+#elif defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GPU_HAS_MMA_BF16 1
+#define GPU_MMA_A_REGS 4
+#define GPU_MMA_B_REGS 4
+#define GPU_MMA_C_REGS 8
+__device__ inline void gpu_mma_bf16_16x16x16(float (&c)[GPU_MMA_C_REGS],
+                                             const uint32_t (&a)[GPU_MMA_A_REGS],
+                                             const uint32_t (&b)[GPU_MMA_B_REGS])
+{
+    /* Columns 0-7 then 8-15 of C, sharing the A fragment. */
+    for (int h = 0; h < 2; h++)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[4 * h + 0]), "+f"(c[4 * h + 1]), "+f"(c[4 * h + 2]), "+f"(c[4 * h + 3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[2 * h]), "r"(b[2 * h + 1]));
+}
+#endif // matrix primitive
 
 /* ------------------------------------------------------------ error recording */
 /* Defined in device.hip: stores "file:line: call: runtime message" for opt_last_error(). */

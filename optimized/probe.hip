@@ -4,6 +4,9 @@
  *   loop, four independent loads in flight per iteration, and XORs them; a block's XOR goes
  *   to partial[block], so the loads cannot be elided and the result can be checked exactly
  *   (XOR is order-independent, so the check does not depend on the schedule).
+ * probe_copy: copy bandwidth, 16-byte words, grid-stride, four words in flight.
+ * probe_mma: matrix-core throughput of gpu_port.h's bf16 primitive: every warp keeps eight
+ *   independent accumulator tiles so the pipeline never waits on a dependency.
  */
 #include "gpu_port.h"
 
@@ -53,6 +56,51 @@ __global__ void probe_read_kernel(const uint4 *__restrict__ buf, /* buf: [n] x 1
     }
 }
 
+__global__ void probe_copy_kernel(uint4 *__restrict__ dst, /* dst: [n] x 16 B */
+                                  const uint4 *__restrict__ src, /* src: [n] x 16 B */
+                                  size_t n)
+{
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        uint4 a = src[i], b = src[i + stride], c = src[i + 2 * stride], d = src[i + 3 * stride];
+        dst[i] = a;
+        dst[i + stride] = b;
+        dst[i + 2 * stride] = c;
+        dst[i + 3 * stride] = d;
+    }
+    for (; i < n; i += stride)
+        dst[i] = src[i];
+}
+
+#define PROBE_MMA_CHAINS 8
+
+__global__ void probe_mma_kernel(int iters, float *__restrict__ sink /* [grid * block] */)
+{
+#if defined(GPU_HAS_MMA_BF16)
+    uint32_t a[GPU_MMA_A_REGS], b[GPU_MMA_B_REGS];
+    /* Small bf16 values (0x3a00 ~ 4.9e-4) keep the sums finite over any iteration count. */
+    for (int r = 0; r < GPU_MMA_A_REGS; r++)
+        a[r] = 0x3a003a00u + threadIdx.x % 3;
+    for (int r = 0; r < GPU_MMA_B_REGS; r++)
+        b[r] = 0x3a003a00u + threadIdx.x % 5;
+    float c[PROBE_MMA_CHAINS][GPU_MMA_C_REGS] = {};
+    for (int it = 0; it < iters; it++)
+#pragma unroll
+        for (int k = 0; k < PROBE_MMA_CHAINS; k++)
+            gpu_mma_bf16_16x16x16(c[k], a, b);
+    float s = 0;
+#pragma unroll
+    for (int k = 0; k < PROBE_MMA_CHAINS; k++)
+#pragma unroll
+        for (int r = 0; r < GPU_MMA_C_REGS; r++)
+            s += c[k][r];
+    sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = s;
+#else
+    GPU_TRAP();
+#endif // GPU_HAS_MMA_BF16
+}
+
 /* -------------------------------------------------------------- launchers */
 extern "C" int opt_probe_read(const void *buf, size_t bytes, uint32_t *partial, int blocks,
                               void *stream)
@@ -63,5 +111,29 @@ extern "C" int opt_probe_read(const void *buf, size_t bytes, uint32_t *partial, 
     probe_read_kernel<<<blocks, threads, 0, (hipStream_t)stream>>>(
         (const uint4 *)buf, bytes / 16, (uint4 *)partial);
     GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+extern "C" int opt_probe_copy(void *dst, const void *src, size_t bytes, int blocks, void *stream)
+{
+    if (bytes % 16 || blocks <= 0 || ((uintptr_t)dst % 16) || ((uintptr_t)src % 16))
+        return OPT_EINVAL;
+    probe_copy_kernel<<<blocks, 256, 0, (hipStream_t)stream>>>((uint4 *)dst, (const uint4 *)src,
+                                                               bytes / 16);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+extern "C" int opt_probe_mma(int blocks, int iters, float *sink, double *flops, void *stream)
+{
+    if (blocks <= 0 || iters <= 0)
+        return OPT_EINVAL;
+    const int threads = 256;
+    int dev = 0, warp = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
+    probe_mma_kernel<<<blocks, threads, 0, (hipStream_t)stream>>>(iters, sink);
+    GPU_CHECK(hipGetLastError());
+    *flops = (double)blocks * (threads / warp) * iters * PROBE_MMA_CHAINS * 2.0 * 16 * 16 * 16;
     return OPT_OK;
 }
