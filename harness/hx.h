@@ -248,6 +248,14 @@ typedef struct hx_path {
     int n_variants;
 } hx_path;
 
+/* In a path descriptor: `HX_VARIANTS(table)` names its GPU variant table, which exists only in
+ * GPU builds (it calls the kernels' launchers). */
+#ifdef ATTN_HAVE_GPU
+#define HX_VARIANTS(table) .variants = table, .n_variants = (int)(sizeof table / sizeof table[0])
+#else
+#define HX_VARIANTS(table) .variants = NULL, .n_variants = 0
+#endif // ATTN_HAVE_GPU
+
 extern const hx_path *const hx_paths[];
 extern const int hx_n_paths;
 const hx_path *hx_path_find(const char *name);

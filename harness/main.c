@@ -37,6 +37,7 @@ static const char *const usage_run =
     "options:\n"
     "  -f, --filter GLOB     only cases whose name or \"case/variant\" matches GLOB\n"
     "  -V, --variant NAME    only this variant\n"
+    "  -p, --path NAME       only cases of this path\n"
     "      --cpu-only        no GPU variants (the emulated reference is still judged)\n"
     "      --seed N          XOR N into every case seed (default 0); printed in each row\n"
     "      --shard I/N       run only cases k with k %% N == I (0-based), for job arrays\n"
@@ -105,8 +106,13 @@ static int cmd_list(int argc, char **argv)
         const hx_path *p = hx_paths[i];
         printf("  %-14s %s\n", p->name, p->summary);
         printf("  %-14s keys: %s\n", "", p->keys);
-        printf("  %-14s outputs: %s; variants: emulated (cpu)%s\n", "", p->outputs,
-               p->bit_exact ? "; bit-exact" : "");
+        printf("  %-14s outputs: %s%s; variants: emulated (cpu)", "", p->outputs,
+               p->bit_exact ? " (bit-exact)" : "");
+        for (int v = 0; v < p->n_variants; v++)
+            printf(", %s", p->variants[v].name);
+        putchar('\n');
+        for (int v = 0; v < p->n_variants; v++)
+            printf("  %-14s   %s: %s\n", "", p->variants[v].name, p->variants[v].summary);
     }
     if (argc <= 1)
         return 0;
@@ -202,6 +208,7 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
            O_WARMUP, O_ITERS, O_HOT };
     static const struct option opts[] = {
         {"filter", required_argument, 0, 'f'}, {"variant", required_argument, 0, 'V'},
+        {"path", required_argument, 0, 'p'},
         {"cpu-only", no_argument, 0, O_CPU},   {"seed", required_argument, 0, O_SEED},
         {"shard", required_argument, 0, O_SHARD}, {"json", required_argument, 0, O_JSON},
         {"csv", required_argument, 0, O_CSV},  {"dump", required_argument, 0, O_DUMP},
@@ -214,11 +221,18 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
     int ch;
     char msg[256];
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "f:V:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "f:V:p:h", opts, NULL)) != -1) {
         char *end;
         switch (ch) {
         case 'f': o.filter = optarg; break;
         case 'V': o.variant = optarg; break;
+        case 'p':
+            if (!hx_path_find(optarg)) {
+                snprintf(msg, sizeof msg, "--path '%s': no such path (attn-harness list)", optarg);
+                return die(HX_EUSAGE, msg);
+            }
+            o.path = optarg;
+            break;
         case O_CPU: o.cpu_only = 1; break;
         case O_SEED:
             o.seed = strtoull(optarg, &end, 0);

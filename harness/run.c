@@ -184,6 +184,8 @@ static int hx__selected(const hx_run_opts *o, const hx_case *c, const char *vari
 
 static int hx__case_selected(const hx_run_opts *o, const hx_case *c)
 {
+    if (o->path && strcmp(o->path, c->path->name) != 0)
+        return 0;
     if (hx__selected(o, c, "emulated"))
         return 1;
     for (int i = 0; i < c->path->n_variants; i++)

@@ -7,6 +7,7 @@
 typedef struct hx_run_opts {
     const char *filter;  /* glob on "case" or "case/variant"; NULL = all */
     const char *variant; /* only this variant; NULL = all */
+    const char *path;    /* only cases of this path; NULL = all */
     int cpu_only;
     uint64_t seed;       /* XORed into every case seed */
     int shard_i, shard_n;

@@ -90,6 +90,23 @@ static void ms__locate(const hx_case *c, const char *name, size_t i, char *buf, 
                  i / (size_t)c->head_dim % (size_t)c->heads_q, i % (size_t)c->head_dim);
 }
 
+/* ------------------------------------------------------------ GPU variants */
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+
+static int ms__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    return opt_merge_states_simple(c->tokens, c->heads_q, c->head_dim, (int)c->dtype,
+                                   hx_dptr(in, "oa"), hx_dptr(in, "ob"), hx_dptr(in, "la"),
+                                   hx_dptr(in, "lb"), hx_dptr(out, "out"), hx_dptr(out, "lse"),
+                                   stream);
+}
+
+static const hx_variant ms__variants[] = {
+    {"simple", "one thread per output element", NULL, ms__simple_run},
+};
+#endif // ATTN_HAVE_GPU
+
 const hx_path hx_path_merge_states = {
     .name = "merge_states",
     .summary = "merge_attn_states: combine two partial (out, lse) over disjoint key sets",
@@ -101,4 +118,5 @@ const hx_path hx_path_merge_states = {
     .reference = ms__reference,
     .cost = ms__cost,
     .locate = ms__locate,
+    HX_VARIANTS(ms__variants),
 };

@@ -144,6 +144,39 @@ static void mv__locate(const hx_case *c, const char *name, size_t i, char *buf, 
         snprintf(buf + len, n - (size_t)len, " dim %lld", (long long)dim);
 }
 
+/* ------------------------------------------------------------ GPU variants */
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+
+static const char *mv__simple_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    if (c->head_dim > 256 || c->head_dim_v > 256)
+        return "simple keeps a query row and its output in one block: head dims up to 256";
+    if (c->heads_q > 65535)
+        return "simple puts query heads on the grid's y dimension: at most 65535";
+    return NULL;
+}
+
+static int mv__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    opt_varlen_args a = {
+        .batch = c->seq_lens_q.n, .tq = (int)mv__total(&c->seq_lens_q), .hq = c->heads_q,
+        .hkv = c->heads_kv, .dqk = c->head_dim, .dv = c->head_dim_v, .dtype = (int)c->dtype,
+        .q = hx_dptr(in, "q"), .k = hx_dptr(in, "k"), .v = hx_dptr(in, "v"),
+        .cu_q = hx_dptr(in, "cu_seqlens_q"), .cu_k = hx_dptr(in, "cu_seqlens_k"),
+        .scale = (float)c->scale, .softcap = (float)c->softcap, .causal = c->causal,
+        .window_left = c->window_left, .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+    };
+    return opt_mha_varlen_simple(&a, stream);
+}
+
+static const hx_variant mv__variants[] = {
+    {"simple", "one block per (token, head), keys streamed with an online softmax in f32",
+     mv__simple_unsupported, mv__simple_run},
+};
+#endif // ATTN_HAVE_GPU
+
 const hx_path hx_path_mha_varlen = {
     .name = "mha_varlen",
     .summary = "varlen prefill (flash_attn_varlen_func): causal/window/softcap, GQA, Dqk != Dv",
@@ -157,4 +190,5 @@ const hx_path hx_path_mha_varlen = {
     .reference = mv__reference,
     .cost = mv__cost,
     .locate = mv__locate,
+    HX_VARIANTS(mv__variants),
 };
