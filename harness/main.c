@@ -51,6 +51,7 @@ static const char *const usage_run =
     "      --warmup N        untimed launches before timing (default 5)\n"
     "      --iters N         at least N timed launches, and at least 100 ms (default 20)\n"
     "      --hot             keep the L2 warm between samples (default: flushed, cold)\n"
+    "      --no-timing       verification launches only: no peaks, no timing (for sanitizers)\n"
     "  -h, --help            this text\n"
     "\n"
     "Columns: status, max_abs (worst output), cos_diff (of `out`), headroom (worst err/tol;\n"
@@ -205,7 +206,7 @@ static int parse_shard(const char *s, int *i, int *n)
 static int cmd_run(int argc, char **argv, const char *argv_line)
 {
     enum { O_CPU = 256, O_SEED, O_SHARD, O_JSON, O_CSV, O_DUMP, O_INPUTS, O_PROGRESS, O_DEVICE,
-           O_WARMUP, O_ITERS, O_HOT };
+           O_WARMUP, O_ITERS, O_HOT, O_NO_TIMING };
     static const struct option opts[] = {
         {"filter", required_argument, 0, 'f'}, {"variant", required_argument, 0, 'V'},
         {"path", required_argument, 0, 'p'},
@@ -215,6 +216,7 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
         {"inputs", required_argument, 0, O_INPUTS}, {"progress", no_argument, 0, O_PROGRESS},
         {"device", required_argument, 0, O_DEVICE}, {"warmup", required_argument, 0, O_WARMUP},
         {"iters", required_argument, 0, O_ITERS}, {"hot", no_argument, 0, O_HOT},
+        {"no-timing", no_argument, 0, O_NO_TIMING},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     hx_run_opts o = {.shard_n = 1, .progress = isatty(2), .warmup = 5, .iters = 20};
@@ -253,6 +255,7 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
         case O_INPUTS: o.inputs = optarg; break;
         case O_PROGRESS: o.progress = 1; break;
         case O_HOT: o.hot = 1; break;
+        case O_NO_TIMING: o.no_timing = 1; break;
         case O_DEVICE:
         case O_WARMUP:
         case O_ITERS: {

@@ -261,8 +261,9 @@ static void hx__run_gpu_variant(const hx__env *env, const hx_case *c, const hx_v
         rc = hx_fail(&e, HX_ERUNTIME, "launch: %s", opt_last_error());
     if (!rc)
         rc = hx_dev_download(&dout, &out, &e);
-    if (!rc) {
+    if (!rc)
         hx__judge(c, &out, ref, r);
+    if (!rc && !env->o->no_timing) {
         hx__launch l = {v, c, din, &dout};
         hx_time_opts to = {.warmup = env->o->warmup, .min_samples = env->o->iters, .min_ms = 100,
                            .hot = env->o->hot, .flush_buf = env->flush,
@@ -436,7 +437,7 @@ static int hx__gpu_setup(const hx_run_opts *o, hx_gpu *gpu, hx__env *env, hx_err
     if (o->cpu_only || hx_gpu_count() == 0)
         return HX_OK;
     int rc = hx_gpu_open(o->device, gpu, e);
-    if (!rc)
+    if (!rc && !o->no_timing)
         rc = hx_gpu_measure_peaks(gpu, e);
     if (rc)
         return rc;

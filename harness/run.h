@@ -16,6 +16,7 @@ typedef struct hx_run_opts {
     int device;          /* GPU index */
     int warmup, iters;   /* untimed launches; minimum timed samples */
     int hot;             /* no L2 flush between samples */
+    int no_timing;       /* verification launches only: no peaks, no timing (sanitizers) */
 } hx_run_opts;
 
 /* Load every file, run every selected case; 0 when every row is PASS or a skip, 1 when a
