@@ -215,7 +215,7 @@ int hx_gpu_measure_peaks(hx_gpu *g, hx_err *e)
     hx_timing t;
     int rc = HX_OK;
     c.bytes = (size_t)1 << 30; /* 1 GiB: far beyond any L2 */
-    c.blocks = g->multiprocessors * 8;
+    c.blocks = g->multiprocessors * 16;
     if (opt_alloc(&c.a, c.bytes) || opt_alloc(&c.b, c.bytes) ||
         opt_alloc(&c.sink, (size_t)c.blocks * 4 * 256 * 16) || opt_flush(c.a, c.bytes, 1, NULL)) {
         rc = hx__gpu_fail(e, "allocating the roofline buffers");

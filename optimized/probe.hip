@@ -13,18 +13,27 @@
 #include <stdint.h>
 
 /* ---------------------------------------------------------------- kernels */
+#define PROBE_READ_INFLIGHT 8
+
 __global__ void probe_read_kernel(const uint4 *__restrict__ buf, /* buf: [n] x 16 B */
                                   size_t n, uint4 *__restrict__ partial /* [gridDim.x] */)
 {
     uint4 acc = make_uint4(0, 0, 0, 0);
     size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-        uint4 a = buf[i], b = buf[i + stride], c = buf[i + 2 * stride], d = buf[i + 3 * stride];
-        acc.x ^= a.x ^ b.x ^ c.x ^ d.x;
-        acc.y ^= a.y ^ b.y ^ c.y ^ d.y;
-        acc.z ^= a.z ^ b.z ^ c.z ^ d.z;
-        acc.w ^= a.w ^ b.w ^ c.w ^ d.w;
+    /* PROBE_READ_INFLIGHT independent 16-byte loads per thread before any is used. */
+    for (; i + (PROBE_READ_INFLIGHT - 1) * stride < n; i += PROBE_READ_INFLIGHT * stride) {
+        uint4 w[PROBE_READ_INFLIGHT];
+#pragma unroll
+        for (int u = 0; u < PROBE_READ_INFLIGHT; u++)
+            w[u] = buf[i + u * stride];
+#pragma unroll
+        for (int u = 0; u < PROBE_READ_INFLIGHT; u++) {
+            acc.x ^= w[u].x;
+            acc.y ^= w[u].y;
+            acc.z ^= w[u].z;
+            acc.w ^= w[u].w;
+        }
     }
     for (; i < n; i += stride) {
         uint4 a = buf[i];
