@@ -65,8 +65,17 @@ static int hx__same_nonfinite(double g, double r)
     return g == r;
 }
 
+static int hx__same_bits(ref_dtype dt, const void *data, size_t i, double ref)
+{
+    unsigned char want[8];
+    size_t esz = ref_dtype_size(dt);
+    ref_store(dt, want, 0, ref);
+    return memcmp((const unsigned char *)data + i * esz, want, esz) == 0;
+}
+
 hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_metrics *m)
 {
+    const int bit_exact = tol.atol == 0 && tol.rtol == 0;
     memset(m, 0, sizeof *m);
     m->canary_ok = hx_tensor_canary_ok(got);
     m->worst_got = m->worst_ref = NAN;
@@ -92,6 +101,10 @@ hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_
             continue;
         }
         double err = fabs(g - ri), lim = tol.atol + tol.rtol * fabs(ri);
+        /* Bit-exact profile: the bits must be the reference's value stored in the candidate's
+         * dtype, which also tells -0 from +0. */
+        if (bit_exact && !hx__same_bits(got->dtype, got->data, i, ri))
+            err = fmax(err, 1e-300);
         double ratio = err <= lim ? (lim > 0 ? err / lim : 0) : (lim > 0 ? err / lim : INFINITY);
         if (!(err <= lim))
             m->n_bad++;

@@ -171,6 +171,12 @@ Test(compare, bit_exact_profile_rejects_any_difference)
     uint16_t *g = p.got->data;
     g[9] ^= 1; /* one ulp */
     cr_expect_eq(hx_compare(p.got, p.ref, t, &m), HX_FAIL_NUMERIC);
+    g[9] ^= 1;
+    ((double *)p.ref->data)[11] = 0.0;
+    g[11] = 0x8000; /* -0 where +0 is expected: equal values, different bits */
+    cr_expect_eq(hx_compare(p.got, p.ref, t, &m), HX_FAIL_NUMERIC);
+    g[11] = 0x0000;
+    cr_expect_eq(hx_compare(p.got, p.ref, t, &m), HX_PASS);
     hx_tensors_free(&p.s);
 }
 
