@@ -100,6 +100,20 @@ int hx_dev_download(const hx_dtensors *d, hx_tensors *h, hx_err *e)
     return HX_OK;
 }
 
+int hx_dev_add_workspace(hx_dtensors *d, size_t bytes, hx_err *e)
+{
+    if (d->n >= HX_MAX_TENSORS)
+        return hx_fail(e, HX_ERUNTIME, "too many device tensors");
+    hx_dtensor *w = &d->t[d->n];
+    if (opt_alloc(&w->base, bytes ? bytes : 1))
+        return hx_fail(e, HX_ERUNTIME, "workspace of %zu bytes: %s", bytes, opt_last_error());
+    d->n++;
+    snprintf(w->name, sizeof w->name, "workspace");
+    w->ptr = w->base;
+    w->bytes = bytes;
+    return HX_OK;
+}
+
 void hx_dev_free(hx_dtensors *d)
 {
     for (int i = 0; i < d->n; i++)

@@ -217,6 +217,9 @@ typedef struct hx_variant {
     const char *(*unsupported)(const struct hx_case *c, const hx_gpu *g);
     /* Launch into the device outputs; 0 or an OPT_E* code (opt_last_error() says why). */
     int (*run)(const struct hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream);
+    /* Optional: bytes of device scratch the kernel needs; the harness allocates it once per
+     * (case, variant), outside the timed window, as hx_dptr(out, "workspace"). */
+    size_t (*workspace)(const struct hx_case *c);
 } hx_variant;
 
 typedef struct hx_cost {

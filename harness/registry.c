@@ -5,11 +5,27 @@
 #include <string.h>
 
 extern const hx_path hx_path_mha_varlen;
+extern const hx_path hx_path_mla_decode;
+extern const hx_path hx_path_mla_prefill;
+extern const hx_path hx_path_dsv4_sparse_decode;
 extern const hx_path hx_path_merge_states;
+extern const hx_path hx_path_cache_write;
+extern const hx_path hx_path_extend;
+extern const hx_path hx_path_gather_cache;
+extern const hx_path hx_path_mixed;
+extern const hx_path hx_path_paged_decode;
 
 const hx_path *const hx_paths[] = {
     &hx_path_merge_states,
+    &hx_path_cache_write,
+    &hx_path_extend,
+    &hx_path_gather_cache,
+    &hx_path_mixed,
+    &hx_path_paged_decode,
     &hx_path_mha_varlen,
+    &hx_path_mla_decode,
+    &hx_path_mla_prefill,
+    &hx_path_dsv4_sparse_decode,
 };
 const int hx_n_paths = (int)(sizeof hx_paths / sizeof hx_paths[0]);
 

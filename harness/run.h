@@ -49,6 +49,8 @@ int hx_gpu_selftest(const hx_gpu *g, void *flush, size_t flush_bytes, double *em
 int hx_dev_upload(const hx_tensors *h, hx_dtensors *d, hx_err *e);
 int hx_dev_download(const hx_dtensors *d, hx_tensors *h, hx_err *e);
 void hx_dev_free(hx_dtensors *d);
+/* Add a device scratch buffer named "workspace" (no host twin: never downloaded or judged). */
+int hx_dev_add_workspace(hx_dtensors *d, size_t bytes, hx_err *e);
 /* Sorted samples -> median, min, max, stddev (sorts ms in place). */
 void hx_timing_from_samples(double *ms, int n, hx_timing *t);
 

@@ -54,7 +54,7 @@ if ls "$tmp"/r.jsonl* >/dev/null 2>&1; then echo "FAIL: a result file was left b
 expect 3 "cannot write '$tmp/no/such/dir/r.jsonl" -- run "$tmp/c.ini" --json "$tmp/no/such/dir/r.jsonl"
 
 # A good run writes complete files, and --dump / --inputs round-trip.
-expect 0 "" -- run "$tmp/c.ini" --json "$tmp/ok.jsonl" --csv "$tmp/ok.csv" --dump "$tmp/dump"
+expect 0 "" -- run "$tmp/c.ini" --cpu-only --json "$tmp/ok.jsonl" --csv "$tmp/ok.csv" --dump "$tmp/dump"
 n=$((n + 1))
 if [ "$(wc -l <"$tmp/ok.jsonl")" -ne 1 ] || [ "$(wc -l <"$tmp/ok.csv")" -ne 2 ] ||
    [ ! -f "$tmp/dump/a/q.npy" ] || [ ! -f "$tmp/dump/a/ref.out.npy" ] || [ ! -f "$tmp/dump/a/emulated.out.npy" ]; then

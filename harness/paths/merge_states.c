@@ -103,7 +103,7 @@ static int ms__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
 }
 
 static const hx_variant ms__variants[] = {
-    {"simple", "one thread per output element", NULL, ms__simple_run},
+    {.name = "simple", .summary = "one thread per output element", .run = ms__simple_run},
 };
 #endif // ATTN_HAVE_GPU
 

@@ -172,8 +172,10 @@ static int mv__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
 }
 
 static const hx_variant mv__variants[] = {
-    {"simple", "one block per (token, head), keys streamed with an online softmax in f32",
-     mv__simple_unsupported, mv__simple_run},
+    {.name = "simple",
+     .summary = "one block per (token, head), keys streamed with an online softmax in f32",
+     .unsupported = mv__simple_unsupported,
+     .run = mv__simple_run},
 };
 #endif // ATTN_HAVE_GPU
 

@@ -1,0 +1,245 @@
+/* extend.c - path descriptor for extend, chunked-context prefill with LSE merge (SPEC
+ * section 6): request b has context_lens[b] tokens in the paged cache and seq_lens[b] >= 1 new
+ * tokens given contiguously.
+ *
+ * Inputs  q [Tn, Hq, D], k_new, v_new [Tn, Hkv, D] in the case dtype; cu_seqlens_q [B + 1] i32;
+ *         context_lens [B] i32; block_table [B, max_blocks] i32; k_cache, v_cache holding the
+ *         contexts (hx_kvcache.h); fp8 caches: k_scale, v_scale [1] f32.
+ * Outputs out [Tn, Hq, D] in the case dtype, lse [Hq, Tn] f32.
+ *
+ * The f64 reference is the one-pass ground truth (ref_extend). The emulated candidate runs the
+ * GPU algorithm itself (ref_extend_chunked with the case's chunk_tokens), storing each partial
+ * result as the kernels do (out in the case dtype, lse in f32), so the chunking and the merge
+ * are judged in every run, not only in the unit tests.
+ */
+#include "hx_kvcache.h"
+
+#include <string.h>
+
+static int64_t ex__total(const hx_lens *l)
+{
+    int64_t t = 0;
+    for (int i = 0; i < l->n; i++)
+        t += l->v[i];
+    return t;
+}
+
+static int ex__check(hx_case *c, hx_err *e)
+{
+    if (!c->seq_lens_q.set)
+        return hx_case_fail(e, c, NULL, "missing key 'seq_lens' (new tokens per request)");
+    if (!c->context_lens.set)
+        return hx_case_fail(e, c, NULL, "missing key 'context_lens' (cached tokens per request)");
+    for (int b = 0; b < c->seq_lens_q.n; b++)
+        if (c->seq_lens_q.v[b] < 1)
+            return hx_case_fail(e, c, "seq_lens",
+                                "request %d has %d new tokens; extend needs at least 1 each", b,
+                                c->seq_lens_q.v[b]);
+    for (int b = 0; b < c->seq_lens_q.n; b++)
+        if ((int64_t)c->seq_lens_q.v[b] + c->context_lens.v[b] > INT32_MAX)
+            return hx_case_fail(e, c, "context_lens", "request %d: context + new tokens pass %d",
+                                b, INT32_MAX);
+    if (!c->chunk_tokens)
+        c->chunk_tokens = 32768;
+    return hx_kv_check_attention(c, e);
+}
+
+static int ex__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
+{
+    const int b = c->seq_lens_q.n;
+    const int64_t tn = ex__total(&c->seq_lens_q), tc = ex__total(&c->context_lens);
+    const int64_t sq[3] = {tn, c->heads_q, c->head_dim}, sn[3] = {tn, c->heads_kv, c->head_dim},
+                  sc[3] = {tc, c->heads_kv, c->head_dim}, sb[1] = {b};
+    hx_tensor *q = hx_tensors_add(in, "q", c->dtype, 3, sq, e);
+    hx_tensor *kn = q ? hx_tensors_add(in, "k_new", c->dtype, 3, sn, e) : NULL;
+    hx_tensor *vn = kn ? hx_tensors_add(in, "v_new", c->dtype, 3, sn, e) : NULL;
+    hx_tensor *cl = vn && hx_make_cu_tensor(in, "cu_seqlens_q", &c->seq_lens_q, e)
+                        ? hx_tensors_add(in, "context_lens", REF_I32, 1, sb, e)
+                        : NULL;
+    if (!cl)
+        return e->code;
+    hx_tensor_fill_normal(q, c->seed, 1.0);
+    hx_tensor_fill_normal(kn, c->seed, 1.0);
+    hx_tensor_fill_normal(vn, c->seed, 1.0);
+    memcpy(cl->data, c->context_lens.v, (size_t)b * sizeof(int32_t));
+
+    /* The contexts' K and V, generated in the case dtype, then written into the cache. */
+    hx_tensors rows = {0};
+    hx_tensor *k = hx_tensors_add(&rows, "k", c->dtype, 3, sc, e);
+    hx_tensor *v = k ? hx_tensors_add(&rows, "v", c->dtype, 3, sc, e) : NULL;
+    int rc = v ? HX_OK : e->code;
+    if (!rc) {
+        hx_tensor_fill_normal(k, c->seed, 1.0);
+        hx_tensor_fill_normal(v, c->seed, 1.0);
+        rc = hx_kv_make(c, in, c->context_lens.v, b, c->dtype, k->data, v->data, e);
+    }
+    hx_tensors_free(&rows);
+    return rc;
+}
+
+static int ex__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
+{
+    const hx_tensor *cl = hx_tensors_get(in, "context_lens");
+    if (!cl || cl->dtype != REF_I32 || cl->numel != (size_t)c->context_lens.n)
+        return hx_fail(e, HX_ECASE, "[%s] input 'context_lens' must be i32 [%d]", c->name,
+                       c->context_lens.n);
+    const int32_t *v = cl->data;
+    for (int b = 0; b < c->context_lens.n; b++)
+        if (v[b] != c->context_lens.v[b])
+            return hx_fail(e, HX_ECASE, "[%s] context_lens[%d] = %d but the case says %d", c->name,
+                           b, v[b], c->context_lens.v[b]);
+    int rc = hx_check_cu_tensor(c, in, "cu_seqlens_q", &c->seq_lens_q, e);
+    return rc ? rc : hx_kv_check_inputs(c, in, c->context_lens.v, c->context_lens.n, e);
+}
+
+static int ex__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
+{
+    const int64_t tn = ex__total(&c->seq_lens_q);
+    const int64_t so[3] = {tn, c->heads_q, c->head_dim}, sl[2] = {c->heads_q, tn};
+    if (!hx_tensors_add(out, "out", c->dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
+        return e->code;
+    return HX_OK;
+}
+
+static int ex__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,
+                         hx_err *e)
+{
+    const hx_tensor *bt = hx_tensors_get(in, "block_table");
+    const ref_extend_args a = {
+        .batch = c->seq_lens_q.n, .hq = c->heads_q, .dtype = c->dtype,
+        .q = hx_tensors_get(in, "q")->data, .k_new = hx_tensors_get(in, "k_new")->data,
+        .v_new = hx_tensors_get(in, "v_new")->data,
+        .cu_q = hx_tensors_get(in, "cu_seqlens_q")->data,
+        .context_lens = hx_tensors_get(in, "context_lens")->data, .cache = hx_kv_cache(c, in),
+        .block_table = bt->data, .max_blocks = (int)bt->shape[1],
+        .opts = {.scale = c->scale, .softcap = c->softcap, .causal = 1, .window_left = -1,
+                 .mode = mode, .p_dtype = c->dtype},
+    };
+    double *o = hx_tensors_get(out, "out")->data, *l = hx_tensors_get(out, "lse")->data;
+    int rc = mode == REF_EXACT ? ref_extend(&a, o, l)
+                               : ref_extend_chunked(&a, c->chunk_tokens, c->dtype, o, l);
+    if (rc)
+        return hx_fail(e, HX_ERUNTIME, "[%s] reference: %s", c->name, ref_strerror(rc));
+    return HX_OK;
+}
+
+static hx_cost ex__cost(const hx_case *c)
+{
+    double keys = 0, blocks = 0;
+    for (int b = 0; b < c->seq_lens_q.n; b++) {
+        const double n = c->seq_lens_q.v[b], ctx = c->context_lens.v[b];
+        keys += n * ctx + n * (n + 1) / 2;
+        blocks += ((int64_t)c->context_lens.v[b] + c->block_size - 1) / c->block_size;
+    }
+    const double tn = (double)ex__total(&c->seq_lens_q), tc = (double)ex__total(&c->context_lens);
+    const double es = (double)ref_dtype_size(c->dtype), nb = c->seq_lens_q.n;
+    const double qo = tn * c->heads_q * c->head_dim * es;
+    hx_cost k = {
+        .flops = 2.0 * keys * c->heads_q * 2.0 * c->head_dim,
+        .bytes = qo + tn * 2.0 * c->heads_kv * c->head_dim * es + tc * hx_kv_token_bytes(c) +
+                 4.0 * (blocks + 2 * nb + 1) + (c->kv_dtype == REF_FP8E4M3 ? 8.0 : 0.0) + qo +
+                 4.0 * c->heads_q * tn,
+    };
+    return k;
+}
+
+static void ex__locate(const hx_case *c, const char *name, size_t i, char *buf, size_t n)
+{
+    int64_t token, head, dim = -1;
+    if (strcmp(name, "lse") == 0) {
+        const int64_t tn = ex__total(&c->seq_lens_q);
+        head = (int64_t)i / tn;
+        token = (int64_t)i % tn;
+    } else {
+        token = (int64_t)i / ((int64_t)c->heads_q * c->head_dim);
+        head = (int64_t)i / c->head_dim % c->heads_q;
+        dim = (int64_t)i % c->head_dim;
+    }
+    int seq;
+    int64_t pos;
+    hx_locate_varlen(&c->seq_lens_q, token, &seq, &pos);
+    const int ctx = seq >= 0 ? c->context_lens.v[seq] : 0;
+    int len = snprintf(buf, n, "seq %d new token %lld (position %lld) head %lld", seq,
+                       (long long)pos, (long long)(ctx + pos), (long long)head);
+    if (dim >= 0 && len >= 0 && (size_t)len < n)
+        snprintf(buf + len, n - (size_t)len, " dim %lld", (long long)dim);
+}
+
+/* ------------------------------------------------------------ GPU variants */
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+
+_Static_assert((int)OPT_KV_NHD == (int)HX_LAYOUT_NHD && (int)OPT_KV_HND == (int)HX_LAYOUT_HND &&
+                   (int)OPT_KV_SHUFFLED == (int)HX_LAYOUT_SHUFFLED,
+               "opt.h layout codes must equal the layout key's");
+
+/* The device cache of a case (k_scale, v_scale are absent, NULL, unless it is fp8). */
+static opt_kv_cache ex__gpu_cache(const hx_case *c, const hx_dtensors *in)
+{
+    opt_kv_cache kc = {
+        .layout = c->layout, .dtype = (int)c->kv_dtype, .block_size = c->block_size,
+        .heads = c->heads_kv, .head_dim = c->head_dim,
+        .k = hx_dptr(in, "k_cache"), .v = hx_dptr(in, "v_cache"),
+        .k_scale = hx_dptr(in, "k_scale"), .v_scale = hx_dptr(in, "v_scale"),
+    };
+    return kc;
+}
+
+/* Columns of the block table [batch, max_blocks], from its device copy's size. */
+static int ex__max_blocks(const hx_dtensors *in, int batch)
+{
+    for (int i = 0; i < in->n && batch > 0; i++)
+        if (strcmp(in->t[i].name, "block_table") == 0)
+            return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
+    return 0;
+}
+
+static const char *ex__simple_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    if (c->head_dim > 256)
+        return "simple keeps a query row and its output in one block: head_dim up to 256";
+    if (c->heads_q > 65535)
+        return "simple puts query heads on the grid's y dimension: at most 65535";
+    return NULL;
+}
+
+static int ex__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const int batch = c->seq_lens_q.n;
+    opt_extend_args a = {
+        .batch = batch, .tq = (int)ex__total(&c->seq_lens_q), .hq = c->heads_q,
+        .dtype = (int)c->dtype, .q = hx_dptr(in, "q"), .k_new = hx_dptr(in, "k_new"),
+        .v_new = hx_dptr(in, "v_new"), .cu_q = hx_dptr(in, "cu_seqlens_q"),
+        .context_lens = hx_dptr(in, "context_lens"), .cache = ex__gpu_cache(c, in),
+        .block_table = hx_dptr(in, "block_table"), .max_blocks = ex__max_blocks(in, batch),
+        .scale = (float)c->scale, .softcap = (float)c->softcap,
+        .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+    };
+    return opt_extend_simple(&a, stream);
+}
+
+static const hx_variant ex__variants[] = {
+    {.name = "simple",
+     .summary = "one block per (token, head) over paged context + new keys in one pass, online "
+                "softmax in f32 (no chunks)",
+     .unsupported = ex__simple_unsupported,
+     .run = ex__simple_run},
+};
+#endif // ATTN_HAVE_GPU
+
+const hx_path hx_path_extend = {
+    .name = "extend",
+    .summary = "extend: new tokens over paged context + themselves, context in chunks merged by LSE",
+    .keys = "batch heads_q heads_kv head_dim seq_lens context_lens scale softcap dtype layout "
+            "kv_dtype block_size num_blocks block_alloc k_scale v_scale chunk_tokens",
+    .outputs = "out lse",
+    .check = ex__check,
+    .make_inputs = ex__make_inputs,
+    .check_inputs = ex__check_inputs,
+    .make_outputs = ex__make_outputs,
+    .reference = ex__reference,
+    .cost = ex__cost,
+    .locate = ex__locate,
+    HX_VARIANTS(ex__variants),
+};

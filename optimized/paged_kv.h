@@ -1,0 +1,97 @@
+/* paged_kv.h - the paged KV cache on the device (SPEC section 0): element addressing in the
+ * nhd, hnd and shuffled layouts, token -> (block, offset) through a block-table row, and the
+ * exact element decode (fp8: code * per-tensor scale), shared by every kernel that reads or
+ * writes the cache (cache_ops.hip, paged_attn.hip).
+ *
+ * The formulas are reference/ref_kvcache.c's (ref_kv_index, ref__dim_offsets), in 64 bits
+ * throughout: a pool of 32768 blocks of 64 tokens x 8 heads x 128 dims is already 2^31
+ * elements. For GPU translation units only (it includes gpu_port.h).
+ */
+#ifndef ATTN_PAGED_KV_H
+#define ATTN_PAGED_KV_H
+
+#include "gpu_port.h"
+#include "numerics.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PKV_HD __host__ __device__ inline
+
+/* x of the shuffled layout: 16 bytes of elements (8 for bf16/f16, 16 for fp8); 0 for a dtype
+ * that is not a cache element. A compile-time dtype folds it to a constant. */
+PKV_HD int pkv_x(int dtype)
+{
+    return dtype == OPT_FP8E4M3 ? 16 : dtype == OPT_BF16 || dtype == OPT_F16 ? 8 : 0;
+}
+
+/* Element index of (block, offset, head, dim) in K (is_v = 0) or V (is_v = 1): ref_kv_index. */
+PKV_HD size_t pkv_index(const opt_kv_cache &c, int is_v, int64_t block, int offset, int head,
+                        int dim)
+{
+    const size_t bs = (size_t)c.block_size, h = (size_t)c.heads, d = (size_t)c.head_dim;
+    const size_t n = (size_t)block, o = (size_t)offset, hh = (size_t)head, dd = (size_t)dim;
+    const size_t x = (size_t)pkv_x(c.dtype);
+    switch (c.layout) {
+    case OPT_KV_NHD:
+        return ((n * bs + o) * h + hh) * d + dd;
+    case OPT_KV_HND:
+        return ((n * h + hh) * bs + o) * d + dd;
+    case OPT_KV_SHUFFLED:
+        if (is_v) /* [N, H, bs/x, D, x]: x consecutive tokens of one dim are adjacent */
+            return (((n * h + hh) * (bs / x) + o / x) * d + dd) * x + o % x;
+        return (((n * h + hh) * (d / x) + dd / x) * bs + o) * x + dd % x; /* [N, H, D/x, bs, x] */
+    }
+    return 0;
+}
+
+/* Within one (block, offset, head) row the index is linear in the dim by pieces of x:
+ * pkv_index(.., dim) = pkv_index(.., 0) + (dim / x) * dim_hi + (dim % x) * dim_lo, with
+ *   nhd, hnd:      dim_hi = x,           dim_lo = 1   (i.e. + dim)
+ *   shuffled K:    dim_hi = block_size * x, dim_lo = 1
+ *   shuffled V:    dim_hi = x * x,       dim_lo = x   (i.e. + dim * x)
+ * so a kernel walks a row from its base index without re-deriving the layout per element. */
+typedef struct pkv_dim_step {
+    size_t hi, lo;
+} pkv_dim_step;
+
+PKV_HD pkv_dim_step pkv_dim_steps(const opt_kv_cache &c, int is_v)
+{
+    const size_t x = (size_t)pkv_x(c.dtype);
+    pkv_dim_step s = {x, 1};
+    if (c.layout == OPT_KV_SHUFFLED) {
+        if (is_v)
+            s.hi = x * x, s.lo = x;
+        else
+            s.hi = (size_t)c.block_size * x;
+    }
+    return s;
+}
+
+/* X is the layout's x (pkv_x of the element dtype), a compile-time power of two in kernels. */
+template <int X>
+PKV_HD size_t pkv_dim_offset(pkv_dim_step s, int dim)
+{
+    return (size_t)(dim / X) * s.hi + (size_t)(dim % X) * s.lo;
+}
+
+/* Row base (dim 0) of token `pos` of the sequence whose block-table row is bt [max_blocks]. */
+PKV_HD size_t pkv_token_index(const opt_kv_cache &c, int is_v, const int32_t *bt, int64_t pos,
+                              int head)
+{
+    const int64_t bs = c.block_size;
+    return pkv_index(c, is_v, (int64_t)bt[pos / bs], (int)(pos % bs), head, 0);
+}
+
+/* Element i of a cache tensor of element dtype KVT as f32: exact for bf16/f16 (never scaled:
+ * the scale belongs to fp8); fp8 is code * scale rounded once to f32, which is the f32 the
+ * reference's exact f64 product rounds to. */
+template <int KVT>
+__device__ inline float pkv_load(const void *p, size_t i, float scale)
+{
+    if (KVT == OPT_FP8E4M3)
+        return num_fp8e4m3_to_f32(((const uint8_t *)p)[i]) * scale;
+    return num_load_f32(KVT, p, i);
+}
+
+#endif /* ATTN_PAGED_KV_H */
