@@ -10,6 +10,8 @@
 
 static void run_path(const char *path)
 {
+    const hx_path *p = hx_path_find(path);
+    cr_assert(p && p->n_variants > 0, "path %s has no GPU variant to test", path);
     char *files[] = {"cases/smoke.ini", "cases/edge.ini"};
     char json[] = "/tmp/attn-gpu-paths-XXXXXX";
     int fd = mkstemp(json);
@@ -23,5 +25,13 @@ static void run_path(const char *path)
         unlink(json);
 }
 
-Test(gpu_paths, mha_varlen, .timeout = 300) { run_path("mha_varlen"); }
 Test(gpu_paths, merge_states, .timeout = 300) { run_path("merge_states"); }
+Test(gpu_paths, cache_write, .timeout = 300) { run_path("cache_write"); }
+Test(gpu_paths, gather_cache, .timeout = 300) { run_path("gather_cache"); }
+Test(gpu_paths, mha_varlen, .timeout = 300) { run_path("mha_varlen"); }
+Test(gpu_paths, paged_decode, .timeout = 300) { run_path("paged_decode"); }
+Test(gpu_paths, extend, .timeout = 300) { run_path("extend"); }
+Test(gpu_paths, mixed, .timeout = 300) { run_path("mixed"); }
+Test(gpu_paths, mla_decode, .timeout = 300) { run_path("mla_decode"); }
+Test(gpu_paths, mla_prefill, .timeout = 300) { run_path("mla_prefill"); }
+Test(gpu_paths, dsv4_sparse_decode, .timeout = 300) { run_path("dsv4_sparse_decode"); }
