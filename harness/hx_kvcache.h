@@ -67,4 +67,12 @@ void hx_kv_locate(const hx_case *c, int is_v, size_t i, char *buf, size_t n);
 /* Bytes of one token's K and V rows in the cache. */
 double hx_kv_token_bytes(const hx_case *c);
 
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+/* The case's cache as the kernels' launchers take it, over the device copies of `in`. */
+opt_kv_cache hx_kv_gpu_cache(const hx_case *c, const hx_dtensors *in);
+/* Columns of the device block table [batch, max_blocks]. */
+int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch);
+#endif // ATTN_HAVE_GPU
+
 #endif /* ATTN_HX_KVCACHE_H */

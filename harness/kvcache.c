@@ -262,3 +262,28 @@ double hx_kv_token_bytes(const hx_case *c)
 {
     return 2.0 * c->heads_kv * c->head_dim * (double)ref_dtype_size(c->kv_dtype);
 }
+
+#ifdef ATTN_HAVE_GPU
+_Static_assert((int)OPT_KV_NHD == (int)HX_LAYOUT_NHD && (int)OPT_KV_HND == (int)HX_LAYOUT_HND &&
+                   (int)OPT_KV_SHUFFLED == (int)HX_LAYOUT_SHUFFLED,
+               "opt.h layout codes must equal HX_LAYOUT_*");
+
+opt_kv_cache hx_kv_gpu_cache(const hx_case *c, const hx_dtensors *in)
+{
+    opt_kv_cache kc = {
+        .layout = c->layout, .dtype = (int)c->kv_dtype, .block_size = c->block_size,
+        .heads = c->heads_kv, .head_dim = c->head_dim,
+        .k = hx_dptr(in, "k_cache"), .v = hx_dptr(in, "v_cache"),
+        .k_scale = hx_dptr(in, "k_scale"), .v_scale = hx_dptr(in, "v_scale"),
+    };
+    return kc;
+}
+
+int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch)
+{
+    for (int i = 0; i < in->n && batch > 0; i++)
+        if (strcmp(in->t[i].name, "block_table") == 0)
+            return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
+    return 0;
+}
+#endif // ATTN_HAVE_GPU

@@ -195,10 +195,6 @@ static void cw__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-_Static_assert((int)OPT_KV_NHD == (int)HX_LAYOUT_NHD && (int)OPT_KV_HND == (int)HX_LAYOUT_HND &&
-                   (int)OPT_KV_SHUFFLED == (int)HX_LAYOUT_SHUFFLED,
-               "opt.h layout codes must equal the layout key's");
-
 /* In place: the kernel writes the output caches, which start as copies of the input ones;
  * the fp8 scales (absent otherwise) are inputs. */
 static int cw__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
@@ -206,11 +202,10 @@ static int cw__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     opt_cache_write_args a = {
         .tokens = c->tokens, .dtype = (int)c->dtype,
         .k = hx_dptr(in, "k"), .v = hx_dptr(in, "v"), .slot_mapping = hx_dptr(in, "slot_mapping"),
-        .cache = {.layout = c->layout, .dtype = (int)c->kv_dtype, .block_size = c->block_size,
-                  .heads = c->heads_kv, .head_dim = c->head_dim,
-                  .k = hx_dptr(out, "k_cache"), .v = hx_dptr(out, "v_cache"),
-                  .k_scale = hx_dptr(in, "k_scale"), .v_scale = hx_dptr(in, "v_scale")},
+        .cache = hx_kv_gpu_cache(c, in),
     };
+    a.cache.k = hx_dptr(out, "k_cache");
+    a.cache.v = hx_dptr(out, "v_cache");
     return opt_cache_write_simple(&a, stream);
 }
 

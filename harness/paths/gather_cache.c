@@ -157,31 +157,8 @@ static void gc__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-_Static_assert((int)OPT_KV_NHD == (int)HX_LAYOUT_NHD && (int)OPT_KV_HND == (int)HX_LAYOUT_HND &&
-                   (int)OPT_KV_SHUFFLED == (int)HX_LAYOUT_SHUFFLED,
-               "opt.h layout codes must equal the layout key's");
-
 /* The device cache of a case (k_scale, v_scale are absent, NULL, unless it is fp8). */
-static opt_kv_cache gc__gpu_cache(const hx_case *c, const hx_dtensors *in)
-{
-    opt_kv_cache kc = {
-        .layout = c->layout, .dtype = (int)c->kv_dtype, .block_size = c->block_size,
-        .heads = c->heads_kv, .head_dim = c->head_dim,
-        .k = hx_dptr(in, "k_cache"), .v = hx_dptr(in, "v_cache"),
-        .k_scale = hx_dptr(in, "k_scale"), .v_scale = hx_dptr(in, "v_scale"),
-    };
-    return kc;
-}
-
 /* Columns of the block table [batch, max_blocks], from its device copy's size. */
-static int gc__max_blocks(const hx_dtensors *in, int batch)
-{
-    for (int i = 0; i < in->n && batch > 0; i++)
-        if (strcmp(in->t[i].name, "block_table") == 0)
-            return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
-    return 0;
-}
-
 static const char *gc__simple_unsupported(const hx_case *c, const hx_gpu *g)
 {
     (void)g;
@@ -194,9 +171,9 @@ static int gc__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
 {
     const int batch = c->context_lens.n;
     opt_gather_cache_args a = {
-        .batch = batch, .max_blocks = gc__max_blocks(in, batch),
+        .batch = batch, .max_blocks = hx_kv_gpu_max_blocks(in, batch),
         .rows = (int)gc__total(&c->seq_lens_q), .dtype = (int)c->dtype,
-        .cache = gc__gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
+        .cache = hx_kv_gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
         .starts = hx_dptr(in, "starts"), .cu_out = hx_dptr(in, "cu_out"),
         .k = hx_dptr(out, "k"), .v = hx_dptr(out, "v"),
     };

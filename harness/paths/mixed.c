@@ -254,31 +254,8 @@ static void mx__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-_Static_assert((int)OPT_KV_NHD == (int)HX_LAYOUT_NHD && (int)OPT_KV_HND == (int)HX_LAYOUT_HND &&
-                   (int)OPT_KV_SHUFFLED == (int)HX_LAYOUT_SHUFFLED,
-               "opt.h layout codes must equal the layout key's");
-
 /* The device cache of a case (k_scale, v_scale are absent, NULL, unless it is fp8). */
-static opt_kv_cache mx__gpu_cache(const hx_case *c, const hx_dtensors *in)
-{
-    opt_kv_cache kc = {
-        .layout = c->layout, .dtype = (int)c->kv_dtype, .block_size = c->block_size,
-        .heads = c->heads_kv, .head_dim = c->head_dim,
-        .k = hx_dptr(in, "k_cache"), .v = hx_dptr(in, "v_cache"),
-        .k_scale = hx_dptr(in, "k_scale"), .v_scale = hx_dptr(in, "v_scale"),
-    };
-    return kc;
-}
-
 /* Columns of the block table [batch, max_blocks], from its device copy's size. */
-static int mx__max_blocks(const hx_dtensors *in, int batch)
-{
-    for (int i = 0; i < in->n && batch > 0; i++)
-        if (strcmp(in->t[i].name, "block_table") == 0)
-            return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
-    return 0;
-}
-
 static const char *mx__simple_unsupported(const hx_case *c, const hx_gpu *g)
 {
     (void)g;
@@ -296,8 +273,8 @@ static int mx__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
         .batch = batch, .tq = (int)mx__total(&c->seq_lens_q), .hq = c->heads_q,
         .dtype = (int)c->dtype, .q = hx_dptr(in, "q"), .k_new = hx_dptr(in, "k_new"),
         .v_new = hx_dptr(in, "v_new"), .cu_q = hx_dptr(in, "cu_seqlens_q"),
-        .context_lens = hx_dptr(in, "context_lens"), .cache = mx__gpu_cache(c, in),
-        .block_table = hx_dptr(in, "block_table"), .max_blocks = mx__max_blocks(in, batch),
+        .context_lens = hx_dptr(in, "context_lens"), .cache = hx_kv_gpu_cache(c, in),
+        .block_table = hx_dptr(in, "block_table"), .max_blocks = hx_kv_gpu_max_blocks(in, batch),
         .scale = (float)c->scale, .softcap = (float)c->softcap,
         .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
     };
