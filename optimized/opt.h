@@ -210,6 +210,96 @@ int opt_paged_decode_simple(const opt_paged_decode_args *a, void *stream);
 int opt_extend_simple(const opt_extend_args *a, void *stream);
 int opt_mixed_simple(const opt_mixed_args *a, void *stream);
 
+/* --------------------------------------------------- MLA and DeepSeek V4 sparse decode
+ * SPEC sections 8, 9 and 10 (DeepSeek V3/R1 and V4 geometry: one latent KV head read by every
+ * query head). q and out are bf16; lse [hq, tokens] f32. */
+
+/* A paged latent cache: token t of a sequence whose block-table row is bt is row
+ * bt[t / block_size] * block_size + t % block_size. */
+typedef struct opt_latent_cache {
+    int dtype;                   /* OPT_BF16, or OPT_FP8E4M3 (value = code * *k_scale) */
+    int block_size;
+    const void *data;            /* data: [N, block_size, 576] = [c_kv 512 | k_pe 64] */
+    const float *k_scale;        /* k_scale: [1] f32 on the device; fp8 only, else unused */
+} opt_latent_cache;
+
+/* SPEC section 8. Query b attends the seq_lens[b] cached rows of sequence b over all 576
+ * dims; the value is the first 512 dims of the same rows (0 rows: out = 0, lse = -inf). */
+typedef struct opt_mla_decode_args {
+    int batch, hq;
+    const void *q;               /* q: [batch, hq, 576] bf16 (= [q_lat 512 | q_pe 64]) */
+    opt_latent_cache cache;
+    const int32_t *block_table;  /* block_table: [batch, max_blocks] */
+    int max_blocks;
+    const int32_t *seq_lens;     /* seq_lens: [batch] */
+    float scale;
+    void *out;                   /* out: [batch, hq, 512] bf16 */
+    float *lse;                  /* lse: [hq, batch] */
+} opt_mla_decode_args;
+
+/* simple: one block per (sequence, head); each tile of 128 rows has its 576-dim logits
+ * computed one warp per row, then an online softmax in f32; 4 latent dims per thread. */
+int opt_mla_decode_simple(const opt_mla_decode_args *a, void *stream);
+
+/* SPEC section 9. Request b: context_lens[b] latent rows in the cache, then its new tokens
+ * cu_q[b] .. cu_q[b + 1] - 1 (latent c_kv, k_pe); head h decompresses every row into
+ * k = [W_UK_h c_kv (rounded to bf16) | k_pe] (192) and v = W_UV_h c_kv (rounded to bf16)
+ * (128); new query i of request b attends keys 0 .. context_lens[b] + i (causal, bottom-right). */
+typedef struct opt_mla_prefill_args {
+    int batch, tq, hq;
+    int tk;                      /* keys: the sum of context_lens[b] + cu_q[b + 1] - cu_q[b] */
+    const void *q;               /* q: [tq, hq, 192] bf16 (= [q_nope 128 | q_pe 64]) */
+    const void *c_kv;            /* c_kv: [tq, 512] bf16 */
+    const void *k_pe;            /* k_pe: [tq, 64] bf16 */
+    const void *w_kvb;           /* w_kvb: [hq * 256, 512] bf16 (W_UK_h = rows 256h .. 256h + 127,
+                                    W_UV_h = rows 256h + 128 .. 256h + 255) */
+    const int32_t *cu_q;         /* cu_q: [batch + 1] */
+    const int32_t *context_lens; /* context_lens: [batch] */
+    opt_latent_cache cache;      /* holds the contexts (unread when tk == tq) */
+    const int32_t *block_table;  /* block_table: [batch, max_blocks] */
+    int max_blocks;
+    float scale;
+    void *workspace;             /* workspace: [workspace_bytes] device scratch */
+    size_t workspace_bytes;      /* >= opt_mla_prefill_workspace(batch, tk, hq) */
+    void *out;                   /* out: [tq, hq, 128] bf16 */
+    float *lse;                  /* lse: [hq, tq] */
+} opt_mla_prefill_args;
+
+/* Bytes of device scratch opt_mla_prefill_simple needs: key offsets, the decompressed
+ * k_nope and v of every key and head (bf16), k_pe of every key (f32). */
+size_t opt_mla_prefill_workspace(int batch, int tk, int hq);
+
+/* simple: a naive decompression kernel (one block per (key, head), f32 sums, bf16 results)
+ * into the workspace, then one block per (query token, head) over all its keys in one pass,
+ * tiles of 128 with an online softmax in f32 (not the chunked context algorithm). */
+int opt_mla_prefill_simple(const opt_mla_prefill_args *a, void *stream);
+
+/* SPEC section 10. One scope: a cache in the 584-byte blocked FP8 format (block stride
+ * ceil(block_size * 584 / 576) * 576 bytes) and per token a row of flat-slot indices; entry k
+ * of token t is used iff k < len[t] and idx[t][k] != -1. */
+typedef struct opt_dsv4_scope {
+    const uint8_t *cache;        /* cache: [N, stride(block_size)] bytes */
+    int block_size;
+    const int32_t *idx;          /* idx: [tokens, width] */
+    const int32_t *len;          /* len: [tokens], 0 <= len <= width */
+    int width;
+} opt_dsv4_scope;
+
+typedef struct opt_dsv4_args {
+    int tokens, hq;
+    const void *q;               /* q: [tokens, hq, 512] bf16 */
+    opt_dsv4_scope swa, extra;
+    const float *sink;           /* sink: [hq] f32 (+-inf allowed), or NULL for none */
+    float scale;
+    void *out;                   /* out: [tokens, hq, 512] bf16 */
+    float *lse;                  /* lse: [hq, tokens], without the sink */
+} opt_dsv4_args;
+
+/* simple: one block per (token, head) over the used entries of the SWA then the extra scope
+ * (duplicates count twice), rows decoded in registers (only indexed rows are read), tiles of
+ * 128 with an online softmax in f32, V = K, then the sink once. */
+int opt_dsv4_sparse_decode_simple(const opt_dsv4_args *a, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

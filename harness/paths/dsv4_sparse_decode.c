@@ -321,6 +321,42 @@ static void ds__locate(const hx_case *c, const char *name, size_t i, char *buf, 
              i / REF_DSV4_D % (size_t)c->heads_q, d, part);
 }
 
+/* ------------------------------------------------------------ GPU variants */
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+
+static const char *ds__simple_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    if (c->heads_q > 65535)
+        return "simple puts query heads on the grid's y dimension: at most 65535";
+    return NULL;
+}
+
+static int ds__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    opt_dsv4_args a = {
+        .tokens = c->positions.n, .hq = c->heads_q, .q = hx_dptr(in, "q"),
+        .swa = {.cache = hx_dptr(in, "swa_cache"), .block_size = c->swa_block_size,
+                .idx = hx_dptr(in, "swa_idx"), .len = hx_dptr(in, "swa_len"), .width = c->window},
+        .extra = {.cache = hx_dptr(in, "extra_cache"), .block_size = c->extra_block_size,
+                  .idx = hx_dptr(in, "extra_idx"), .len = hx_dptr(in, "extra_len"),
+                  .width = c->topk},
+        .sink = hx_dptr(in, "sink"), .scale = (float)c->scale,
+        .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+    };
+    return opt_dsv4_sparse_decode_simple(&a, stream);
+}
+
+static const hx_variant ds__variants[] = {
+    {.name = "simple",
+     .summary = "one block per (token, head) over the used SWA then extra entries, FP8 rows "
+                "decoded in registers, online softmax in f32, sink once",
+     .unsupported = ds__simple_unsupported,
+     .run = ds__simple_run},
+};
+#endif // ATTN_HAVE_GPU
+
 const hx_path hx_path_dsv4_sparse_decode = {
     .name = "dsv4_sparse_decode",
     .summary = "DeepSeek V4 sparse MLA decode: SWA + extra scope over 584-byte FP8 caches, sink",
@@ -334,4 +370,5 @@ const hx_path hx_path_dsv4_sparse_decode = {
     .reference = ds__reference,
     .cost = ds__cost,
     .locate = ds__locate,
+    HX_VARIANTS(ds__variants),
 };

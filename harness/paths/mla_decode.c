@@ -122,6 +122,50 @@ static void md__locate(const hx_case *c, const char *name, size_t i, char *buf, 
         snprintf(buf + len, n - (size_t)len, " dim %zu", i % REF_MLA_LAT);
 }
 
+/* ------------------------------------------------------------ GPU variants */
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+
+/* Columns of the block table [batch, max_blocks], from its device copy's size. */
+static int md__max_blocks(const hx_dtensors *in, int batch)
+{
+    for (int i = 0; i < in->n && batch > 0; i++)
+        if (strcmp(in->t[i].name, "block_table") == 0)
+            return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
+    return 0;
+}
+
+static const char *md__simple_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    if (c->heads_q > 65535)
+        return "simple puts query heads on the grid's y dimension: at most 65535";
+    return NULL;
+}
+
+static int md__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const int batch = c->seq_lens_q.n;
+    opt_mla_decode_args a = {
+        .batch = batch, .hq = c->heads_q, .q = hx_dptr(in, "q"),
+        .cache = {.dtype = (int)c->kv_dtype, .block_size = c->block_size,
+                  .data = hx_dptr(in, "kv_cache"), .k_scale = hx_dptr(in, "k_scale")},
+        .block_table = hx_dptr(in, "block_table"), .max_blocks = md__max_blocks(in, batch),
+        .seq_lens = hx_dptr(in, "seq_lens"), .scale = (float)c->scale,
+        .out = hx_dptr(out, "out_lat"), .lse = hx_dptr(out, "lse"),
+    };
+    return opt_mla_decode_simple(&a, stream);
+}
+
+static const hx_variant md__variants[] = {
+    {.name = "simple",
+     .summary = "one block per (sequence, head), latent rows in tiles (a warp per 576-dim logit), "
+                "online softmax in f32",
+     .unsupported = md__simple_unsupported,
+     .run = md__simple_run},
+};
+#endif // ATTN_HAVE_GPU
+
 const hx_path hx_path_mla_decode = {
     .name = "mla_decode",
     .summary = "absorbed MLA decode (DeepSeek V3/R1): paged latent cache [N, bs, 576], bf16 or fp8",
@@ -134,4 +178,5 @@ const hx_path hx_path_mla_decode = {
     .reference = md__reference,
     .cost = md__cost,
     .locate = md__locate,
+    HX_VARIANTS(md__variants),
 };

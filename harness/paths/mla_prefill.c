@@ -172,6 +172,82 @@ static void mp__locate(const hx_case *c, const char *name, size_t i, char *buf, 
         snprintf(buf + len, n - (size_t)len, " dim %lld", (long long)dim);
 }
 
+/* ------------------------------------------------------------ GPU variants */
+#ifdef ATTN_HAVE_GPU
+#include "opt.h"
+
+/* Columns of the block table [batch, max_blocks], from its device copy's size. */
+static int mp__max_blocks(const hx_dtensors *in, int batch)
+{
+    for (int i = 0; i < in->n && batch > 0; i++)
+        if (strcmp(in->t[i].name, "block_table") == 0)
+            return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
+    return 0;
+}
+
+/* Bytes of a device tensor, 0 if absent. */
+static size_t mp__dbytes(const hx_dtensors *s, const char *name)
+{
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->t[i].name, name) == 0)
+            return s->t[i].bytes;
+    return 0;
+}
+
+/* Keys of the whole batch: every request's context and new tokens. */
+static int64_t mp__keys(const hx_case *c)
+{
+    return mp__total(&c->seq_lens_q) + mp__total(&c->context_lens);
+}
+
+static size_t mp__simple_workspace(const hx_case *c)
+{
+    const int64_t tk = mp__keys(c);
+    return tk > INT32_MAX ? 0 : opt_mla_prefill_workspace(c->seq_lens_q.n, (int)tk, c->heads_q);
+}
+
+static const char *mp__simple_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    if (c->heads_q > 65535)
+        return "simple puts query heads on the grid's y dimension: at most 65535";
+    if (mp__keys(c) > INT32_MAX)
+        return "simple decompresses every key of the batch at once, indexed by i32: at most "
+               "2^31 - 1 context + new tokens";
+    if (mp__simple_workspace(c) > g->mem_total)
+        return "simple decompresses every key of the batch at once: its workspace exceeds the "
+               "device memory";
+    return NULL;
+}
+
+static int mp__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const int batch = c->seq_lens_q.n;
+    opt_mla_prefill_args a = {
+        .batch = batch, .tq = (int)mp__total(&c->seq_lens_q), .hq = c->heads_q,
+        .tk = (int)mp__keys(c),
+        .q = hx_dptr(in, "q"), .c_kv = hx_dptr(in, "c_kv"), .k_pe = hx_dptr(in, "k_pe"),
+        .w_kvb = hx_dptr(in, "w_kvb"), .cu_q = hx_dptr(in, "cu_seqlens_q"),
+        .context_lens = hx_dptr(in, "context_lens"),
+        .cache = {.dtype = (int)c->kv_dtype, .block_size = c->block_size,
+                  .data = hx_dptr(in, "kv_cache"), .k_scale = hx_dptr(in, "k_scale")},
+        .block_table = hx_dptr(in, "block_table"), .max_blocks = mp__max_blocks(in, batch),
+        .scale = (float)c->scale,
+        .workspace = hx_dptr(out, "workspace"), .workspace_bytes = mp__dbytes(out, "workspace"),
+        .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+    };
+    return opt_mla_prefill_simple(&a, stream);
+}
+
+static const hx_variant mp__variants[] = {
+    {.name = "simple",
+     .summary = "naive W_kvb decompression of every key into a workspace, then one block per "
+                "(token, head) over all its keys, online softmax in f32",
+     .unsupported = mp__simple_unsupported,
+     .run = mp__simple_run,
+     .workspace = mp__simple_workspace},
+};
+#endif // ATTN_HAVE_GPU
+
 const hx_path hx_path_mla_prefill = {
     .name = "mla_prefill",
     .summary =
@@ -187,4 +263,5 @@ const hx_path hx_path_mla_prefill = {
     .reference = mp__reference,
     .cost = mp__cost,
     .locate = mp__locate,
+    HX_VARIANTS(mp__variants),
 };
