@@ -73,6 +73,8 @@ double hx_kv_token_bytes(const hx_case *c);
 opt_kv_cache hx_kv_gpu_cache(const hx_case *c, const hx_dtensors *in);
 /* Columns of the device block table [batch, max_blocks]. */
 int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch);
+/* unsupported() of the one-block-per-(token, head) `simple` attention kernels over the cache. */
+const char *hx_kv_simple_unsupported(const hx_case *c, const hx_gpu *g);
 #endif // ATTN_HAVE_GPU
 
 #endif /* ATTN_HX_KVCACHE_H */

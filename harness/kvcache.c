@@ -286,4 +286,14 @@ int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch)
             return (int)(in->t[i].bytes / sizeof(int32_t) / (size_t)batch);
     return 0;
 }
+
+const char *hx_kv_simple_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    if (c->head_dim > 256)
+        return "simple keeps a query row and its output in one block: head_dim up to 256";
+    if (c->heads_q > 65535)
+        return "simple puts query heads on the grid's y dimension: at most 65535";
+    return NULL;
+}
 #endif // ATTN_HAVE_GPU

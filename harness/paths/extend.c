@@ -169,18 +169,6 @@ static void ex__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-/* The device cache of a case (k_scale, v_scale are absent, NULL, unless it is fp8). */
-/* Columns of the block table [batch, max_blocks], from its device copy's size. */
-static const char *ex__simple_unsupported(const hx_case *c, const hx_gpu *g)
-{
-    (void)g;
-    if (c->head_dim > 256)
-        return "simple keeps a query row and its output in one block: head_dim up to 256";
-    if (c->heads_q > 65535)
-        return "simple puts query heads on the grid's y dimension: at most 65535";
-    return NULL;
-}
-
 static int ex__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
     const int batch = c->seq_lens_q.n;
@@ -200,7 +188,7 @@ static const hx_variant ex__variants[] = {
     {.name = "simple",
      .summary = "one block per (token, head) over paged context + new keys in one pass, online "
                 "softmax in f32 (no chunks)",
-     .unsupported = ex__simple_unsupported,
+     .unsupported = hx_kv_simple_unsupported,
      .run = ex__simple_run},
 };
 #endif // ATTN_HAVE_GPU

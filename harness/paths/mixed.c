@@ -254,18 +254,6 @@ static void mx__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-/* The device cache of a case (k_scale, v_scale are absent, NULL, unless it is fp8). */
-/* Columns of the block table [batch, max_blocks], from its device copy's size. */
-static const char *mx__simple_unsupported(const hx_case *c, const hx_gpu *g)
-{
-    (void)g;
-    if (c->head_dim > 256)
-        return "simple keeps a query row and its output in one block: head_dim up to 256";
-    if (c->heads_q > 65535)
-        return "simple puts query heads on the grid's y dimension: at most 65535";
-    return NULL;
-}
-
 static int mx__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
     const int batch = c->seq_lens_q.n;
@@ -285,7 +273,7 @@ static const hx_variant mx__variants[] = {
     {.name = "simple",
      .summary = "one block per (token, head), every key from the paged cache, bottom-right "
                 "causal, online softmax in f32 (the unified design)",
-     .unsupported = mx__simple_unsupported,
+     .unsupported = hx_kv_simple_unsupported,
      .run = mx__simple_run},
 };
 #endif // ATTN_HAVE_GPU
