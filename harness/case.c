@@ -931,8 +931,11 @@ static char *hx__read_line(char *buf, int num, void *stream)
         return NULL;
     }
     p->lineno++;
-    if (prev == '\r')
-        len--; /* CRLF files: the '\r' is not part of the line */
+    if (prev == '\r') { /* CRLF files: the '\r' is not part of the line */
+        len--;
+        if (stored == len + 1)
+            stored--;
+    }
     if (len + 1 > (size_t)num) {
         hx__stop(p, hx__fail_at(p->e, p->file, p->lineno, NULL, NULL,
                                 "line too long (max %d characters)", num - 1));

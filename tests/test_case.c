@@ -528,3 +528,17 @@ Test(case_fail, message_shape)
     cr_assert_eq(hx_case_fail(&e, &c, "batch", "too big"), HX_ECASE);
     cr_assert_str_eq(e.msg, "f.ini:10: [k] key 'batch': too big", "not given: the header line");
 }
+
+/* Windows line endings: the '\r' is not part of any header, key or value. */
+Test(case_good, crlf_line_endings, .fini = cleanup)
+{
+    hx_caselist l = {0};
+    hx_case *c = load_one("[crlf]\r\npath = mha_varlen\r\nheads_q = 4\r\nhead_dim = 64\r\n"
+                          "seq_lens = 3,5\r\n",
+                          &l);
+    cr_expect_str_eq(c->name, "crlf");
+    cr_expect_eq(c->heads_q, 4);
+    cr_expect_eq(c->seq_lens_q.n, 2);
+    cr_expect_eq(c->seq_lens_q.v[1], 5);
+    hx_cases_free(&l);
+}
