@@ -203,6 +203,19 @@ static void hx__row_error(hx__sink *s, const hx_case *c, const char *variant, co
     hx__emit(s, &r);
 }
 
+/* An output is poisoned, unless it is also an input (an in-place path such as cache_write,
+ * whose kernel writes some slots of the caches it is given): then it starts as that input,
+ * and the bit-exact comparison sees every byte the kernel should not have touched. */
+static void hx__output_init(hx_tensor *t, const hx_tensors *in)
+{
+    const hx_tensor *src = hx_tensors_get(in, t->name);
+    if (src && src->bytes == t->bytes)
+        memcpy(t->data, src->data, t->bytes);
+    else
+        hx_tensor_poison(t);
+}
+
+#ifdef ATTN_HAVE_GPU
 static const hx_output_result *hx__find_output(const hx_result *r, const char *name)
 {
     for (int i = 0; i < r->n_out; i++)
@@ -231,19 +244,6 @@ static void hx__derive(hx_result *r, const hx_gpu *g)
     r->peak_name = t_mma > t_mem ? "mma" : "read_bw";
 }
 
-/* An output is poisoned, unless it is also an input (an in-place path such as cache_write,
- * whose kernel writes some slots of the caches it is given): then it starts as that input,
- * and the bit-exact comparison sees every byte the kernel should not have touched. */
-static void hx__output_init(hx_tensor *t, const hx_tensors *in)
-{
-    const hx_tensor *src = hx_tensors_get(in, t->name);
-    if (src && src->bytes == t->bytes)
-        memcpy(t->data, src->data, t->bytes);
-    else
-        hx_tensor_poison(t);
-}
-
-#ifdef ATTN_HAVE_GPU
 typedef struct hx__launch {
     const hx_variant *v;
     const hx_case *c;
@@ -307,8 +307,10 @@ static void hx__run_variants(const hx__env *env, const hx_case *c, const hx_tens
                              const hx_tensors *ref, const hx_result *emu)
 {
     const hx_path *p = c->path;
+#ifdef ATTN_HAVE_GPU
     hx_dtensors din = {0};
     int uploaded = 0;
+#endif // ATTN_HAVE_GPU
     for (int i = 0; i < p->n_variants; i++) {
         const hx_variant *v = &p->variants[i];
         if (env->o->cpu_only || !hx__selected(env->o, c, v->name))
@@ -343,9 +345,9 @@ static void hx__run_variants(const hx__env *env, const hx_case *c, const hx_tens
     }
 #ifdef ATTN_HAVE_GPU
     hx_dev_free(&din);
+#else
+    (void)in, (void)ref, (void)emu;
 #endif // ATTN_HAVE_GPU
-    (void)in;
-    (void)uploaded;
 }
 
 /* The emulated-precision reference as a candidate: reference(REF_EMULATE), rounded to the
