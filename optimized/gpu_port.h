@@ -24,6 +24,11 @@
  *                        GPU_MMA_C_REGS floats. Which tile element each register holds is a
  *                        per-vendor contract that the kernels of issue 6 add with their
  *                        fragment index helpers; the roofline needs only the throughput.
+ *   GPU_HAS_MMA_SYNC     NVIDIA sm_80+ device code: the PTX warp instructions mma.sync
+ *                        (m16n8k16, bf16, with PTX's documented fragment layout), movmatrix
+ *                        and cp.async may be used inline. Variants built on them are
+ *                        NVIDIA-only: elsewhere their kernels trap and their unsupported()
+ *                        says so before any launch.
  */
 #ifndef ATTN_GPU_PORT_H
 #define ATTN_GPU_PORT_H
@@ -80,6 +85,8 @@ typedef cudaDeviceAttr hipDeviceAttribute_t;
 #define hipDeviceAttributeComputeCapabilityMajor cudaDevAttrComputeCapabilityMajor
 #define hipDeviceAttributeComputeCapabilityMinor cudaDevAttrComputeCapabilityMinor
 #define hipDeviceAttributeMaxSharedMemoryPerBlock cudaDevAttrMaxSharedMemoryPerBlock
+#define hipFuncSetAttribute cudaFuncSetAttribute
+#define hipFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 
 #else
 #error "gpu_port.h is for GPU translation units (hipcc -x hip, or nvcc)"
@@ -144,6 +151,10 @@ __device__ inline void gpu_mma_bf16_16x16x16(float (&c)[GPU_MMA_C_REGS],
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[2 * h]), "r"(b[2 * h + 1]));
 }
 #endif // matrix primitive
+
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GPU_HAS_MMA_SYNC 1
+#endif // NVIDIA sm_80+
 
 /* ------------------------------------------------------------ error recording */
 /* Defined in device.hip: stores "file:line: call: runtime message" for opt_last_error(). */

@@ -300,6 +300,58 @@ typedef struct opt_dsv4_args {
  * 128 with an online softmax in f32, V = K, then the sink once. */
 int opt_dsv4_sparse_decode_simple(const opt_dsv4_args *a, void *stream);
 
+/* ------------------------------------------- streaming data movement (issue 5 item 4)
+ * vec variants of merge_states, cache_write and gather_cache: same arguments, same results
+ * (bit for bit where the simple kernel is judged so), 16-byte accesses.
+ * merge_states_vec: one thread group per (token, head) row, 16 bytes of a row per thread (one
+ *   element where a row is not a multiple of 16 bytes or a pointer is not 16-byte aligned).
+ * cache_write_vec, gather_cache_vec: chunks of x dims (16 bytes of cache elements) per access;
+ *   shuffled V moves whole x-token groups transposed in registers. They need head_dim % x == 0
+ *   (x = 8 for bf16/f16 caches, 16 for fp8) and 16-byte aligned k, v and caches; else
+ *   OPT_EINVAL. */
+int opt_merge_states_vec(int t, int h, int d, int dtype, const void *oa, const void *ob,
+                         const float *la, const float *lb, void *out, float *lse, void *stream);
+int opt_cache_write_vec(const opt_cache_write_args *a, void *stream);
+int opt_gather_cache_vec(const opt_gather_cache_args *a, void *stream);
+
+/* --------------------------------------------- paged_decode split_kv (issue 5)
+ * Flash-decoding over the paged cache, same arguments and contract as simple (SPEC section 5):
+ * blocks over (sequence, KV head, split, up to 8 of its query heads), each KV byte of a split
+ * read once for all its query heads, 16-byte loads in the cache's own layout, fp8 decoded in
+ * registers; per-split (out, lse) in f32 in the workspace, merged by a second kernel. The split
+ * count follows the batch, the heads, max_blocks * block_size and the device's SM count.
+ * opt_paged_decode_split_kv_unsupported: NULL when split_kv takes this head_dim, cache dtype
+ * (OPT_*) and layout (OPT_KV_*), else why not. The workspace it needs is
+ * opt_paged_decode_split_kv_workspace(batch, hq, cache.heads, cache.head_dim, max_blocks,
+ * cache.block_size) bytes (0 when no sequence can need two splits). */
+const char *opt_paged_decode_split_kv_unsupported(int head_dim, int kv_dtype, int layout);
+size_t opt_paged_decode_split_kv_workspace(int batch, int hq, int hkv, int head_dim, int max_blocks,
+                                           int block_size);
+int opt_paged_decode_split_kv(const opt_paged_decode_args *a, void *workspace,
+                              size_t workspace_bytes, void *stream);
+
+/* ------------------------------------- MLA and DSv4 decode on the tensor cores (issue 5)
+ * NVIDIA-only variants (mma.sync, movmatrix, cp.async; gpu_port.h GPU_HAS_MMA_SYNC); their
+ * *_unsupported(..., cc_major) give NULL when they run on a device of that compute capability
+ * major, else why not (always a reason on other backends).
+ *
+ * mla_decode split_kv: same arguments and contract as simple (SPEC section 8). Blocks of 16
+ * query heads read every latent row once for all of them; the batch's keys laid end to end
+ * are cut into equal ranges, one per block, whatever the sequence lengths; each (range,
+ * sequence) pair leaves an f32 (out, lse) partial in the workspace, merged by a second kernel.
+ * The workspace needs opt_mla_decode_split_kv_workspace(batch, hq) bytes. */
+const char *opt_mla_decode_split_kv_unsupported(int batch, int hq, int cc_major);
+size_t opt_mla_decode_split_kv_workspace(int batch, int hq);
+int opt_mla_decode_split_kv(const opt_mla_decode_args *a, void *workspace, size_t workspace_bytes,
+                            void *stream);
+
+/* dsv4_sparse_decode packed: same arguments and contract as simple (SPEC section 10). One
+ * block per (token, group of 16 query heads): each indexed row is read and dequantized once
+ * for the group, 16-byte copies, e8m0 scales applied per 64-dim tile in registers, one online
+ * softmax per head, the sink once; no workspace. */
+const char *opt_dsv4_sparse_decode_packed_unsupported(int tokens, int hq, int cc_major);
+int opt_dsv4_sparse_decode_packed(const opt_dsv4_args *a, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -333,7 +333,7 @@ static const char *ds__simple_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
-static int ds__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_dsv4_args ds__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     opt_dsv4_args a = {
         .tokens = c->positions.n, .hq = c->heads_q, .q = hx_dptr(in, "q"),
@@ -345,7 +345,24 @@ static int ds__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
         .sink = hx_dptr(in, "sink"), .scale = (float)c->scale,
         .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
     };
+    return a;
+}
+
+static int ds__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_dsv4_args a = ds__args(c, in, out);
     return opt_dsv4_sparse_decode_simple(&a, stream);
+}
+
+static const char *ds__packed_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return opt_dsv4_sparse_decode_packed_unsupported(c->positions.n, c->heads_q, g->cc_major);
+}
+
+static int ds__packed_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_dsv4_args a = ds__args(c, in, out);
+    return opt_dsv4_sparse_decode_packed(&a, stream);
 }
 
 static const hx_variant ds__variants[] = {
@@ -354,6 +371,11 @@ static const hx_variant ds__variants[] = {
                 "decoded in registers, online softmax in f32, sink once",
      .unsupported = ds__simple_unsupported,
      .run = ds__simple_run},
+    {.name = "packed",
+     .summary = "one block per (token, 16 heads) on the tensor cores (mma.sync): each indexed "
+                "row read and dequantized once per token and group, online softmax, sink once",
+     .unsupported = ds__packed_unsupported,
+     .run = ds__packed_run},
 };
 #endif // ATTN_HAVE_GPU
 

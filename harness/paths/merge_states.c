@@ -102,8 +102,18 @@ static int ms__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
                                    stream);
 }
 
+static int ms__vec_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    return opt_merge_states_vec(c->tokens, c->heads_q, c->head_dim, (int)c->dtype,
+                                hx_dptr(in, "oa"), hx_dptr(in, "ob"), hx_dptr(in, "la"),
+                                hx_dptr(in, "lb"), hx_dptr(out, "out"), hx_dptr(out, "lse"), stream);
+}
+
 static const hx_variant ms__variants[] = {
     {.name = "simple", .summary = "one thread per output element", .run = ms__simple_run},
+    {.name = "vec",
+     .summary = "one thread group per (token, head) row, 16-byte accesses, LSEs read once per row",
+     .run = ms__vec_run},
 };
 #endif // ATTN_HAVE_GPU
 

@@ -143,7 +143,7 @@ static const char *md__simple_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
-static int md__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_mla_decode_args md__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     const int batch = c->seq_lens_q.n;
     opt_mla_decode_args a = {
@@ -154,7 +154,34 @@ static int md__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
         .seq_lens = hx_dptr(in, "seq_lens"), .scale = (float)c->scale,
         .out = hx_dptr(out, "out_lat"), .lse = hx_dptr(out, "lse"),
     };
+    return a;
+}
+
+static int md__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mla_decode_args a = md__args(c, in, out);
     return opt_mla_decode_simple(&a, stream);
+}
+
+static const char *md__split_kv_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return opt_mla_decode_split_kv_unsupported(c->seq_lens_q.n, c->heads_q, g->cc_major);
+}
+
+static size_t md__split_kv_workspace(const hx_case *c)
+{
+    return opt_mla_decode_split_kv_workspace(c->seq_lens_q.n, c->heads_q);
+}
+
+static int md__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
+                            void *stream)
+{
+    const opt_mla_decode_args a = md__args(c, in, out);
+    size_t ws_bytes = 0;
+    for (int i = 0; i < out->n; i++)
+        if (strcmp(out->t[i].name, "workspace") == 0)
+            ws_bytes = out->t[i].bytes;
+    return opt_mla_decode_split_kv(&a, hx_dptr(out, "workspace"), ws_bytes, stream);
 }
 
 static const hx_variant md__variants[] = {
@@ -163,6 +190,12 @@ static const hx_variant md__variants[] = {
                 "online softmax in f32",
      .unsupported = md__simple_unsupported,
      .run = md__simple_run},
+    {.name = "split_kv",
+     .summary = "tensor cores (mma.sync), 16 heads per block so each latent row is read once, "
+                "equal key ranges per block, fp8 decoded in registers, LSE combine",
+     .unsupported = md__split_kv_unsupported,
+     .run = md__split_kv_run,
+     .workspace = md__split_kv_workspace},
 };
 #endif // ATTN_HAVE_GPU
 

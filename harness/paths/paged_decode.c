@@ -158,11 +158,61 @@ static int pd__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     return opt_paged_decode_simple(&a, stream);
 }
 
+/* split_kv: the block table's width, as hx_make_block_table sizes it (at least one block), in
+ * tokens: the longest context the kernel plans its splits for. */
+static int pd__split_kv_max_blocks(const hx_case *c)
+{
+    int64_t mb = 1;
+    for (int i = 0; i < c->seq_lens_q.n; i++) {
+        const int64_t nb = ((int64_t)c->seq_lens_q.v[i] + c->block_size - 1) / c->block_size;
+        mb = nb > mb ? nb : mb;
+    }
+    return mb > INT32_MAX ? INT32_MAX : (int)mb;
+}
+
+static size_t pd__split_kv_workspace(const hx_case *c)
+{
+    return opt_paged_decode_split_kv_workspace(c->seq_lens_q.n, c->heads_q, c->heads_kv, c->head_dim,
+                                               pd__split_kv_max_blocks(c), c->block_size);
+}
+
+static const char *pd__split_kv_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    const char *why = opt_paged_decode_split_kv_unsupported(c->head_dim, (int)c->kv_dtype, c->layout);
+    if (why)
+        return why;
+    if ((int64_t)pd__split_kv_max_blocks(c) * c->block_size > INT32_MAX - 1024)
+        return "split_kv keeps token positions in int: contexts up to 2^31 - 1024 tokens";
+    if ((int64_t)c->seq_lens_q.n * c->heads_q > INT32_MAX)
+        return "split_kv launches one combine block per (sequence, query head): at most 2^31 - 1";
+    return NULL;
+}
+
+static int pd__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const int batch = c->seq_lens_q.n;
+    opt_paged_decode_args a = {
+        .batch = batch, .hq = c->heads_q, .dtype = (int)c->dtype, .q = hx_dptr(in, "q"),
+        .cache = hx_kv_gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
+        .max_blocks = hx_kv_gpu_max_blocks(in, batch), .seq_lens = hx_dptr(in, "seq_lens"),
+        .scale = (float)c->scale, .softcap = (float)c->softcap,
+        .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+    };
+    return opt_paged_decode_split_kv(&a, hx_dptr(out, "workspace"), pd__split_kv_workspace(c), stream);
+}
+
 static const hx_variant pd__variants[] = {
     {.name = "simple",
      .summary = "one block per (sequence, head), cached keys streamed with an online softmax in f32",
      .unsupported = pd__simple_unsupported,
      .run = pd__simple_run},
+    {.name = "split_kv",
+     .summary = "flash-decoding: blocks over (sequence, KV head, split) serve all the KV head's query "
+                "heads, 16-byte loads in the native layout, f32 partials merged by LSE",
+     .unsupported = pd__split_kv_unsupported,
+     .run = pd__split_kv_run,
+     .workspace = pd__split_kv_workspace},
 };
 #endif // ATTN_HAVE_GPU
 

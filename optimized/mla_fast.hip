@@ -1,0 +1,718 @@
+/* mla_fast.hip - SPEC section 8, absorbed MLA decode on the GPU, `split_kv` variant (issue 5).
+ * NVIDIA only (GPU_HAS_MMA_SYNC): written with inline PTX mma.sync, movmatrix and cp.async;
+ * elsewhere the kernels trap and opt_mla_decode_split_kv_unsupported() says why.
+ *
+ * Why the design: with 16 query heads a latent row (576 dims) feeds 16 x 1088 multiply-adds,
+ * about 30 FLOP per bf16 byte and 60 per fp8 byte; at 80% of an H200's read bandwidth that is
+ * 105 (bf16) and 210 (fp8) TFLOP/s, well past the ~67 TFLOP/s of f32 CUDA cores. So the math
+ * runs on the tensor cores (bf16 mma.sync, f32 accumulation) with one block per 16 heads: every
+ * latent row is read from memory once per sequence, not once per head.
+ *
+ * mla_fast_split_kernel: grid (head groups of 16, nblk), 4 warps. The batch's keys, laid end to
+ *   end (sequence b at cu[b] .. cu[b] + len_b), are cut into nblk equal ranges, one per block
+ *   row, so every block streams the same number of rows whatever the lengths (ragged batches
+ *   included); a range that spans sequences is processed as one segment per sequence. Rows
+ *   arrive in stages through cp.async (16-byte copies, a block-table lookup per row, rows past
+ *   the segment zero-filled), several stages in flight. Per sub-tile of 16 keys each warp
+ *   multiplies the 16 heads' queries with its quarter of the 576 dims (latent dims 128w ..
+ *   128w + 127 plus one 16-dim k-step of the rope) into partial logits; the four partials are
+ *   summed through shared memory in a fixed order, so every warp holds the same logits, runs
+ *   the same online softmax (f32, exp2 with log2(e) folded into the scale, the running max
+ *   moved only when it grows by a factor above 2^8, so rescales are rare) and multiplies the
+ *   bf16-rounded probabilities with the value dims it already loaded (movmatrix transposes the
+ *   key fragments into value fragments). fp8 codes are dequantized in registers: bit moves
+ *   make code * 2^-120 in bf16 and one bf16 multiply by 2^120 makes the code exactly; k_scale
+ *   is applied to the logits and the output. Each (block, sequence) pair writes an f32
+ *   partial (out / l, lse) to the workspace at slot block + sequence (unique: the pairs form
+ *   a staircase).
+ * mla_fast_combine_kernel: one block per (head, sequence) merges the sequence's partials with
+ *   SPEC section 0's merge (max lse, weights exp(lse_i - max)), rounds out to bf16 and writes
+ *   the lse. No key: out = 0, lse = -inf; a NaN partial lse poisons the row.
+ *
+ * Fragment layout (PTX m16n8k16, lane = 4 g + t): A a0 = (row g, k 2t, 2t+1), a1 = (row g + 8,
+ * same k), a2 = (row g, k 2t + 8, 2t + 9), a3 = (row g + 8, those k); B b0 = (k 2t, 2t+1; col
+ * g), b1 = (k 2t + 8, 2t + 9; col g); C c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = row g + 8.
+ * A dot product may visit its k in any order, so each lane's k-slots are mapped to dims it can
+ * load with one 16-byte read: see mlf__d4 and mlf__pos.
+ *
+ * Every offset into the cache, q, out and the workspace is computed in 64 bits.
+ */
+#include "gpu_port.h"
+#include "numerics.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+enum {
+    MLF__HG = 16,                    /* query heads per block: the M of one mma tile */
+    MLF__THREADS = 128,              /* 4 warps */
+    MLF__WARPS = 4,
+    MLF__SUB = 16,                   /* keys per sub-tile: two mma n-tiles of 8 */
+    MLF__ROW = 576,                  /* latent row [c_kv 512 | k_pe 64] */
+    MLF__LAT = 512,
+    MLF__SLOTS = 2,                  /* 64-dim latent slots per warp (4 k-steps each) */
+    MLF__CPT = 9,                    /* 16-byte copies per thread per staged row share */
+    MLF__SBUF = 2 * MLF__WARPS * 32 * 8 * 4, /* partial-logit exchange: 2 parities, 8 f32 a lane */
+    MLF__NBLK_MAX = 1024,            /* block rows: bounds the workspace */
+    MLF__ALIGN = 256,
+};
+
+/* Per cache dtype: row bytes in memory and in shared memory (bf16 rows padded by 64 bytes so
+ * that rows r and r + 1 fall in opposite halves of the 32 banks, which makes the 16-byte
+ * fragment reads conflict-free; 576-byte fp8 rows already are), rows per stage and stages
+ * (three: two in flight while one is read, and room for three blocks per multiprocessor, whose
+ * warps hide each other's latency). Both give 9 copies of 16 bytes per thread per stage. */
+template <int KV> struct mlf__kv;
+template <> struct mlf__kv<OPT_FP8E4M3> {
+    enum { FP8 = 1, ROW_BYTES = 576, SROW = 576, ROWS = 32, STAGES = 3 };
+};
+template <> struct mlf__kv<OPT_BF16> {
+    enum { FP8 = 0, ROW_BYTES = 1152, SROW = 1216, ROWS = 16, STAGES = 3 };
+};
+
+template <int KV> static constexpr size_t mlf__smem_bytes()
+{
+    return (size_t)mlf__kv<KV>::STAGES * mlf__kv<KV>::ROWS * mlf__kv<KV>::SROW + MLF__SBUF;
+}
+
+static_assert(mlf__kv<OPT_FP8E4M3>::ROW_BYTES / 16 ==
+                  MLF__CPT * (MLF__THREADS / mlf__kv<OPT_FP8E4M3>::ROWS) &&
+              mlf__kv<OPT_BF16>::ROW_BYTES / 16 == MLF__CPT * (MLF__THREADS / mlf__kv<OPT_BF16>::ROWS),
+              "every thread copies the same share of a stage");
+static_assert(mlf__smem_bytes<OPT_FP8E4M3>() <= 75 * 1024 && mlf__smem_bytes<OPT_BF16>() <= 75 * 1024,
+              "three blocks per multiprocessor");
+
+#if defined(GPU_HAS_MMA_SYNC)
+/* ------------------------------------------------------------ dims of a fragment */
+/* A lane's fragments for k-step js of a 64-dim slot cover 4 dims, d4 .. d4 + 3: fp8 slots are
+ * one 16-byte read of dims base + 16 t .. + 15 (k-step js: the js-th 4 of them); bf16 slots two
+ * 16-byte reads, dims base + 8 t .. + 7 and base + 32 + 8 t .. + 7 (two k-steps each). */
+static __device__ constexpr int mlf__d4(int fp8, int base, int js, int t)
+{
+    return fp8 ? base + 16 * t + 4 * js : base + 32 * (js >> 1) + 8 * t + 4 * (js & 1);
+}
+
+/* Which of d4 .. d4 + 3 is k-slot half h (b0 / b1), element e (low / high 16 bits): bf16
+ * pairs are adjacent in memory; the fp8 bit moves below yield bytes 0, 2 and 1, 3. The output
+ * n-tile made from half h by movmatrix has the same dims, so out uses the same map. */
+static __device__ constexpr int mlf__pos(int fp8, int h, int e)
+{
+    return fp8 ? h + 2 * e : 2 * h + e;
+}
+
+/* --------------------------------------------------------------- PTX primitives */
+/* d += A B: m16n8k16, bf16 inputs, f32 accumulation (layout in the file header). */
+static __device__ __forceinline__ void mlf__mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* The warp's 8x8 b16 matrix (lane 4 g + t holds row g, cols 2t, 2t+1) transposed in place. */
+static __device__ __forceinline__ uint32_t mlf__trans(uint32_t x)
+{
+    uint32_t d;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(x));
+    return d;
+}
+
+/* 16 bytes global -> shared, asynchronously; bytes = 0 writes zeros and reads nothing. */
+static __device__ __forceinline__ void mlf__cp16(uint32_t dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+
+static __device__ __forceinline__ void mlf__cp_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> static __device__ __forceinline__ void mlf__cp_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+}
+
+/* bf16x2 of (lo, hi), each rounded to nearest even. */
+static __device__ __forceinline__ uint32_t mlf__bf16x2(float lo, float hi)
+{
+    uint32_t d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+/* 2^x, relative error 2^-22; results below 2^-126 flush to 0 (weights that small vanish next
+ * to the row's largest, which is at least 1). exp2f adds a rescaling path for them. */
+static __device__ __forceinline__ float mlf__exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* a * b per bf16 half (the -0 addend keeps the product's sign of zero). */
+static __device__ __forceinline__ uint32_t mlf__bf16x2_mul(uint32_t a, uint32_t b)
+{
+    uint32_t d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(0x80008000u));
+    return d;
+}
+
+/* ------------------------------------------------------------ fp8 in registers */
+/* Four e4m3 codes (bytes x0..x3 of w) as bf16 bit patterns s | (code & 0x7F) << 4, which read
+ * as code * 2^-120 (normal or subnormal alike): even = (x0, x2), odd = (x1, x3). */
+static __device__ __forceinline__ void mlf__fp8x4(uint32_t w, uint32_t &even, uint32_t &odd)
+{
+    odd = (w & 0x80008000u) | ((w >> 4) & 0x07F007F0u);
+    even = ((w << 8) & 0x80008000u) | ((w << 4) & 0x07F007F0u);
+}
+
+/* Nonzero in bit 7 of a byte iff that byte of w is the e4m3 NaN (S.1111.111). */
+static __device__ __forceinline__ uint32_t mlf__fp8_nan(uint32_t w)
+{
+    return (w & 0x7F7F7F7Fu) + 0x01010101u;
+}
+
+enum : uint32_t {
+    MLF__BF16X2_2P120 = 0x7B807B80u, /* 2^120 in both halves */
+    MLF__BF16X2_NAN = 0x7FC07FC0u,
+};
+
+/* The 8 B fragments (4 k-steps, b0 b1 each) of one 64-dim slot of the row at rp; for fp8,
+ * nan gains bit 7 of some byte when a code is NaN (mlf__fp8_nan). */
+template <int KV>
+static __device__ __forceinline__ void mlf__load_slot(const uint8_t *rp, int warp, int sl, int t,
+                                                      uint32_t (&kb)[8], uint32_t &nan)
+{
+    if (mlf__kv<KV>::FP8) {
+        const uint4 v = *(const uint4 *)(rp + 128 * warp + 64 * sl + 16 * t);
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t even, odd;
+            mlf__fp8x4(w[j], even, odd);
+            nan |= mlf__fp8_nan(w[j]);
+            kb[2 * j] = mlf__bf16x2_mul(even, MLF__BF16X2_2P120);
+            kb[2 * j + 1] = mlf__bf16x2_mul(odd, MLF__BF16X2_2P120);
+        }
+    } else {
+        const uint4 a = *(const uint4 *)(rp + 256 * warp + 128 * sl + 16 * t);
+        const uint4 b = *(const uint4 *)(rp + 256 * warp + 128 * sl + 64 + 16 * t);
+        kb[0] = a.x, kb[1] = a.y, kb[2] = a.z, kb[3] = a.w;
+        kb[4] = b.x, kb[5] = b.y, kb[6] = b.z, kb[7] = b.w;
+    }
+}
+
+/* The rope k-step of warp w: dims mlf__rope_d4(w, t) .. + 3. */
+template <int KV>
+static __device__ __forceinline__ void mlf__load_rope(const uint8_t *rp, int warp, int t,
+                                                      uint32_t (&kr)[2], uint32_t &nan)
+{
+    if (mlf__kv<KV>::FP8) {
+        const uint32_t w = *(const uint32_t *)(rp + MLF__LAT + 16 * t + 4 * warp);
+        uint32_t even, odd;
+        mlf__fp8x4(w, even, odd);
+        nan |= mlf__fp8_nan(w);
+        kr[0] = mlf__bf16x2_mul(even, MLF__BF16X2_2P120);
+        kr[1] = mlf__bf16x2_mul(odd, MLF__BF16X2_2P120);
+    } else {
+        const uint2 v = *(const uint2 *)(rp + 2 * MLF__LAT + 64 * (warp >> 1) + 16 * t + 8 * (warp & 1));
+        kr[0] = v.x, kr[1] = v.y;
+    }
+}
+#endif // GPU_HAS_MMA_SYNC
+
+/* ------------------------------------------------------------------ split kernel */
+#if defined(GPU_HAS_MMA_SYNC)
+/* Rope dims of warp w's k-step: the 64 rope dims are one fp8 slot (k-step w) or two bf16
+ * chunks of 32 (chunk w / 2, k-step w % 2). */
+static __device__ constexpr int mlf__rope_d4(int fp8, int warp, int t)
+{
+    return fp8 ? MLF__LAT + 16 * t + 4 * warp : MLF__LAT + 32 * (warp >> 1) + 8 * t + 4 * (warp & 1);
+}
+
+/* A (head pair) A fragment from 4 bf16 of row A and of row B at dims d4 .. d4 + 3. */
+template <int FP8>
+static __device__ __forceinline__ void mlf__afrag(uint2 ra, uint2 rb, uint32_t (&a)[4])
+{
+    const uint64_t x = (uint64_t)ra.x | (uint64_t)ra.y << 32, y = (uint64_t)rb.x | (uint64_t)rb.y << 32;
+#define MLF__EL(v, h, e) ((uint32_t)((v) >> (16 * mlf__pos(FP8, h, e))) & 0xFFFFu)
+    a[0] = MLF__EL(x, 0, 0) | MLF__EL(x, 0, 1) << 16;
+    a[1] = MLF__EL(y, 0, 0) | MLF__EL(y, 0, 1) << 16;
+    a[2] = MLF__EL(x, 1, 0) | MLF__EL(x, 1, 1) << 16;
+    a[3] = MLF__EL(y, 1, 0) | MLF__EL(y, 1, 1) << 16;
+#undef MLF__EL
+}
+
+/* One segment: keys k0 .. k1 - 1 of sequence b for heads 16 hg .. 16 hg + 15, into the
+ * workspace's partial slot. Called by every thread of the block (it has barriers). */
+template <int KV>
+static __device__ __forceinline__ void
+mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf16 */
+             const uint8_t *__restrict__ cache,       /* cache: [N, bs, 576] KV */
+             const int32_t *__restrict__ bt,          /* bt: [max_blocks], sequence b's row */
+             float *__restrict__ part_o,              /* part_o: [slots, hq, 512] */
+             float *__restrict__ part_lse,            /* part_lse: [slots, hq] */
+             uint8_t *kv_s, float *sbuf, int &par, int b, int hq, int hg, int bs, int k0, int k1,
+             size_t slot, float ks, float sl2)
+{
+    typedef mlf__kv<KV> T;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int hA = MLF__HG * hg + g, hB = hA + 8;
+
+    /* Query fragments of this warp's dims, rows hA and hB (zero past hq). */
+    uint32_t qf[MLF__SLOTS][4][4], qr[4];
+    {
+        const uint16_t *qa = q + ((size_t)b * hq + hA) * MLF__ROW;
+        const uint16_t *qb = q + ((size_t)b * hq + hB) * MLF__ROW;
+        const uint2 zero = {0u, 0u};
+#pragma unroll
+        for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+            for (int js = 0; js < 4; js++) {
+                const int d4 = mlf__d4(T::FP8, 128 * warp + 64 * sl, js, t);
+                mlf__afrag<T::FP8>(hA < hq ? *(const uint2 *)(qa + d4) : zero,
+                                   hB < hq ? *(const uint2 *)(qb + d4) : zero, qf[sl][js]);
+            }
+        const int d4 = mlf__rope_d4(T::FP8, warp, t);
+        mlf__afrag<T::FP8>(hA < hq ? *(const uint2 *)(qa + d4) : zero,
+                           hB < hq ? *(const uint2 *)(qb + d4) : zero, qr);
+    }
+
+    float o[MLF__SLOTS][8][4];
+#pragma unroll
+    for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                o[sl][j][r] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* rows hA, hB; l per lane */
+
+    /* Loader role: thread tid copies 16-byte chunks lsub, lsub + TPR, ... of stage row lrow. */
+    constexpr int TPR = MLF__THREADS / T::ROWS;
+    const int lrow = tid / TPR, lsub = tid % TPR;
+    const int nst = (k1 - k0 + T::ROWS - 1) / T::ROWS;
+    const uint32_t kv_base = (uint32_t)__cvta_generic_to_shared(kv_s);
+    int nx = 0;                                   /* next stage to issue */
+    int nx_key = k0 + lrow;                       /* this thread's row of stage nx */
+    int32_t nx_blk = nx_key < k1 ? bt[nx_key / bs] : 0; /* loaded a stage ahead of its use */
+    auto issue = [&]() {
+        if (nx < nst) {
+            const int ok = nx_key < k1;
+            const uint8_t *src = ok ? cache + ((size_t)nx_blk * (size_t)bs + (size_t)(nx_key % bs)) *
+                                                  (size_t)T::ROW_BYTES
+                                    : cache;
+            const uint32_t dst = kv_base + (uint32_t)(((nx % T::STAGES) * T::ROWS + lrow) * T::SROW);
+#pragma unroll
+            for (int i = 0; i < MLF__CPT; i++) {
+                const int c = lsub + TPR * i;
+                mlf__cp16(dst + 16 * c, src + (ok ? 16 * c : 0), ok ? 16 : 0);
+            }
+        }
+        mlf__cp_commit(); /* empty groups too: wait_group counts stay uniform */
+        nx++;
+        nx_key += T::ROWS;
+        nx_blk = nx < nst && nx_key < k1 ? bt[nx_key / bs] : 0;
+    };
+
+#pragma unroll
+    for (int p = 0; p < T::STAGES - 1; p++)
+        issue();
+
+    for (int s = 0; s < nst; s++) {
+        mlf__cp_wait<T::STAGES - 2>(); /* stage s has landed (this thread's copies) */
+        __syncthreads();               /* everyone's copies; stage s - 1's buffer is free */
+        issue();
+        const uint8_t *stg = kv_s + (size_t)(s % T::STAGES) * T::ROWS * T::SROW;
+
+#pragma unroll
+        for (int u = 0; u < T::ROWS / MLF__SUB; u++) {
+            const int kbase = k0 + s * T::ROWS + u * MLF__SUB;
+
+            /* Key fragments: n-tile i holds keys kbase + 8 i + g (one row per lane group). A NaN
+             * code NaNs one fragment of its row: the row's logit is then NaN for every head
+             * (SPEC: a NaN logit poisons its row), and so is every output dim through P. */
+            uint32_t kb[2][MLF__SLOTS][8], kr[2][2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const uint8_t *rp = stg + (size_t)(u * MLF__SUB + 8 * i + g) * T::SROW;
+                uint32_t nan = 0;
+#pragma unroll
+                for (int sl = 0; sl < MLF__SLOTS; sl++)
+                    mlf__load_slot<KV>(rp, warp, sl, t, kb[i][sl], nan);
+                mlf__load_rope<KV>(rp, warp, t, kr[i], nan);
+                if (T::FP8 && (nan & 0x80808080u))
+                    kb[i][0][0] = MLF__BF16X2_NAN;
+            }
+
+            /* This warp's partial logits over its 144 dims. */
+            float acc[2][4];
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                    acc[i][r] = 0.0f;
+#pragma unroll
+            for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+                for (int js = 0; js < 4; js++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+                        mlf__mma(acc[i], qf[sl][js], kb[i][sl][2 * js], kb[i][sl][2 * js + 1]);
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+                mlf__mma(acc[i], qr, kr[i][0], kr[i][1]);
+
+            /* Sum the four warps' partials in warp order: identical logits in every warp. */
+            float *mine = sbuf + ((par * MLF__WARPS + warp) * 32 + lane) * 8;
+            *(float4 *)mine = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+            *(float4 *)(mine + 4) = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
+            __syncthreads(); /* the other parity's buffer was read before this barrier */
+            float x[2][4];
+            {
+                const float *src = sbuf + (par * MLF__WARPS * 32 + lane) * 8;
+                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 4);
+                x[0][0] = p0.x, x[0][1] = p0.y, x[0][2] = p0.z, x[0][3] = p0.w;
+                x[1][0] = p1.x, x[1][1] = p1.y, x[1][2] = p1.z, x[1][3] = p1.w;
+            }
+#pragma unroll
+            for (int w2 = 1; w2 < MLF__WARPS; w2++) {
+                const float *src = sbuf + ((par * MLF__WARPS + w2) * 32 + lane) * 8;
+                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 4);
+                x[0][0] += p0.x, x[0][1] += p0.y, x[0][2] += p0.z, x[0][3] += p0.w;
+                x[1][0] += p1.x, x[1][1] += p1.y, x[1][2] += p1.z, x[1][3] += p1.w;
+            }
+            par ^= 1;
+
+            /* Scaled logits in log2 units; keys past the segment (only in its last sub-tile)
+             * weigh nothing. */
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                    x[i][r] *= sl2;
+            if (kbase + MLF__SUB > k1) {
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++)
+                        if (kbase + 8 * i + 2 * t + (r & 1) >= k1)
+                            x[i][r] = -INFINITY;
+            }
+
+            /* Online softmax, rows hA (r = 0, 1) and hB (r = 2, 3); the quad's lanes hold a
+             * row's 16 keys. The running max m only moves when the tile's exceeds it by more
+             * than 8 (log2 units): weights then stay below 2^8, exact in f32 and as precise
+             * in bf16, and the accumulators are rescaled a handful of times per row instead
+             * of at every new maximum. A max of -inf takes exp2 against 0, never -inf - -inf;
+             * fmaxf skips NaN, which then reaches l and out through exp2. */
+            float mx[2];
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                mx[rr] = fmaxf(fmaxf(x[0][2 * rr], x[0][2 * rr + 1]), fmaxf(x[1][2 * rr], x[1][2 * rr + 1]));
+                mx[rr] = fmaxf(mx[rr], GPU_SHFL_XOR(mx[rr], 1));
+                mx[rr] = fmaxf(mx[rr], GPU_SHFL_XOR(mx[rr], 2));
+            }
+            float alpha[2], p[2][4];
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const float mn = mx[rr] > m[rr] + 8.0f ? mx[rr] : m[rr];
+                const float mu = mn == -INFINITY ? 0.0f : mn;
+                alpha[rr] = mn == m[rr] ? 1.0f : mlf__exp2(m[rr] - mu);
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        p[i][2 * rr + e] = mlf__exp2(x[i][2 * rr + e] - mu);
+                l[rr] = l[rr] * alpha[rr] + ((p[0][2 * rr] + p[0][2 * rr + 1]) + (p[1][2 * rr] + p[1][2 * rr + 1]));
+                m[rr] = mn;
+            }
+            /* Mostly alpha is 1 in the whole warp: skip the rescale. */
+            if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+                for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        o[sl][j][0] *= alpha[0], o[sl][j][1] *= alpha[0];
+                        o[sl][j][2] *= alpha[1], o[sl][j][3] *= alpha[1];
+                    }
+            }
+
+            /* P (bf16, as every flash kernel rounds it) times V: the n-tiles' logit
+             * accumulators are the A fragment, the transposed key fragments the B ones. */
+            const uint32_t pa[4] = {mlf__bf16x2(p[0][0], p[0][1]), mlf__bf16x2(p[0][2], p[0][3]),
+                                    mlf__bf16x2(p[1][0], p[1][1]), mlf__bf16x2(p[1][2], p[1][3])};
+#pragma unroll
+            for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    mlf__mma(o[sl][j], pa, mlf__trans(kb[0][sl][j]), mlf__trans(kb[1][sl][j]));
+        }
+    }
+    mlf__cp_wait<0>();
+    __syncthreads(); /* the next segment refills the stages */
+
+    /* Partial result: out / l (times k_scale) and lse, natural log. */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        l[rr] += GPU_SHFL_XOR(l[rr], 1);
+        l[rr] += GPU_SHFL_XOR(l[rr], 2);
+    }
+    const float inv[2] = {l[0] == 0.0f ? 0.0f : ks / l[0], l[1] == 0.0f ? 0.0f : ks / l[1]};
+    const int head[2] = {hA, hB};
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        if (head[rr] >= hq)
+            continue;
+        float *dst = part_o + (slot * (size_t)hq + (size_t)head[rr]) * MLF__LAT;
+#pragma unroll
+        for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+            for (int js = 0; js < 4; js++) {
+                float v[4];
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        v[mlf__pos(T::FP8, h, e)] = o[sl][2 * js + h][2 * rr + e] * inv[rr];
+                *(float4 *)(dst + mlf__d4(T::FP8, 128 * warp + 64 * sl, js, t)) =
+                    make_float4(v[0], v[1], v[2], v[3]);
+            }
+        if (warp == 0 && t == 0)
+            part_lse[slot * (size_t)hq + (size_t)head[rr]] =
+                l[rr] == 0.0f ? -INFINITY : (m[rr] + log2f(l[rr])) * 0.6931471805599453f;
+    }
+}
+#endif // GPU_HAS_MMA_SYNC
+
+/* Grid (ceil(hq / 16), nblk), block MLF__THREADS, dynamic shared memory mlf__smem_bytes<KV>(). */
+template <int KV>
+__global__ void __launch_bounds__(MLF__THREADS, 3)
+mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq, 576] bf16 */
+                      const uint8_t *__restrict__ cache,        /* cache: [N, bs, 576] KV */
+                      const float *__restrict__ k_scale,        /* k_scale: [1] (fp8 only) */
+                      const int32_t *__restrict__ block_table,  /* block_table: [batch, max_blocks] */
+                      const int32_t *__restrict__ seq_lens,     /* seq_lens: [batch] */
+                      float *__restrict__ part_o,               /* part_o: [nblk + batch, hq, 512] */
+                      float *__restrict__ part_lse,             /* part_lse: [nblk + batch, hq] */
+                      long long *__restrict__ cu,               /* cu: [batch + 1] key offsets */
+                      int batch, int hq, int block_size, int max_blocks, float scale)
+{
+#if defined(GPU_HAS_MMA_SYNC)
+    extern __shared__ __align__(16) uint8_t mlf__smem[];
+    typedef mlf__kv<KV> T;
+    uint8_t *kv_s = mlf__smem;
+    float *sbuf = (float *)(mlf__smem + (size_t)T::STAGES * T::ROWS * T::SROW);
+    const int lane = threadIdx.x & 31;
+    const int nblk = (int)gridDim.y, blk = (int)blockIdx.y;
+    const float ks = T::FP8 ? *k_scale : 1.0f;
+    const float sl2 = scale * ks * 1.4426950408889634f; /* logit -> log2 units */
+
+    /* Every warp scans the lengths itself (same values, so the block stays in step). */
+    long long tot = 0;
+    for (int b = lane; b < batch; b += 32)
+        tot += seq_lens[b] > 0 ? seq_lens[b] : 0;
+    for (int d = 16; d > 0; d /= 2)
+        tot += __shfl_xor_sync(0xffffffffu, tot, d);
+    const long long lo = (long long)blk * tot / nblk, hi = (long long)(blk + 1) * tot / nblk;
+    const int cu_block = blockIdx.x == 0 && blockIdx.y == 0; /* also publishes cu */
+    if (cu_block && threadIdx.x == 0)
+        cu[batch] = tot;
+
+    int par = 0;
+    long long run = 0; /* key offset of sequence b0 */
+    for (int b0 = 0; b0 < batch && (run < hi || cu_block); b0 += 32) {
+        const int b = b0 + lane;
+        const int v = b < batch && seq_lens[b] > 0 ? seq_lens[b] : 0;
+        long long inc = v;
+        for (int d = 1; d < 32; d *= 2) {
+            const long long y = __shfl_up_sync(0xffffffffu, inc, d);
+            if (lane >= d)
+                inc += y;
+        }
+        const long long cub = run + inc - v;
+        if (cu_block && threadIdx.x < 32 && b < batch)
+            cu[b] = cub;
+        unsigned ov = __ballot_sync(0xffffffffu, v > 0 && cub < hi && cub + v > lo);
+        while (ov) {
+            const int j = __ffs(ov) - 1;
+            ov &= ov - 1;
+            const long long cj = __shfl_sync(0xffffffffu, cub, j);
+            const int lj = __shfl_sync(0xffffffffu, v, j);
+            const int k0 = (int)((lo > cj ? lo : cj) - cj);
+            const int k1 = (int)((hi < cj + lj ? hi : cj + lj) - cj);
+            mlf__segment<KV>(q, cache, block_table + (size_t)(b0 + j) * (size_t)max_blocks, part_o,
+                             part_lse, kv_s, sbuf, par, b0 + j, hq, (int)blockIdx.x, block_size, k0,
+                             k1, (size_t)blk + (size_t)(b0 + j), ks, sl2);
+        }
+        run += __shfl_sync(0xffffffffu, inc, 31);
+    }
+#else
+    GPU_TRAP();
+#endif // GPU_HAS_MMA_SYNC
+}
+
+/* ---------------------------------------------------------------- combine kernel */
+/* Grid (hq, batch), block MLF__THREADS: 4 latent dims per thread. */
+__global__ void __launch_bounds__(MLF__THREADS)
+mla_fast_combine_kernel(const float *__restrict__ part_o,      /* part_o: [nblk + batch, hq, 512] */
+                        const float *__restrict__ part_lse,    /* part_lse: [nblk + batch, hq] */
+                        const long long *__restrict__ cu,      /* cu: [batch + 1] */
+                        const int32_t *__restrict__ seq_lens,  /* seq_lens: [batch] */
+                        uint16_t *__restrict__ out,            /* out: [batch, hq, 512] bf16 */
+                        float *__restrict__ lse,               /* lse: [hq, batch] */
+                        int batch, int hq, int nblk)
+{
+    const int h = blockIdx.x, b = blockIdx.y, d0 = 4 * threadIdx.x;
+    const long long len = seq_lens[b] > 0 ? seq_lens[b] : 0, tot = cu[batch], cub = cu[b];
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, lse_v = -INFINITY;
+    if (len > 0) {
+        /* The blocks whose key ranges hold keys cub and cub + len - 1, and every one between:
+         * block i covers [i tot / nblk, (i + 1) tot / nblk). */
+        const long long i0 = ((cub + 1) * nblk - 1) / tot, i1 = ((cub + len) * nblk - 1) / tot;
+        float mx = -INFINITY;
+        int nan = 0;
+        for (long long i = i0; i <= i1; i++) {
+            const float v = part_lse[(size_t)(i + b) * (size_t)hq + (size_t)h];
+            nan |= isnan(v);
+            mx = fmaxf(mx, v);
+        }
+        if (nan) {
+            acc[0] = acc[1] = acc[2] = acc[3] = lse_v = NAN;
+        } else if (mx != -INFINITY) {
+            float den = 0.0f;
+            for (long long i = i0; i <= i1; i++) {
+                const size_t s = (size_t)(i + b) * (size_t)hq + (size_t)h;
+                const float w = expf(part_lse[s] - mx);
+                const float4 x = *(const float4 *)(part_o + s * MLF__LAT + d0);
+                den += w;
+                acc[0] += w * x.x, acc[1] += w * x.y, acc[2] += w * x.z, acc[3] += w * x.w;
+            }
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                acc[r] /= den;
+            lse_v = mx + logf(den);
+        }
+    }
+    uint16_t *dst = out + ((size_t)b * hq + h) * MLF__LAT + d0;
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+        dst[r] = num_f32_to_bf16(acc[r]);
+    if (threadIdx.x == 0)
+        lse[(size_t)h * batch + b] = lse_v;
+}
+
+/* --------------------------------------------------------------------- launcher */
+/* The workspace: per partial slot (nblk + batch of them) out [hq, 512] f32 and lse [hq] f32,
+ * then the key offsets cu [batch + 1] i64; each segment MLF__ALIGN-aligned. */
+typedef struct mlf__ws {
+    float *part_o, *part_lse;
+    long long *cu;
+    size_t bytes;
+} mlf__ws;
+
+static size_t mlf__align(size_t n)
+{
+    return (n + MLF__ALIGN - 1) / MLF__ALIGN * MLF__ALIGN;
+}
+
+static mlf__ws mlf__ws_layout(void *base, int batch, int hq, int nblk)
+{
+    char *p = (char *)base;
+    const size_t slots = (size_t)nblk + (size_t)batch;
+    mlf__ws w;
+    size_t off = 0;
+    w.part_o = (float *)(p + off);
+    off += mlf__align(slots * (size_t)hq * MLF__LAT * sizeof(float));
+    w.part_lse = (float *)(p + off);
+    off += mlf__align(slots * (size_t)hq * sizeof(float));
+    w.cu = (long long *)(p + off);
+    off += mlf__align(((size_t)batch + 1) * sizeof(long long));
+    w.bytes = off;
+    return w;
+}
+
+/* Block rows of the key space: head groups x rows fill three blocks per multiprocessor (the
+ * kernel's occupancy), one wave of equal ranges; at most MLF__NBLK_MAX / groups. */
+static int mlf__nblk(int hq, int multiprocessors)
+{
+    const int groups = (hq + MLF__HG - 1) / MLF__HG, cap = MLF__NBLK_MAX / groups;
+    const int want = 3 * multiprocessors / groups;
+    return want < 1 ? 1 : want > cap ? (cap < 1 ? 1 : cap) : want;
+}
+
+extern "C" size_t opt_mla_decode_split_kv_workspace(int batch, int hq)
+{
+    if (batch < 0 || hq <= 0)
+        return 0;
+    return mlf__ws_layout(NULL, batch, hq, mlf__nblk(hq, MLF__NBLK_MAX)).bytes;
+}
+
+extern "C" const char *opt_mla_decode_split_kv_unsupported(int batch, int hq, int cc_major)
+{
+#if defined(GPU_VENDOR_NVIDIA)
+    if (cc_major < 8)
+        return "split_kv is written with mma.sync (bf16), movmatrix and cp.async: NVIDIA sm_80 "
+               "or newer";
+    if (batch > 65535 || hq > 65535)
+        return "split_kv's combine grid is (heads, sequences): at most 65535 sequences and heads";
+    return NULL;
+#else
+    (void)batch, (void)hq, (void)cc_major;
+    return "split_kv is written with NVIDIA PTX (mma.sync, movmatrix, cp.async); this backend "
+           "has no such variant yet";
+#endif // GPU_VENDOR_NVIDIA
+}
+
+template <int KV>
+static int mlf__launch(const opt_mla_decode_args *a, const mlf__ws *w, int nblk, hipStream_t stream)
+{
+    const int bytes = (int)mlf__smem_bytes<KV>();
+    GPU_CHECK(hipFuncSetAttribute((const void *)mla_fast_split_kernel<KV>,
+                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    const dim3 grid((unsigned)((a->hq + MLF__HG - 1) / MLF__HG), (unsigned)nblk);
+    mla_fast_split_kernel<KV><<<grid, MLF__THREADS, bytes, stream>>>(
+        (const uint16_t *)a->q, (const uint8_t *)a->cache.data, a->cache.k_scale, a->block_table,
+        a->seq_lens, w->part_o, w->part_lse, w->cu, a->batch, a->hq, a->cache.block_size,
+        a->max_blocks, a->scale);
+    GPU_CHECK(hipGetLastError());
+    const dim3 cgrid((unsigned)a->hq, (unsigned)a->batch);
+    mla_fast_combine_kernel<<<cgrid, MLF__THREADS, 0, stream>>>(
+        w->part_o, w->part_lse, w->cu, a->seq_lens, (uint16_t *)a->out, a->lse, a->batch, a->hq,
+        nblk);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+/* seq_lens[b] <= max_blocks * block_size and every used block id inside the pool: device data,
+ * so the launcher cannot check that. */
+extern "C" int opt_mla_decode_split_kv(const opt_mla_decode_args *a, void *workspace,
+                                       size_t workspace_bytes, void *stream)
+{
+    if (!a || a->batch < 0 || a->batch > 65535 || a->hq <= 0 || a->hq > 65535 || a->max_blocks < 0)
+        return OPT_EINVAL;
+    if (!(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+        return OPT_EINVAL;
+    if (a->batch == 0)
+        return OPT_OK;
+    if (!a->q || !a->block_table || !a->seq_lens || !a->out || !a->lse || !workspace ||
+        !a->cache.data || a->cache.block_size <= 0)
+        return OPT_EINVAL;
+    if (a->cache.dtype != OPT_BF16 && !(a->cache.dtype == OPT_FP8E4M3 && a->cache.k_scale))
+        return OPT_EINVAL;
+    int dev = 0, sms = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    GPU_CHECK(hipDeviceGetAttribute(&sms, hipDeviceAttributeMultiprocessorCount, dev));
+    const int nblk = mlf__nblk(a->hq, sms);
+    const mlf__ws w = mlf__ws_layout(workspace, a->batch, a->hq, nblk);
+    if (workspace_bytes < w.bytes)
+        return OPT_EINVAL;
+    const hipStream_t s = (hipStream_t)stream;
+    return a->cache.dtype == OPT_FP8E4M3 ? mlf__launch<OPT_FP8E4M3>(a, &w, nblk, s)
+                                         : mlf__launch<OPT_BF16>(a, &w, nblk, s);
+}
