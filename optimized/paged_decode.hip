@@ -11,11 +11,15 @@
  *   rows into shared memory with 16-byte loads in the cache's own layout (nhd, hnd, or AITER's
  *   shuffled layout, un-shuffled on the way in; no conversion pass), the next chunk's loads
  *   in flight in registers while it computes. fp8 codes become 16-bit floats in registers
- *   (code * 2^-120, exact); k_scale is folded into the query and v_scale applied once per
- *   output. Logits: two lanes per token, each a half of the dot product for every packed head
- *   at once, the query in shared memory as f32; an online softmax per lane group in base 2
- *   (running max m, sum l, never exp(-inf - -inf)); P.V with 8 output dims per lane, P kept
- *   in f32. The four groups' states are merged in shared memory; the split writes its
+ *   (code * 2^-120, exact); k_scale is applied once per logit and v_scale once per output.
+ *   The math of a chunk has two engines. CUDA cores (any query dtype, every target): two
+ *   lanes per token, each a half of the dot product for every packed head at once, the query
+ *   in shared memory as f32; P.V with 8 output dims per lane, P kept in f32. mma.sync (NVIDIA
+ *   sm_80+, bf16 queries, 4 or more heads per block, head_dim <= 128): S = Q K^T with Q in
+ *   registers and K^T read from the staged rows, P (rounded to bf16) from S's accumulators as
+ *   the A operand of O += P V, V's fragments through movmatrix transposes. Both keep an online
+ *   softmax per lane group in base 2 (running max m, sum l, never exp(-inf - -inf)).
+ *   The four groups' states are merged in shared memory; the split writes its
  *   normalised output and LSE (natural log) to the workspace, or, when it is its sequence's
  *   only split, the final out (rounded once, to nearest even, into the query dtype) and lse.
  * paged_decode_combine_kernel: one block per (sequence, query head) whose sequence has two or
