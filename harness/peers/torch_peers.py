@@ -2047,7 +2047,7 @@ def _ref_chunk(B, row_bytes):
 
 def run_mha_varlen(env, c, variants, results):
     torch = env.torch
-    todo = []
+    pending = []
     for v in variants:
         r = results[v]
         why = None
@@ -2069,8 +2069,8 @@ def run_mha_varlen(env, c, variants, results):
         if why:
             r["status"], r["message"] = "SKIP_UNSUPPORTED", why
         else:
-            todo.append(v)
-    if not todo:
+            pending.append(v)
+    if not pending:
         return
     dt = env.tdt[c.dtype]
     gen = env.generator(c.seed)
@@ -2083,7 +2083,7 @@ def run_mha_varlen(env, c, variants, results):
     for b in range(c.seq_lens_q.n):
         ref[cq[b]:cq[b + 1]] = env.attn_ref_f64(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v_[ck[b]:ck[b + 1]],
                                                 c.scale, c.causal, c.window_left, c.softcap)
-    for v in todo:
+    for v in pending:
         r = results[v]
         try:
             with env.sdpa_kernel([env.backends[v]]):
@@ -2179,7 +2179,7 @@ def _naive_paged_decode(env, c, q, kc, vc, bt, seq_lens, ks, vs):
 
 def run_paged_decode(env, c, variants, results):
     torch = env.torch
-    todo = []
+    pending = []
     for v in variants:
         why = None
         if v != "torch_naive":
@@ -2189,8 +2189,8 @@ def run_paged_decode(env, c, variants, results):
         if why:
             results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
         else:
-            todo.append(v)
-    if not todo:
+            pending.append(v)
+    if not pending:
         return
     lens, B = c.seq_lens_q.v, c.seq_lens_q.n
     hq, hkv, d = c.heads_q, c.heads_kv, c.head_dim
@@ -2214,7 +2214,7 @@ def run_paged_decode(env, c, variants, results):
         q, lambda b0, b1: (_paged_rows(env, k_deq, lens, b0, b1)[0],) + _paged_rows(env, v_deq, lens, b0, b1),
         B, hkv, c.scale, c.softcap, chunk=_ref_chunk(B, max([1] + lens) * hkv * d * 16))
     loc = lambda n, i: _locate_paged(c, n, i)  # noqa: E731
-    for v in todo:
+    for v in pending:
         r = results[v]
         try:
             if v == "torch_naive":
@@ -2249,15 +2249,15 @@ def run_paged_decode(env, c, variants, results):
 
 def run_mla_decode(env, c, variants, results):
     torch = env.torch
-    todo = []
+    pending = []
     for v in variants:
         if v != "torch_naive":
             results[v]["status"] = "SKIP_UNSUPPORTED"
             results[v]["message"] = ("absorbed MLA has Dqk 576 / Dv 512 over one latent head: beyond SDPA's "
                                      "FlashAttention-2 / cuDNN head dims (<= 256); torch_naive is the PyTorch peer")
         else:
-            todo.append(v)
-    if not todo:
+            pending.append(v)
+    if not pending:
         return
     lens, B, hq = c.seq_lens_q.v, c.seq_lens_q.n, c.heads_q
     fp8 = c.kv_dtype == "fp8e4m3"
@@ -2344,15 +2344,15 @@ def _dsv4_quantize(env, x):
 
 def run_dsv4(env, c, variants, results):
     torch = env.torch
-    todo = []
+    pending = []
     for v in variants:
         if v != "torch_naive":
             results[v]["status"] = "SKIP_UNSUPPORTED"
             results[v]["message"] = ("sparse: indexed rows of a 584-byte FP8 cache, head dim 512 and a sink; no "
                                      "SDPA backend takes that; torch_naive is the PyTorch peer")
         else:
-            todo.append(v)
-    if not todo:
+            pending.append(v)
+    if not pending:
         return
     T, hq, W, K = c.positions.n, c.heads_q, c.window, c.topk
     swa_idx, swa_len, pool_s, ext_idx, ext_len, pool_e = dsv4_design(c)
