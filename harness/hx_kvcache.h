@@ -75,6 +75,8 @@ opt_kv_cache hx_kv_gpu_cache(const hx_case *c, const hx_dtensors *in);
 int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch);
 /* unsupported() of the one-block-per-(token, head) `simple` attention kernels over the cache. */
 const char *hx_kv_simple_unsupported(const hx_case *c, const hx_gpu *g);
+/* unsupported() of the `vec` data-movement kernels (16-byte chunks of x = 16 / element size dims). */
+const char *hx_kv_vec_unsupported(const hx_case *c, const hx_gpu *g);
 #endif // ATTN_HAVE_GPU
 
 #endif /* ATTN_HX_KVCACHE_H */

@@ -296,4 +296,17 @@ const char *hx_kv_simple_unsupported(const hx_case *c, const hx_gpu *g)
         return "simple puts query heads on the grid's y dimension: at most 65535";
     return NULL;
 }
+
+const char *hx_kv_vec_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    const int64_t x = c->kv_dtype == REF_FP8E4M3 ? 16 : 8;
+    if (c->head_dim % x)
+        return c->kv_dtype == REF_FP8E4M3
+                   ? "vec moves 16-byte chunks of 16 fp8 dims: head_dim must be a multiple of 16"
+                   : "vec moves 16-byte chunks of 8 dims: head_dim must be a multiple of 8";
+    if ((int64_t)c->heads_kv * (c->head_dim / x) * 256 > INT32_MAX)
+        return "vec counts a block's (token, head, 16-byte chunk) units in int";
+    return NULL;
+}
 #endif // ATTN_HAVE_GPU

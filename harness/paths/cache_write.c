@@ -209,19 +209,6 @@ static int cw__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     return opt_cache_write_simple(&a, stream);
 }
 
-static const char *cw__vec_unsupported(const hx_case *c, const hx_gpu *g)
-{
-    (void)g;
-    if (c->head_dim % (c->kv_dtype == REF_FP8E4M3 ? 16 : 8))
-        return c->kv_dtype == REF_FP8E4M3
-                   ? "vec moves 16-byte chunks of 16 fp8 dims: head_dim must be a multiple of 16"
-                   : "vec moves 16-byte chunks of 8 dims: head_dim must be a multiple of 8";
-    const int64_t x = (c->kv_dtype == REF_FP8E4M3 ? 16 : 8);
-    if ((int64_t)c->heads_kv * (c->head_dim / x) * 256 > INT32_MAX)
-        return "vec counts a block's (token, head, 16-byte chunk) units in int";
-    return NULL;
-}
-
 static int cw__vec_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
     opt_cache_write_args a = {
@@ -241,7 +228,7 @@ static const hx_variant cw__variants[] = {
     {.name = "vec",
      .summary = "one thread per (x tokens, head, x dims): 16-byte loads and stores; shuffled V "
                 "by runs of slots inside a cache x-group, transposed in registers",
-     .unsupported = cw__vec_unsupported,
+     .unsupported = hx_kv_vec_unsupported,
      .run = cw__vec_run},
 };
 #endif // ATTN_HAVE_GPU

@@ -180,25 +180,6 @@ static int gc__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     return opt_gather_cache_simple(&a, stream);
 }
 
-/* x of the cache: elements of 16 bytes. */
-static int gc__x(const hx_case *c)
-{
-    return c->kv_dtype == REF_FP8E4M3 ? 16 : 8;
-}
-
-static const char *gc__vec_unsupported(const hx_case *c, const hx_gpu *g)
-{
-    (void)g;
-    if (c->head_dim % gc__x(c))
-        return c->kv_dtype == REF_FP8E4M3
-                   ? "vec moves 16-byte chunks of 16 fp8 dims: head_dim must be a multiple of 16"
-                   : "vec moves 16-byte chunks of 8 dims: head_dim must be a multiple of 8";
-    const int64_t x = gc__x(c);
-    if ((int64_t)c->heads_kv * (c->head_dim / x) * 256 > INT32_MAX)
-        return "vec counts a block's (token, head, 16-byte chunk) units in int";
-    return NULL;
-}
-
 static int gc__vec_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
     const int batch = c->context_lens.n;
@@ -220,7 +201,7 @@ static const hx_variant gc__variants[] = {
     {.name = "vec",
      .summary = "one thread per (x-token cache group, head, x dims): 16-byte loads and stores, "
                 "shuffled V transposed in registers",
-     .unsupported = gc__vec_unsupported,
+     .unsupported = hx_kv_vec_unsupported,
      .run = gc__vec_run},
 };
 #endif // ATTN_HAVE_GPU
