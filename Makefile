@@ -26,9 +26,9 @@ build: configure
 run: build
 	@scripts/run-default.sh $(BUILD) $(RESULTS) $(CASES)
 
+# One ctest run: CPU suites in parallel, GPU suites RUN_SERIAL (they share one device).
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE gpu && \
-	  ctest --output-on-failure -L gpu
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 clean:
 	rm -rf $(BUILD)
