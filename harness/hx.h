@@ -327,12 +327,20 @@ typedef struct hx_timing {
     double median_ms, min_ms, max_ms, stddev_ms; /* NAN when not timed */
 } hx_timing;
 
+#define HX_PROF_MAX 256 /* buckets of an error profile */
+
 typedef struct hx_output_result {
     char name[HX_NAME_MAX];
     hx_status status;
     hx_tol tol;
     hx_metrics m;
     char where[160]; /* decoded worst element */
+    /* Optional error profile along the token axis, written as "err_by_row" when prof_n > 0:
+     * bucket i covers rows [i*prof_rows/prof_n, (i+1)*prof_rows/prof_n); max |g - r| and the
+     * worst err/tol in it (+inf for a non-finite mismatch or an unwritten element). */
+    int prof_n, prof_axis;
+    int64_t prof_rows;
+    float prof_max_abs[HX_PROF_MAX], prof_headroom[HX_PROF_MAX];
 } hx_output_result;
 
 typedef struct hx_result {
@@ -377,6 +385,10 @@ int hx_writer_close(hx_writer *w, int keep, hx_err *e); /* keep = 0: remove the 
 void hx_table_header(FILE *f);
 void hx_table_row(FILE *f, const hx_result *r);
 void hx_json_record(FILE *f, const hx_result *r, const hx_runinfo *ri);
+/* Fill o's error profile from a judged output (o->tol set): max |err| and worst err/tol per
+ * bucket of at most HX_PROF_MAX consecutive rows of the token axis, which is the last axis of
+ * `lse` ([heads, tokens]) and the first of every other output ([tokens, ...], [blocks, ...]). */
+void hx_result_set_err_profile(hx_output_result *o, const hx_tensor *got, const hx_tensor *ref);
 void hx_csv_header(FILE *f);
 void hx_csv_row(FILE *f, const hx_result *r, const hx_runinfo *ri);
 

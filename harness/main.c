@@ -1,8 +1,9 @@
-/* main.c - the attn-harness command line: list | run | info.
+/* main.c - the attn-harness command line: list | run | info | roofline | plot | compare.
  *
  * Exit codes (DESIGN.md): 0 every row PASS or skipped, 1 a check failed, 2 usage or case-file
  * error, 3 runtime error. Only this file exits.
  */
+#include "records.h"
 #include "run.h"
 
 #include <getopt.h>
@@ -21,6 +22,9 @@ static const char *const usage_main =
     "  run    FILES...        run cases: reference, candidates, verdicts, timings\n"
     "  info                   build, BLAS, threads, GPU devices\n"
     "  roofline               measured peaks (read, copy, matrix) and the timing self-test\n"
+    "  plot    RESULTS...     figures per GPU from result files (gnuplot): speedup, roofline,\n"
+    "                         error by position; one across GPUs\n"
+    "  compare BASE NEW       speed and accuracy drift between two sets of results\n"
     "\n"
     "`attn-harness COMMAND --help` explains each command. Case-file grammar: cases/README.md.\n"
     "Exit codes: 0 all pass or skip, 1 a check failed, 2 usage or case-file error,\n"
@@ -81,6 +85,57 @@ static const char *const usage_roofline =
     "in microseconds (< 50 us) and a cold 256 MiB copy timed like a kernel must reach 70% of the\n"
     "copy peak. Every `run` measures the same peaks for its %% of peak column.\n"
     "Exit: 0 self-test passed, 1 failed, 3 no GPU or runtime error.\n";
+
+static const char *const usage_plot =
+    "usage: attn-harness plot [OPTIONS] RESULTS...\n"
+    "\n"
+    "RESULTS: JSON Lines files of `attn-harness run --json` (or of harness/peers/torch_peers.py),\n"
+    "or directories of them (results/<slug>/; read recursively, in name order). Shards and\n"
+    "repeated runs are merged: of two records of one (case, variant, device) the last read wins\n"
+    "(said on stderr). Per GPU (device slug), into OUT/<slug>/, as .svg and .png with the .dat\n"
+    "files gnuplot read:\n"
+    "  speedup    each variant's speedup over the path's baseline `simple` per case (median\n"
+    "             time, log scale, PyTorch peers included; PASS rows only), grouped by path\n"
+    "  roofline   the measured read/copy/mma ceilings of the run (run.gpu; dgemm on the CPU)\n"
+    "             and each (case, variant) at its FLOP/byte against its achieved TFLOP/s\n"
+    "  errpos     the N worst (case, variant) by headroom: worst err/tol along the token axis\n"
+    "             (records' err_by_row), the emulated candidate dashed beside a GPU variant\n"
+    "and with several GPUs, OUT/speedup-gpus: speedup per (case, variant), one series per GPU.\n"
+    "\n"
+    "options:\n"
+    "  -o, --out DIR       output root (default plots): figures in DIR/<slug>/\n"
+    "      --worst N       panels of the error-by-position figure (default 6, at most 12)\n"
+    "      --scripts DIR   the gnuplot scripts (default: plots/ beside the build directory,\n"
+    "                      else ./plots)\n"
+    "      --gnuplot PROG  the gnuplot program (default $GNUPLOT, else gnuplot on PATH)\n"
+    "  -h, --help          this text\n"
+    "Exit: 0 figures written, 2 usage or a bad result file (file:line), 3 gnuplot missing or\n"
+    "failing (scripts/deps.sh installs gnuplot-nox).\n";
+
+static const char *const usage_compare =
+    "usage: attn-harness compare [OPTIONS] BASE NEW\n"
+    "\n"
+    "BASE, NEW: JSON Lines result files or directories of them (shards of one run: one\n"
+    "directory, or more with --base/--new). Records are matched on (case, variant, device\n"
+    "slug); one row per record: median times, NEW/BASE ratio, the noise (combined relative\n"
+    "spread sqrt((sd/median)_base^2 + (sd/median)_new^2)), a verdict, status and notes.\n"
+    "  verdict   FAIL: ratio >= --fail and beyond the noise; SLOWER: >= --warn and beyond\n"
+    "            the noise; faster: <= 1/--warn and beyond the noise; same; untimed: a side\n"
+    "            has < 2 samples (the emulated CPU candidate) or no time; new; missing\n"
+    "  notes     status changes (PASS or skip -> anything else is a regression) and accuracy\n"
+    "            drift: max_abs or cos_diff grown by --drift or more, even inside tolerance\n"
+    "\n"
+    "options:\n"
+    "      --warn R          NEW/BASE time ratio reported as slower (default 1.10)\n"
+    "      --fail R          ratio that fails (default 1.15)\n"
+    "      --drift F         accuracy growth factor reported as drift (default 1.5)\n"
+    "      --base SRC        one more BASE file or directory (repeatable)\n"
+    "      --new SRC         one more NEW file or directory (repeatable)\n"
+    "      --cross-device    match on (case, variant) only: compare two GPUs\n"
+    "      --only-changes    print only rows that are not `same` or carry a note\n"
+    "  -h, --help            this text\n"
+    "Exit: 0 no regression, 1 a FAIL verdict or a status regression, 2 usage, a bad result\n"
+    "file (file:line) or nothing in common.\n";
 
 static int want_help(int argc, char **argv)
 {
@@ -281,6 +336,119 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
     return rc;
 }
 
+static int parse_ratio(const char *s, double lo, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo) || !isfinite(v))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int cmd_plot(int argc, char **argv)
+{
+    enum { O_SCRIPTS = 256, O_GNUPLOT, O_WORST };
+    static const struct option opts[] = {
+        {"out", required_argument, 0, 'o'},         {"scripts", required_argument, 0, O_SCRIPTS},
+        {"gnuplot", required_argument, 0, O_GNUPLOT}, {"worst", required_argument, 0, O_WORST},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+    };
+    hx_plot_opts o = {.out_dir = "plots", .worst = 6};
+    char msg[256];
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o': o.out_dir = optarg; break;
+        case O_SCRIPTS: o.scripts = optarg; break;
+        case O_GNUPLOT: o.gnuplot = optarg; break;
+        case O_WORST:
+            if (!parse_int(optarg, 1, &o.worst) || o.worst > 12) {
+                snprintf(msg, sizeof msg, "--worst '%s': expected 1 to 12 panels", optarg);
+                return die(HX_EUSAGE, msg);
+            }
+            break;
+        case 'h': fputs(usage_plot, stdout); return 0;
+        default: fputs(usage_plot, stderr); return 2;
+        }
+    }
+    if (optind >= argc)
+        return die(HX_EUSAGE, "plot: no result file or directory given (try: attn-harness plot "
+                              "results/*/)");
+    hx_err e = {0};
+    int rc = hx_plot(&o, argv + optind, argc - optind, &e);
+    return rc < 0 ? die(rc, e.msg) : rc;
+}
+
+static int cmd_compare(int argc, char **argv)
+{
+    enum { O_WARN = 256, O_FAIL, O_DRIFT, O_BASE, O_NEW, O_CROSS, O_CHANGES };
+    static const struct option opts[] = {
+        {"warn", required_argument, 0, O_WARN},   {"fail", required_argument, 0, O_FAIL},
+        {"drift", required_argument, 0, O_DRIFT}, {"base", required_argument, 0, O_BASE},
+        {"new", required_argument, 0, O_NEW},     {"cross-device", no_argument, 0, O_CROSS},
+        {"only-changes", no_argument, 0, O_CHANGES}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    hx_compare_opts o = {.warn = 1.10, .fail = 1.15, .drift = 1.5};
+    const char **base = calloc((size_t)argc + 1, sizeof *base),
+               **news = calloc((size_t)argc + 1, sizeof *news);
+    char msg[256];
+    int ch, rc = 0;
+    if (!base || !news) {
+        free(base);
+        free(news);
+        return die(HX_ENOMEM, "out of memory");
+    }
+    optind = 1;
+    while (!rc && (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_WARN:
+        case O_FAIL:
+        case O_DRIFT: {
+            double *dst = ch == O_WARN ? &o.warn : ch == O_FAIL ? &o.fail : &o.drift;
+            if (!parse_ratio(optarg, 1.0, dst)) {
+                snprintf(msg, sizeof msg, "--%s '%s': expected a ratio >= 1",
+                         ch == O_WARN ? "warn" : ch == O_FAIL ? "fail" : "drift", optarg);
+                rc = die(HX_EUSAGE, msg);
+            }
+            break;
+        }
+        case O_BASE: base[1 + o.n_base++] = optarg; break;
+        case O_NEW: news[1 + o.n_new++] = optarg; break;
+        case O_CROSS: o.cross_device = 1; break;
+        case O_CHANGES: o.quiet = 1; break;
+        case 'h': fputs(usage_compare, stdout); rc = -1; break;
+        default: fputs(usage_compare, stderr); rc = 2; break;
+        }
+    }
+    /* BASE NEW come first on their sides; without them --base and --new must give both. */
+    int npos = argc - optind, first = 1;
+    if (!rc && npos == 2) {
+        base[0] = argv[optind];
+        news[0] = argv[optind + 1];
+        o.n_base++, o.n_new++;
+        first = 0;
+    } else if (!rc && !(npos == 0 && o.n_base && o.n_new)) {
+        rc = die(HX_EUSAGE, "compare: expected BASE NEW (result files or directories; more "
+                            "with --base/--new)");
+    }
+    if (!rc && o.fail < o.warn)
+        rc = die(HX_EUSAGE, "compare: --fail must be >= --warn");
+    if (!rc) {
+        hx_err e = {0};
+        o.base = base + first;
+        o.new_ = news + first;
+        rc = hx_compare_results(&o, &e);
+        if (rc < 0)
+            rc = die(rc, e.msg);
+    }
+    free(base);
+    free(news);
+    return rc < 0 ? 0 : rc;
+}
+
 int main(int argc, char **argv)
 {
     char line[1024];
@@ -303,7 +471,12 @@ int main(int argc, char **argv)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "roofline") == 0)
         return cmd_roofline(argc - 1, argv + 1);
-    fprintf(stderr, "attn-harness: unknown command '%s' (commands: list, run, info, roofline)\n",
+    if (strcmp(cmd, "plot") == 0)
+        return cmd_plot(argc - 1, argv + 1);
+    if (strcmp(cmd, "compare") == 0)
+        return cmd_compare(argc - 1, argv + 1);
+    fprintf(stderr, "attn-harness: unknown command '%s' (commands: list, run, info, roofline, "
+                    "plot, compare)\n",
             cmd);
     return 2;
 }

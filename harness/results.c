@@ -143,6 +143,77 @@ static void hx__jlens(FILE *f, const char *k, const hx_lens *l)
     fputc(']', f);
 }
 
+/* ------------------------------------------------------ error profile */
+void hx_result_set_err_profile(hx_output_result *o, const hx_tensor *got, const hx_tensor *ref)
+{
+    o->prof_n = 0;
+    if (!got || !ref || got->numel != ref->numel || got->ndim < 1 || !got->numel)
+        return;
+    const int axis = strcmp(o->name, "lse") == 0 && got->ndim >= 2 ? got->ndim - 1 : 0;
+    const int64_t rows = got->shape[axis];
+    size_t inner = 1;
+    for (int d = axis + 1; d < got->ndim; d++)
+        inner *= (size_t)got->shape[d];
+    if (rows <= 0)
+        return;
+    const int n = rows < HX_PROF_MAX ? (int)rows : HX_PROF_MAX;
+    for (int b = 0; b < n; b++)
+        o->prof_max_abs[b] = o->prof_headroom[b] = 0;
+    const double *r = ref->data;
+    for (size_t i = 0; i < got->numel; i++) {
+        const int b = (int)((int64_t)(i / inner % (size_t)rows) * n / rows);
+        double err, ratio;
+        if (hx_is_poison(got->dtype, got->data, i)) {
+            err = ratio = INFINITY;
+        } else {
+            double g = ref_load(got->dtype, got->data, i);
+            if (!isfinite(g) || !isfinite(r[i])) {
+                /* the same NaN or infinity on both sides is not an error (compare.c) */
+                if (isnan(g) ? isnan(r[i]) : g == r[i])
+                    continue;
+                err = ratio = INFINITY;
+            } else {
+                double lim = o->tol.atol + o->tol.rtol * fabs(r[i]);
+                err = fabs(g - r[i]);
+                ratio = lim > 0 ? err / lim : err > 0 ? INFINITY : 0;
+            }
+        }
+        if (err > o->prof_max_abs[b])
+            o->prof_max_abs[b] = (float)err;
+        if (ratio > o->prof_headroom[b])
+            o->prof_headroom[b] = (float)ratio;
+    }
+    o->prof_n = n;
+    o->prof_axis = axis;
+    o->prof_rows = rows;
+}
+
+/* Three significant digits: the profile is for plotting, and a record stays a few KiB. */
+static void hx__jfloats(FILE *f, const char *k, const float *v, int n)
+{
+    hx__jkey(f, k, 0);
+    fputc('[', f);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            fputc(',', f);
+        if (isfinite(v[i]))
+            fprintf(f, "%.3g", (double)v[i]);
+        else
+            fputs("null", f);
+    }
+    fputc(']', f);
+}
+
+static void hx__jprofile(FILE *f, const hx_output_result *o)
+{
+    hx__jkey(f, "err_by_row", 0), fputc('{', f);
+    hx__jkey(f, "axis", 1), fprintf(f, "%d", o->prof_axis);
+    hx__jkey(f, "rows", 0), fprintf(f, "%lld", (long long)o->prof_rows);
+    hx__jfloats(f, "max_abs", o->prof_max_abs, o->prof_n);
+    hx__jfloats(f, "headroom", o->prof_headroom, o->prof_n);
+    fputc('}', f);
+}
+
 void hx_json_record(FILE *f, const hx_result *r, const hx_runinfo *ri)
 {
     const hx_case *c = r->c;
@@ -225,7 +296,10 @@ void hx_json_record(FILE *f, const hx_result *r, const hx_runinfo *ri)
         hx__jkey(f, "where", 0), hx__jstr(f, o->where);
         hx__jkey(f, "got", 0), hx__jnum(f, m->worst_got);
         hx__jkey(f, "ref", 0), hx__jnum(f, m->worst_ref);
-        fputs("}}", f);
+        fputc('}', f);
+        if (o->prof_n > 0)
+            hx__jprofile(f, o);
+        fputc('}', f);
     }
     fputc(']', f);
     hx__jkey(f, "err_ratio", 0), hx__jnum(f, r->err_ratio);

@@ -118,6 +118,7 @@ static void hx__judge(const hx_case *c, const hx_tensors *got, const hx_tensors 
             o->tol = hx__tol_for(c, gt);
             o->status = hx_compare(gt, rt, o->tol, &o->m);
             c->path->locate(c, rt->name, o->m.worst, o->where, sizeof o->where);
+            hx_result_set_err_profile(o, gt, rt); /* "err_by_row": the error-by-position plot */
         }
         r->status = hx_status_worst(r->status, o->status);
     }
