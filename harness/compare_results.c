@@ -180,9 +180,11 @@ static void hx__print_row(const hx__row *w, int wc, int wv, int wd)
     else if (isfinite(w->ratio))
         snprintf(noise, sizeof noise, "1 sample");
     const char *status = w->n ? w->n->status : w->b->status;
-    printf("%-*s  %-*s  %-*s  %10s  %10s  %7s  %8s  %-7s  %-16s  %s\n", wc, r->case_name, wv,
-           r->variant, wd, r->slug, tb, tn, ratio, noise, hx__verdict_name[w->verdict], status,
-           w->note);
+    printf("%-*s  %-*s  %-*s  %10s  %10s  %7s  %8s  %-7s  %-16s", wc, r->case_name, wv,
+           r->variant, wd, r->slug, tb, tn, ratio, noise, hx__verdict_name[w->verdict], status);
+    if (w->note[0])
+        printf("  %s", w->note);
+    putchar('\n');
 }
 
 /* ------------------------------------------------------------ the command */
