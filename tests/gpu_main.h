@@ -22,20 +22,18 @@ static void gpu_main__ctest_device(void)
         return;
     const char *var = strcmp(opt_backend(), "hip") == 0 ? "HIP_VISIBLE_DEVICES"
                                                          : "CUDA_VISIBLE_DEVICES";
-    char pick[64];
-    snprintf(pick, sizeof pick, "%d", id);
+    char pick[64] = "";
     const char *vis = getenv(var);
-    if (vis && *vis) { /* already narrowed: the id-th of that list */
-        for (int k = 0; *vis; k++) {
-            size_t len = strcspn(vis, ",");
-            if (k == id) {
-                snprintf(pick, sizeof pick, "%.*s", (int)len, vis);
-                break;
-            }
-            vis += len + (vis[len] == ',');
-        }
+    if (!vis || !*vis)
+        snprintf(pick, sizeof pick, "%d", id);
+    for (int k = 0; vis && *vis && !pick[0]; k++) { /* already narrowed: its id-th entry */
+        size_t len = strcspn(vis, ",");
+        if (k == id)
+            snprintf(pick, sizeof pick, "%.*s", (int)len, vis);
+        vis += len + (vis[len] == ',');
     }
-    setenv(var, pick, 1);
+    if (pick[0])
+        setenv(var, pick, 1);
 }
 
 int main(int argc, char *argv[])
