@@ -408,17 +408,16 @@ static int hx__fig_speedup(hx__ctx *x, const char *slug, const char *dir, hx_err
         int any = 0;
         for (int v = 0; v < b.series.n; v++)
             any |= isfinite(hx__speedup(s, slug, cases.v[c], b.series.v[v]));
-        if (any && (hx__strs_add(&b.groups, cases.v[c]) < 0 ||
-                    hx__strs_add(&b.gpath, cases.v[c]) < 0))
+        if (any && hx__strs_add(&b.groups, cases.v[c]) < 0)
             rc = hx_fail(e, HX_ENOMEM, "out of memory");
     }
-    /* gpath holds each group's path: replace the placeholders (strs_add dedups paths) */
     if (!rc && b.groups.n) {
-        for (int g = 0; g < b.groups.n; g++)
-            b.gpath.v[g] = hx__path_of(s, b.groups.v[g]);
+        b.gpath.v = malloc((size_t)b.groups.n * sizeof *b.gpath.v);
         b.val = malloc((size_t)b.groups.n * (size_t)b.series.n * sizeof *b.val);
-        if (!b.val)
+        if (!b.gpath.v || !b.val)
             rc = hx_fail(e, HX_ENOMEM, "out of memory");
+        for (int g = 0; g < b.groups.n && !rc; g++)
+            b.gpath.v[g] = hx__path_of(s, b.groups.v[g]);
         for (int g = 0; g < b.groups.n && !rc; g++)
             for (int v = 0; v < b.series.n; v++)
                 b.val[g * b.series.n + v] = hx__speedup(s, slug, b.groups.v[g], b.series.v[v]);
@@ -821,8 +820,8 @@ int hx_plot(const hx_plot_opts *o, char *const *srcs, int n_srcs, hx_err *e)
         rc = hx_fail(e, HX_EINPUT, "plot: the result files hold no records");
         goto out;
     }
-    x.prog = o->gnuplot ? o->gnuplot : getenv("GNUPLOT") && *getenv("GNUPLOT") ? getenv("GNUPLOT")
-                                                                              : "gnuplot";
+    const char *env = getenv("GNUPLOT");
+    x.prog = o->gnuplot ? o->gnuplot : env && *env ? env : "gnuplot";
     if (!hx__on_path(x.prog)) {
         rc = hx_fail(e, HX_ERUNTIME,
                      "plot: gnuplot not found ('%s'): scripts/deps.sh installs gnuplot-nox, or "
