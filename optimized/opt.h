@@ -274,6 +274,22 @@ size_t opt_mla_prefill_workspace(int batch, int tk, int hq);
  * tiles of 128 with an online softmax in f32 (not the chunked context algorithm). */
 int opt_mla_prefill_simple(const opt_mla_prefill_args *a, void *stream);
 
+/* mma (issue 6 item 4): SPEC 9 and 6 on the matrix cores, NVIDIA sm_80+ only (mma.sync,
+ * ldmatrix, cp.async). A decompression GEMM (128 keys x 128 columns per block, bf16 in, f32
+ * accumulation, bf16 out) reads each key's latent where it lives -- c_kv, or the paged cache
+ * through the block table, fp8 dequantized in shared memory -- and writes K [keys, hq, 192] =
+ * [k_nope | k_pe] and V [keys, hq, 128]; mha_varlen mma (192/128, hkv = hq) attends the new
+ * tokens causally, then each context chunk (the contexts end to end, at most chunk_tokens keys
+ * per chunk) without a mask, merged by merge_states vec; partials in bf16 / f32 between merges.
+ * host_ctx: context_lens on the host, for the plan's sizes. a->workspace must hold
+ * opt_mla_prefill_mma_workspace(batch, tq, hq, host_ctx, chunk_tokens) bytes (not
+ * opt_mla_prefill_workspace's). unsupported(): NULL when it runs, else why not. */
+const char *opt_mla_prefill_mma_unsupported(int hq, int cc_major);
+size_t opt_mla_prefill_mma_workspace(int batch, int tq, int hq, const int32_t *host_ctx,
+                                     int chunk_tokens);
+int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t *host_ctx, int chunk_tokens,
+                        void *stream);
+
 /* SPEC section 10. One scope: a cache in the 584-byte blocked FP8 format (block stride
  * ceil(block_size * 584 / 576) * 576 bytes) and per token a row of flat-slot indices; entry k
  * of token t is used iff k < len[t] and idx[t][k] != -1. */

@@ -219,7 +219,8 @@ static const char *mp__simple_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
-static int mp__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+/* The launcher arguments shared by the variants. */
+static opt_mla_prefill_args mp__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     const int batch = c->seq_lens_q.n;
     opt_mla_prefill_args a = {
@@ -235,7 +236,40 @@ static int mp__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
         .workspace = hx_dptr(out, "workspace"), .workspace_bytes = mp__dbytes(out, "workspace"),
         .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
     };
+    return a;
+}
+
+static int mp__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mla_prefill_args a = mp__args(c, in, out);
     return opt_mla_prefill_simple(&a, stream);
+}
+
+static size_t mp__mma_workspace(const hx_case *c)
+{
+    const int64_t tq = mp__total(&c->seq_lens_q);
+    return tq > INT32_MAX ? 0
+                          : opt_mla_prefill_mma_workspace(c->seq_lens_q.n, (int)tq, c->heads_q,
+                                                          c->context_lens.v, c->chunk_tokens);
+}
+
+static const char *mp__mma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    const char *why = opt_mla_prefill_mma_unsupported(c->heads_q, g->cc_major);
+    if (why)
+        return why;
+    if (mp__keys(c) > INT32_MAX)
+        return "mma indexes the batch's context + new tokens by i32: at most 2^31 - 1";
+    if (mp__mma_workspace(c) > g->mem_total)
+        return "mma keeps the K and V of max(new tokens, chunk_tokens) keys and three partial "
+               "outputs: its workspace exceeds the device memory";
+    return NULL;
+}
+
+static int mp__mma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mla_prefill_args a = mp__args(c, in, out);
+    return opt_mla_prefill_mma(&a, c->context_lens.v, c->chunk_tokens, stream);
 }
 
 static const hx_variant mp__variants[] = {
@@ -245,6 +279,13 @@ static const hx_variant mp__variants[] = {
      .unsupported = mp__simple_unsupported,
      .run = mp__simple_run,
      .workspace = mp__simple_workspace},
+    {.name = "mma",
+     .summary = "mma.sync decompression GEMM (latent read in place: c_kv or the paged cache, "
+                "fp8 dequantized in shared memory), mha_varlen mma 192/128 causal over the new "
+                "tokens, context chunks non-causal, merge_states vec",
+     .unsupported = mp__mma_unsupported,
+     .run = mp__mma_run,
+     .workspace = mp__mma_workspace},
 };
 #endif // ATTN_HAVE_GPU
 

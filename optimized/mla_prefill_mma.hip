@@ -1,0 +1,500 @@
+/* mla_prefill_mma.hip - SPEC sections 9 and 6 on the matrix cores (issue 6 item 4): non-absorbed
+ * MLA prefill as a serving stack runs it -- decompress the latent with a GEMM, attend with a
+ * flash kernel at (dqk, dv) = (192, 128), the context in chunks merged by LSE. NVIDIA only
+ * (GPU_HAS_MMA_SYNC: mma.sync m16n8k16, ldmatrix, cp.async); elsewhere the kernels trap and
+ * opt_mla_prefill_mma_unsupported() says so before any launch.
+ *
+ * mla_prefill_mma_decompress_kernel: the kv_b_proj GEMM K|V = latent [rows, 512] x W_kvb^T
+ *   [512, hq * 256], bf16 in, f32 accumulation, bf16 out (nearest even, where the reference
+ *   rounds k_nope and v). One block of 8 warps per (128 key rows, 128 output columns = one
+ *   head's k_nope or v half); warps 2 x 4, 64 x 32 each (16 MMAs per 6 ldmatrix.x4 per k16).
+ *   The 512 latent dims stream in 8 stages of 64 through a 3-deep cp.async pipeline, tiles
+ *   XOR-swizzled for ldmatrix. Each key row's latent is read where it lives: the new tokens'
+ *   c_kv rows, or a context token's row of the paged latent cache through the block table (a
+ *   per-block table of 128 row offsets, built once). bf16 rows go straight to shared memory;
+ *   fp8 rows land as codes in a raw stage and each thread converts the chunks it copied --
+ *   code * k_scale in f32, rounded to bf16, exactly the reference's emulated dequantization
+ *   (sm_89+: cvt e4m3x2 -> f16x2, exact, then the f32 product; before: numerics.h). Blocks of
+ *   the k_nope half also copy the rows' k_pe (bf16, fp8 dequantized the same way) into K dims
+ *   128..191, so K [rows, hq, 192] and V [rows, hq, 128] are what mha_varlen mma reads with
+ *   hkv = hq. Shared memory 96 KiB (bf16 rows) / 88 KiB (fp8), two blocks per SM.
+ * mla_prefill_chunk_plan_kernel: extend_chunked.hip's plan (the contexts laid end to end, cut
+ *   every chunk_tokens tokens: per chunk and request the first context token and the output
+ *   rows), here for the latent cache.
+ * opt_mla_prefill_mma composes, in one stream:
+ *   1. decompress the new tokens; mha_varlen mma, causal (cu_k = cu_q) -> (o, lse);
+ *   2. per chunk: decompress its context rows (the key buffers of step 1 reused); mha_varlen
+ *      mma without a mask over the request's part of the chunk; merge_states vec into (o, lse),
+ *      the last merge writing the outputs.
+ * Partials are stored in bf16 (lse f32) between merges, as the reference's emulated candidate
+ * (ref_mla_prefill_chunked with the case's chunk_tokens) rounds them. The host needs only the
+ * context lengths, to size the plan; no host data enters the timed launches.
+ */
+#include "block_scan.h"
+#include "gpu_port.h"
+#include "numerics.h"
+
+#include <float.h>
+#include <stdint.h>
+
+enum {
+    MPM_LAT = 512,     /* latent c_kv dims */
+    MPM_ROPE = 64,     /* k_pe dims */
+    MPM_ROW = 576,     /* a latent cache row: [c_kv | k_pe] */
+    MPM_NOPE = 128,
+    MPM_QK = 192,      /* K row per head: [k_nope | k_pe] */
+    MPM_V = 128,
+    MPM_WROWS = 256,   /* W_kvb rows per head: W_UK_h then W_UV_h */
+    MPM_BM = 128,      /* key rows per block */
+    MPM_BN = 128,      /* output columns per block: one head's k_nope or v */
+    MPM_BK = 64,       /* latent dims per pipeline stage */
+    MPM_NK = MPM_LAT / MPM_BK,
+    MPM_STAGES = 3,
+    MPM_WARPS = 8,
+    MPM_THREADS = 32 * MPM_WARPS,
+    MPM_SCAN = 1024,
+    MPM_ALIGN = 256,   /* workspace segment alignment (bytes) */
+};
+/* Where the key rows' latent comes from. */
+enum { MPM_SRC_NEW = 0, MPM_SRC_BF16 = 1, MPM_SRC_FP8 = 2 };
+
+template <int SRC> struct mpm__cfg {
+    static constexpr int A_BYTES = MPM_BM * MPM_BK * 2; /* one bf16 stage of latent rows */
+    static constexpr int B_BYTES = MPM_BN * MPM_BK * 2; /* one stage of W rows */
+    static constexpr int R_BYTES = MPM_BM * MPM_BK;     /* one stage of fp8 codes */
+    /* fp8: the codes are pipelined, the converted tile needs one stage only. */
+    static constexpr int A_STAGES = SRC == MPM_SRC_FP8 ? 1 : MPM_STAGES;
+    static constexpr int SMEM = MPM_STAGES * B_BYTES + A_STAGES * A_BYTES +
+                                (SRC == MPM_SRC_FP8 ? MPM_STAGES * R_BYTES : 0);
+};
+
+/* ---------------------------------------------------------- the chunk plan */
+/* The same plan as extend_chunk_plan_kernel: chunk c (block c) covers stream positions
+ * [c * chunk, (c + 1) * chunk) of the contexts laid end to end; request b's part starts at
+ * starts[c][b] tokens into its context and lands at rows cu[c][b] .. cu[c][b + 1] of the
+ * chunk's K and V. meta: [chunks][2 * batch + 1] ints. */
+__global__ void __launch_bounds__(MPM_SCAN)
+mla_prefill_chunk_plan_kernel(const int32_t *__restrict__ context_lens, int batch, long long chunk,
+                              int32_t *__restrict__ meta)
+{
+    __shared__ long long part[MPM_SCAN];
+    int32_t *starts = meta + (size_t)blockIdx.x * (2 * batch + 1), *cu = starts + batch;
+    const long long c0 = (long long)blockIdx.x * chunk, c1 = c0 + chunk;
+    int b0, b1;
+    gpu_block_share<MPM_SCAN>(batch, &b0, &b1);
+    long long ctx = 0, total;
+    for (int b = b0; b < b1; b++)
+        ctx += context_lens[b];
+    const long long pos0 = gpu_block_exclusive_sum<MPM_SCAN>(ctx, part, &total);
+    long long pos = pos0, rows = 0;
+    for (int b = b0; b < b1; b++) {
+        const long long end = pos + context_lens[b];
+        const long long lo = pos > c0 ? pos : c0, hi = end < c1 ? end : c1;
+        starts[b] = (int32_t)(hi > lo ? lo - pos : 0);
+        rows += hi > lo ? hi - lo : 0;
+        pos = end;
+    }
+    long long out = gpu_block_exclusive_sum<MPM_SCAN>(rows, part, &total);
+    pos = pos0;
+    for (int b = b0; b < b1; b++) {
+        const long long end = pos + context_lens[b];
+        const long long lo = pos > c0 ? pos : c0, hi = end < c1 ? end : c1;
+        cu[b] = (int32_t)out;
+        out += hi > lo ? hi - lo : 0;
+        pos = end;
+    }
+    if (threadIdx.x == 0)
+        cu[batch] = (int32_t)total;
+}
+
+/* ------------------------------------------------------ decompression GEMM */
+#if defined(GPU_HAS_MMA_SYNC)
+/* Byte offset of 16-byte chunk `ch` (0..7) of row r in a tile of 64-element bf16 rows: the
+ * chunk index XORed with r % 8, so ldmatrix's eight row addresses hit eight bank groups. */
+static __device__ __forceinline__ uint32_t mpm__swz(int r, int ch)
+{
+    return (uint32_t)(r * (MPM_BK * 2) + ((ch ^ (r & 7)) << 4));
+}
+
+static __device__ __forceinline__ uint32_t mpm__pack_bf16(float lo, float hi)
+{
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* Two fp8e4m3 codes (low byte first) -> two bf16 of code * ks, the product in f32 rounded to
+ * nearest even into bf16 (the reference's emulated dequantization). e4m3 -> f16 is exact, so
+ * the hardware conversion gives the same value as numerics.h for every non-NaN code. */
+static __device__ __forceinline__ uint32_t mpm__fp8x2(uint32_t codes, float ks)
+{
+#if __CUDA_ARCH__ >= 890
+    uint32_t h2;
+    float lo, hi;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h2) : "h"((unsigned short)codes));
+    asm("{\n.reg .b16 l, u;\nmov.b32 {l, u}, %2;\ncvt.f32.f16 %0, l;\ncvt.f32.f16 %1, u;\n}\n"
+        : "=f"(lo), "=f"(hi)
+        : "r"(h2));
+    return mpm__pack_bf16(lo * ks, hi * ks);
+#else
+    const float lo = num_fp8e4m3_to_f32((uint8_t)(codes & 0xFFu)) * ks;
+    const float hi = num_fp8e4m3_to_f32((uint8_t)(codes >> 8 & 0xFFu)) * ks;
+    return (uint32_t)num_f32_to_bf16(lo) | (uint32_t)num_f32_to_bf16(hi) << 16;
+#endif // __CUDA_ARCH__ >= 890
+}
+
+/* Eight codes (one 32-bit word: four) -> eight bf16. */
+static __device__ __forceinline__ uint4 mpm__fp8x8(uint32_t w0, uint32_t w1, float ks)
+{
+    return make_uint4(mpm__fp8x2(w0, ks), mpm__fp8x2(w0 >> 16, ks), mpm__fp8x2(w1, ks),
+                      mpm__fp8x2(w1 >> 16, ks));
+}
+#endif // GPU_HAS_MMA_SYNC
+
+/* Grid (ceil(rows / 128), 2 * hq): block (x, y) makes rows 128 x .. of head y / 2's k_nope
+ * (y even, with k_pe) or v (y odd). SRC_NEW: row r is new token r (c_kv, k_pe); else row r is
+ * context token starts[b] + r - cu[b] of the request b with cu[b] <= r < cu[b + 1]. */
+template <int SRC>
+__global__ void __launch_bounds__(MPM_THREADS, 2)
+mla_prefill_mma_decompress_kernel(
+    const void *__restrict__ lat,              /* NEW: c_kv [rows, 512] bf16; else cache [N, bs, 576] */
+    const uint16_t *__restrict__ k_pe,         /* NEW: k_pe [rows, 64] bf16; else unused */
+    const float *__restrict__ k_scale,         /* k_scale: [1] (fp8 only) */
+    const int32_t *__restrict__ block_table,   /* block_table: [batch, max_blocks] (cache) */
+    const int32_t *__restrict__ meta,          /* starts [batch], cu [batch + 1] (cache) */
+    const uint16_t *__restrict__ w_kvb,        /* w_kvb: [hq * 256, 512] bf16 */
+    uint16_t *__restrict__ k,                  /* k: [rows, hq, 192] bf16 */
+    uint16_t *__restrict__ v,                  /* v: [rows, hq, 128] bf16 */
+    int rows, int hq, int batch, int block_size, int max_blocks)
+{
+#if defined(GPU_HAS_MMA_SYNC)
+    using C = mpm__cfg<SRC>;
+    extern __shared__ uint4 mpm__smem[];
+    __shared__ long long row_s[MPM_BM]; /* element offset of each row's latent; -1: no row */
+    const uint32_t sb0 = gpu_smem_addr(mpm__smem);
+    const uint32_t sa0 = sb0 + MPM_STAGES * C::B_BYTES;
+    const uint32_t sr0 = sa0 + C::A_STAGES * C::A_BYTES;
+    const uint8_t *raw = (const uint8_t *)mpm__smem + MPM_STAGES * C::B_BYTES +
+                         C::A_STAGES * C::A_BYTES;
+
+    const int tid = threadIdx.x, row0 = blockIdx.x * MPM_BM;
+    const int h = blockIdx.y / 2, half = blockIdx.y % 2;
+    const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
+
+    if (tid < MPM_BM) {
+        const int r = row0 + tid;
+        long long off = -1;
+        if (r < rows) {
+            if (SRC == MPM_SRC_NEW) {
+                off = (long long)r * MPM_LAT;
+            } else {
+                const int32_t *starts = meta, *cu = meta + batch;
+                int lo = 0, hi = batch; /* cu[lo] <= r < cu[hi]; empty requests are skipped */
+                while (hi - lo > 1) {
+                    const int mid = (lo + hi) / 2;
+                    if (cu[mid] <= r)
+                        lo = mid;
+                    else
+                        hi = mid;
+                }
+                const long long j = (long long)starts[lo] + (r - cu[lo]);
+                const long long blk = block_table[(size_t)lo * max_blocks + j / block_size];
+                off = (blk * block_size + j % block_size) * MPM_ROW;
+            }
+        }
+        row_s[tid] = off;
+    }
+    __syncthreads();
+
+    /* k_pe into K dims 128..191 (the k_nope blocks), eight dims per item. */
+    if (half == 0)
+        for (int it = tid; it < MPM_BM * 8; it += MPM_THREADS) {
+            const int r = it / 8, c = it % 8;
+            const long long off = row_s[r];
+            if (off < 0)
+                continue;
+            uint4 val;
+            if (SRC == MPM_SRC_NEW) {
+                val = *(const uint4 *)(k_pe + (size_t)(row0 + r) * MPM_ROPE + c * 8);
+            } else if (SRC == MPM_SRC_BF16) {
+                val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
+            } else {
+                const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
+                val = mpm__fp8x8(w.x, w.y, ks);
+            }
+            *(uint4 *)(k + ((size_t)(row0 + r) * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
+        }
+
+    /* One pipeline stage: W rows h * 256 + half * 128 + n and the rows' latent, dims
+     * ks * 64 .. + 63. Rows without a key are zero-filled (never stored). */
+    const uint16_t *wb = w_kvb + ((size_t)h * MPM_WROWS + (size_t)half * MPM_NOPE) * MPM_LAT;
+    auto load_stage = [&](int stage, int kstep) {
+        for (int c = tid; c < MPM_BN * 8; c += MPM_THREADS) {
+            const int n = c / 8, ch = c % 8;
+            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__swz(n, ch),
+                           wb + (size_t)n * MPM_LAT + kstep * MPM_BK + ch * 8, 16);
+        }
+        if (SRC != MPM_SRC_FP8) {
+            for (int c = tid; c < MPM_BM * 8; c += MPM_THREADS) {
+                const int r = c / 8, ch = c % 8;
+                const long long off = row_s[r];
+                const uint16_t *src = (const uint16_t *)lat + (off < 0 ? 0 : off) +
+                                      kstep * MPM_BK + ch * 8;
+                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__swz(r, ch), src, off < 0 ? 0 : 16);
+            }
+        } else {
+            for (int c = tid; c < MPM_BM * 4; c += MPM_THREADS) {
+                const int r = c / 4, q = c % 4;
+                const long long off = row_s[r];
+                const uint8_t *src = (const uint8_t *)lat + (off < 0 ? 0 : off) +
+                                     kstep * MPM_BK + q * 16;
+                gpu_cp_async16(sr0 + stage * C::R_BYTES + r * MPM_BK + q * 16, src,
+                               off < 0 ? 0 : 16);
+            }
+        }
+    };
+
+#pragma unroll
+    for (int s = 0; s < MPM_STAGES - 1; s++) {
+        load_stage(s, s);
+        gpu_cp_async_commit();
+    }
+
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wm = warp / 4, wn = warp % 4; /* rows 64 wm .., columns 32 wn .. */
+    float acc[4][4][4] = {};
+
+    for (int kstep = 0; kstep < MPM_NK; kstep++) {
+        const int stage = kstep % MPM_STAGES;
+        gpu_cp_async_wait<MPM_STAGES - 2>();
+        __syncthreads(); /* stage arrived for all; the stage refilled below is free */
+        if (SRC == MPM_SRC_FP8) {
+            /* Each thread converts the codes it copied itself (visible to it after the wait). */
+            for (int c = tid; c < MPM_BM * 4; c += MPM_THREADS) {
+                const int r = c / 4, q = c % 4;
+                const uint4 w = *(const uint4 *)(raw + stage * C::R_BYTES + r * MPM_BK + q * 16);
+                const uint4 lo = mpm__fp8x8(w.x, w.y, ks), hi = mpm__fp8x8(w.z, w.w, ks);
+                uint8_t *a = (uint8_t *)mpm__smem + MPM_STAGES * C::B_BYTES;
+                *(uint4 *)(a + mpm__swz(r, 2 * q)) = lo;
+                *(uint4 *)(a + mpm__swz(r, 2 * q + 1)) = hi;
+            }
+            __syncthreads();
+        }
+        if (kstep + MPM_STAGES - 1 < MPM_NK)
+            load_stage((kstep + MPM_STAGES - 1) % MPM_STAGES, kstep + MPM_STAGES - 1);
+        gpu_cp_async_commit(); /* possibly empty: keeps the group count uniform */
+
+        const uint32_t sa = sa0 + (SRC == MPM_SRC_FP8 ? 0 : stage * C::A_BYTES);
+        const uint32_t sb = sb0 + stage * C::B_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < MPM_BK / 16; kk++) {
+            uint32_t a[4][4];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++)
+                gpu_ldmatrix_x4(a[mt], sa + mpm__swz(wm * 64 + mt * 16 + lane % 16, 2 * kk + lane / 16));
+#pragma unroll
+            for (int nn = 0; nn < 2; nn++) {
+                uint32_t b[4];
+                gpu_ldmatrix_x4(b, sb + mpm__swz(wn * 32 + nn * 16 + lane % 8 + (lane / 16) * 8,
+                                                 2 * kk + (lane / 8) % 2));
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++) {
+                    gpu_mma16816<false>(acc[mt][2 * nn], a[mt], b[0], b[1]);
+                    gpu_mma16816<false>(acc[mt][2 * nn + 1], a[mt], b[2], b[3]);
+                }
+            }
+        }
+    }
+    gpu_cp_async_wait<0>();
+
+    /* Rounded to bf16 into K dims 0..127 or V. */
+    uint16_t *dst = half == 0 ? k : v;
+    const int ld = half == 0 ? MPM_QK : MPM_V;
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int r = row0 + wm * 64 + mt * 16 + g + 8 * i;
+            if (r >= rows)
+                continue;
+            uint16_t *orow = dst + ((size_t)r * hq + h) * ld + wn * 32 + 2 * t;
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+                *(uint32_t *)(orow + nt * 8) = mpm__pack_bf16(acc[mt][nt][2 * i], acc[mt][nt][2 * i + 1]);
+        }
+#else
+    (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
+    (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
+    GPU_TRAP();
+#endif // GPU_HAS_MMA_SYNC
+}
+
+/* ------------------------------------------------------------------ the plan */
+typedef struct mpm__plan {
+    long long total_ctx;
+    int chunks, max_rows, kv_rows;
+    size_t off_meta, off_ts, off_k, off_v, off_oc, off_lc, off_oa, off_la, off_ob, off_lb, bytes;
+} mpm__plan;
+
+static size_t mpm__up(size_t n)
+{
+    return (n + MPM_ALIGN - 1) / MPM_ALIGN * MPM_ALIGN;
+}
+
+static mpm__plan mpm__make_plan(int batch, int tq, int hq, const int32_t *host_ctx,
+                                int chunk_tokens)
+{
+    mpm__plan p = {};
+    for (int b = 0; b < batch; b++)
+        p.total_ctx += host_ctx[b] > 0 ? host_ctx[b] : 0;
+    p.chunks = (int)((p.total_ctx + chunk_tokens - 1) / chunk_tokens);
+    p.max_rows = (int)(p.total_ctx < chunk_tokens ? p.total_ctx : chunk_tokens);
+    p.kv_rows = tq > p.max_rows ? tq : p.max_rows; /* step 1 and every chunk share K, V */
+    const size_t o = p.chunks ? (size_t)tq * hq * MPM_V * 2 : 0;
+    const size_t l = p.chunks ? (size_t)tq * hq * 4 : 0;
+    size_t at = 0;
+    p.off_meta = at, at += mpm__up((size_t)p.chunks * (2 * (size_t)batch + 1) * 4);
+    p.off_ts = at, at += mpm__up(opt_mha_varlen_mma_workspace(batch));
+    p.off_k = at, at += mpm__up((size_t)p.kv_rows * hq * MPM_QK * 2);
+    p.off_v = at, at += mpm__up((size_t)p.kv_rows * hq * MPM_V * 2);
+    p.off_oc = at, at += mpm__up(o);
+    p.off_lc = at, at += mpm__up(l);
+    p.off_oa = at, at += mpm__up(o);
+    p.off_la = at, at += mpm__up(l);
+    p.off_ob = at, at += mpm__up(o);
+    p.off_lb = at, at += mpm__up(l);
+    p.bytes = at;
+    return p;
+}
+
+template <int SRC>
+static int mpm__decompress(const opt_mla_prefill_args *a, const void *lat, const int32_t *meta,
+                           int rows, uint16_t *k, uint16_t *v, hipStream_t stream)
+{
+    if (rows <= 0)
+        return OPT_OK;
+    const int bytes = mpm__cfg<SRC>::SMEM;
+    GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC>,
+                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM), (unsigned)(2 * a->hq));
+    mla_prefill_mma_decompress_kernel<SRC><<<grid, MPM_THREADS, bytes, stream>>>(
+        lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
+        (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
+        a->max_blocks);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+static opt_varlen_args mpm__varlen(const opt_mla_prefill_args *a)
+{
+    opt_varlen_args v = {};
+    v.batch = a->batch, v.tq = a->tq, v.hq = a->hq, v.hkv = a->hq;
+    v.dqk = MPM_QK, v.dv = MPM_V, v.dtype = OPT_BF16, v.q = a->q, v.cu_q = a->cu_q;
+    v.scale = a->scale, v.softcap = 0.0f, v.window_left = -1;
+    return v;
+}
+
+/* ------------------------------------------------------------------ launchers */
+extern "C" const char *opt_mla_prefill_mma_unsupported(int hq, int cc_major)
+{
+#if defined(GPU_VENDOR_NVIDIA)
+    if (cc_major < 8)
+        return "mma is written with mma.sync, ldmatrix and cp.async: NVIDIA sm_80 or newer";
+    if (hq > 32767)
+        return "mma puts (head, k_nope | v) pairs on the grid's y dimension: at most 32767 heads";
+    return NULL;
+#else
+    (void)hq, (void)cc_major;
+    return "mma is written with NVIDIA PTX (mma.sync, ldmatrix, cp.async); this backend has no "
+           "such variant yet";
+#endif // GPU_VENDOR_NVIDIA
+}
+
+extern "C" size_t opt_mla_prefill_mma_workspace(int batch, int tq, int hq,
+                                                const int32_t *host_ctx, int chunk_tokens)
+{
+    if (batch < 0 || tq < 0 || hq < 0 || chunk_tokens < 1 || (batch > 0 && !host_ctx))
+        return 0;
+    return mpm__make_plan(batch, tq, hq, host_ctx, chunk_tokens).bytes;
+}
+
+/* host_ctx: context_lens on the host (the same values as a->context_lens on the device), for
+ * the plan's sizes. cu_q, the device context_lens and the block table are device data, as for
+ * simple: the launcher cannot check them. */
+extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t *host_ctx,
+                                   int chunk_tokens, void *stream)
+{
+    if (!a || a->batch < 0 || a->tq < 0 || (a->tq > 0 && a->batch == 0) || a->tk < a->tq)
+        return OPT_EINVAL;
+    if (a->hq <= 0 || a->hq > 32767 || a->max_blocks < 0 || chunk_tokens < 1 ||
+        (a->batch > 0 && !host_ctx))
+        return OPT_EINVAL;
+    if (!(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+        return OPT_EINVAL;
+    if (a->tq == 0)
+        return OPT_OK;
+    if (!a->q || !a->c_kv || !a->k_pe || !a->w_kvb || !a->cu_q || !a->context_lens || !a->out ||
+        !a->lse || !a->workspace)
+        return OPT_EINVAL;
+    const mpm__plan p = mpm__make_plan(a->batch, a->tq, a->hq, host_ctx, chunk_tokens);
+    if (a->workspace_bytes < p.bytes || p.total_ctx + a->tq != a->tk)
+        return OPT_EINVAL;
+    const bool fp8 = a->cache.dtype == OPT_FP8E4M3;
+    if (p.chunks && (!a->block_table || !a->cache.data || a->cache.block_size <= 0 ||
+                     (a->cache.dtype != OPT_BF16 && !fp8) || (fp8 && !a->cache.k_scale)))
+        return OPT_EINVAL;
+    /* 16-byte copies of every latent and weight row. */
+    if (((uintptr_t)a->c_kv | (uintptr_t)a->k_pe | (uintptr_t)a->w_kvb |
+         (uintptr_t)(p.chunks ? a->cache.data : NULL)) % 16)
+        return OPT_EINVAL;
+
+    char *ws = (char *)a->workspace;
+    const hipStream_t s = (hipStream_t)stream;
+    void *ts = ws + p.off_ts;
+    const size_t ts_bytes = opt_mha_varlen_mma_workspace(a->batch);
+    uint16_t *kb = (uint16_t *)(ws + p.off_k), *vb = (uint16_t *)(ws + p.off_v);
+    int rc;
+
+    /* 1. the new tokens, causal over themselves. */
+    if ((rc = mpm__decompress<MPM_SRC_NEW>(a, a->c_kv, NULL, a->tq, kb, vb, s)) != OPT_OK)
+        return rc;
+    opt_varlen_args nn = mpm__varlen(a);
+    nn.k = kb, nn.v = vb, nn.cu_k = a->cu_q, nn.causal = 1;
+    nn.out = p.chunks ? (void *)(ws + p.off_oa) : a->out;
+    nn.lse = p.chunks ? (float *)(ws + p.off_la) : a->lse;
+    if ((rc = opt_mha_varlen_mma(&nn, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
+        return rc;
+
+    /* 2. the contexts, chunk by chunk. */
+    int32_t *meta = (int32_t *)(ws + p.off_meta);
+    mla_prefill_chunk_plan_kernel<<<(unsigned)p.chunks, MPM_SCAN, 0, s>>>(a->context_lens, a->batch,
+                                                                         chunk_tokens, meta);
+    GPU_CHECK(hipGetLastError());
+    void *o_acc = ws + p.off_oa, *o_nxt = ws + p.off_ob;
+    float *l_acc = (float *)(ws + p.off_la), *l_nxt = (float *)(ws + p.off_lb);
+    for (int c = 0; c < p.chunks; c++) {
+        const int32_t *mc = meta + (size_t)c * (2 * a->batch + 1);
+        const long long left = p.total_ctx - (long long)c * chunk_tokens;
+        const int rows = (int)(left < chunk_tokens ? left : chunk_tokens);
+        rc = fp8 ? mpm__decompress<MPM_SRC_FP8>(a, a->cache.data, mc, rows, kb, vb, s)
+                 : mpm__decompress<MPM_SRC_BF16>(a, a->cache.data, mc, rows, kb, vb, s);
+        if (rc != OPT_OK)
+            return rc;
+        opt_varlen_args ch = mpm__varlen(a);
+        ch.k = kb, ch.v = vb, ch.cu_k = mc + a->batch, ch.causal = 0;
+        ch.out = ws + p.off_oc, ch.lse = (float *)(ws + p.off_lc);
+        if ((rc = opt_mha_varlen_mma(&ch, ts, ts_bytes, stream)) != OPT_OK)
+            return rc;
+        const bool last = c + 1 == p.chunks;
+        void *mo = last ? a->out : o_nxt;
+        float *ml = last ? a->lse : l_nxt;
+        if ((rc = opt_merge_states_vec(a->tq, a->hq, MPM_V, OPT_BF16, o_acc, ch.out, l_acc, ch.lse,
+                                       mo, ml, stream)) != OPT_OK)
+            return rc;
+        void *t = o_acc;
+        o_acc = o_nxt, o_nxt = t;
+        float *u = l_acc;
+        l_acc = l_nxt, l_nxt = u;
+    }
+    return OPT_OK;
+}
