@@ -48,6 +48,10 @@ typedef struct hx__key {
     const char *choices; /* HX__K_ENUM: space-separated words, in HX_* enum order */
 } hx__key;
 
+/* The most sequences one case may have: far above any serving batch, and low enough that the
+ * per-sequence arrays of a mistyped batch (2147483647) are not gigabytes. */
+#define HX__BATCH_MAX (1 << 20)
+
 #define HX__F(field) offsetof(hx_case, field)
 #define HX__S(field) sizeof(((hx_case *)0)->field)
 
@@ -195,19 +199,37 @@ static void hx__dtype_names(char *buf, size_t n)
 }
 
 /* --------------------------------------------------------------------- errors */
+/* Messages quote the file's text; a control character in it ('\r', ESC, ...) is written as
+ * \xNN, so a message stays one line and cannot drive the terminal. */
+static void hx__printable(const char *s, char *out, size_t n)
+{
+    size_t k = 0;
+    for (; *s && k + 1 < n; s++) {
+        const unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != 0x7f)
+            out[k++] = (char)ch;
+        else if (k + 5 < n)
+            k += (size_t)snprintf(out + k, n - k, "\\x%02x", ch);
+        else
+            break;
+    }
+    out[k] = '\0';
+}
+
 /* "file:line: [case] key 'k': msg"; cname and key may be NULL. */
 static int hx__vfail_at(hx_err *e, const char *file, int line, const char *cname,
                         const char *key, const char *fmt, va_list ap)
 {
-    char body[sizeof e->msg];
-    vsnprintf(body, sizeof body, fmt, ap);
-    char where[400];
-    int k = snprintf(where, sizeof where, "%s:%d: ", file, line);
-    if (cname && k >= 0 && (size_t)k < sizeof where)
-        k += snprintf(where + k, sizeof where - (size_t)k, "[%s] ", cname);
-    if (key && k >= 0 && (size_t)k < sizeof where)
-        snprintf(where + k, sizeof where - (size_t)k, "key '%s': ", key);
-    return hx_fail(e, HX_ECASE, "%s%s", where, body);
+    char raw[sizeof e->msg], msg[sizeof e->msg];
+    int k = snprintf(raw, sizeof raw, "%s:%d: ", file, line);
+    if (cname && k >= 0 && (size_t)k < sizeof raw)
+        k += snprintf(raw + k, sizeof raw - (size_t)k, "[%s] ", cname);
+    if (key && k >= 0 && (size_t)k < sizeof raw)
+        k += snprintf(raw + k, sizeof raw - (size_t)k, "key '%s': ", key);
+    if (k >= 0 && (size_t)k < sizeof raw)
+        vsnprintf(raw + k, sizeof raw - (size_t)k, fmt, ap);
+    hx__printable(raw, msg, sizeof msg);
+    return hx_fail(e, HX_ECASE, "%s", msg);
 }
 
 static int hx__fail_at(hx_err *e, const char *file, int line, const char *cname, const char *key,
@@ -355,16 +377,17 @@ static int hx__spec_parse(const char *text, hx__spec *sp, char *why, size_t n)
             at = s;
             if (hx__parse_i64(&s, &it->count) != 0)
                 goto syntax;
-            if (it->count < 1 || it->count > INT32_MAX) {
+            if (it->count < 1 || it->count > HX__BATCH_MAX) {
                 snprintf(why, n, "repeat count %lld must be between 1 and %d",
-                         (long long)it->count, INT32_MAX);
+                         (long long)it->count, HX__BATCH_MAX);
                 return -1;
             }
             it->has_count = 1;
         }
         sp->n_values += it->count;
-        if (sp->n_values > INT32_MAX) {
-            snprintf(why, n, "more than %d values", INT32_MAX);
+        if (sp->n_values > HX__BATCH_MAX) {
+            snprintf(why, n, "more than %d values (the most sequences a case may have)",
+                     HX__BATCH_MAX);
             return -1;
         }
         s = hx__skip_blanks(s);
@@ -585,6 +608,10 @@ static int hx__set_value(hx__parse *p, const char *key, const hx__key *k, const 
         snprintf(why, sizeof why, "an integer >= %d", (int)k->min);
         if (!*value || *end || errno == ERANGE || v > INT_MAX || v < (long)k->min)
             return hx__value_error(p, key, k, value, why);
+        if (k->off == HX__F(batch) && v > HX__BATCH_MAX) {
+            snprintf(why, sizeof why, "an integer from 1 to %d", HX__BATCH_MAX);
+            return hx__value_error(p, key, k, value, why);
+        }
         *(int *)field = (int)v;
         return HX_OK;
     }
@@ -953,16 +980,13 @@ static char *hx__read_line(char *buf, int num, void *stream)
     return buf;
 }
 
-int hx_cases_load(const char *file, uint64_t run_seed, hx_caselist *out, hx_err *e)
+/* Read every case of stream f (named `file` in messages); f stays open. */
+static int hx__cases_read(FILE *f, const char *file, uint64_t run_seed, hx_caselist *out,
+                          hx_err *e)
 {
-    FILE *f = fopen(file, "r");
-    if (!f)
-        return hx_fail(e, HX_EINPUT, "cannot open case file '%s': %s", file, strerror(errno));
     hx__parse *p = calloc(1, sizeof *p);
-    if (!p) {
-        fclose(f);
+    if (!p)
         return hx_fail(e, HX_ENOMEM, "out of memory reading '%s'", file);
-    }
     p->f = f;
     p->file = file;
     p->run_seed = run_seed;
@@ -985,7 +1009,6 @@ int hx_cases_load(const char *file, uint64_t run_seed, hx_caselist *out, hx_err 
     if (!rc && p->n_cases == 0)
         rc = hx_fail(e, HX_ECASE, "%s: no cases in file (a case starts with a [name] line)", file);
 
-    fclose(f);
     hx_case_free(&p->c);
     free(p);
     if (rc) {
@@ -993,5 +1016,27 @@ int hx_cases_load(const char *file, uint64_t run_seed, hx_caselist *out, hx_err 
             hx_case_free(&out->v[i]);
         out->n = n0;
     }
+    return rc;
+}
+
+int hx_cases_load(const char *file, uint64_t run_seed, hx_caselist *out, hx_err *e)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return hx_fail(e, HX_EINPUT, "cannot open case file '%s': %s", file, strerror(errno));
+    int rc = hx__cases_read(f, file, run_seed, out, e);
+    fclose(f);
+    return rc;
+}
+
+int hx_cases_load_text(const char *name, const char *text, size_t len, uint64_t run_seed,
+                       hx_caselist *out, hx_err *e)
+{
+    /* Read-only: fmemopen never writes through the buffer in mode "r". */
+    FILE *f = fmemopen((void *)(uintptr_t)text, len, "r");
+    if (!f)
+        return hx_fail(e, HX_ENOMEM, "cannot read the case text '%s': %s", name, strerror(errno));
+    int rc = hx__cases_read(f, name, run_seed, out, e);
+    fclose(f);
     return rc;
 }

@@ -167,6 +167,9 @@ typedef struct hx_caselist {
 /* Parse one INI case file and append its cases (validated by each path's check()).
  * Errors name file:line, the key, and what is accepted. */
 int hx_cases_load(const char *file, uint64_t run_seed, hx_caselist *out, hx_err *e);
+/* The same for case-file text in memory (len bytes, NUL not needed); messages name it `name`. */
+int hx_cases_load_text(const char *name, const char *text, size_t len, uint64_t run_seed,
+                       hx_caselist *out, hx_err *e);
 void hx_cases_free(hx_caselist *l);
 void hx_case_free(hx_case *c);
 /* Was key `key` given in the case file? Its line, or 0. */
@@ -398,6 +401,8 @@ int hx_npy_save(const char *path, const hx_tensor *t, hx_err *e);
 /* Load into an existing tensor: the shape must match exactly; the dtype must match, or be
  * '<f4' for a narrow float tensor (rounded to nearest even on load), '<V2'/'<u2' for bf16. */
 int hx_npy_load_into(const char *path, hx_tensor *t, hx_err *e);
+/* The same for the bytes of a .npy file in memory; messages name it `name`. */
+int hx_npy_load_mem(const char *name, const void *data, size_t len, hx_tensor *t, hx_err *e);
 
 /* ---------------------------------------------------------------------- utils */
 double hx_now(void);        /* monotonic seconds */

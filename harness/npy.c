@@ -158,6 +158,9 @@ static const char *hx__parse_dict(const char *s, hx__npy_header *h)
         if (strcmp(key, "descr") == 0) {
             if (!(s = hx__quoted(s, h->descr, sizeof h->descr)))
                 return "'descr' is not a simple dtype string (structured dtypes are not read)";
+            for (const unsigned char *c = (const unsigned char *)h->descr; *c; c++)
+                if (*c < 0x20 || *c == 0x7f) /* messages quote it: keep them one line */
+                    return "'descr' holds a control character";
             seen |= 1;
         } else if (strcmp(key, "fortran_order") == 0) {
             if (strncmp(s, "True", 4) == 0)
@@ -334,6 +337,17 @@ int hx_npy_load_into(const char *path, hx_tensor *t, hx_err *e)
     if (!f)
         return hx_fail(e, HX_EIO, "cannot open '%s': %s", path, strerror(errno));
     int rc = hx__load(f, path, t, e);
+    fclose(f);
+    return rc;
+}
+
+int hx_npy_load_mem(const char *name, const void *data, size_t len, hx_tensor *t, hx_err *e)
+{
+    /* Read-only: fmemopen never writes through the buffer in mode "rb". */
+    FILE *f = fmemopen((void *)(uintptr_t)data, len, "rb");
+    if (!f)
+        return hx_fail(e, HX_ENOMEM, "cannot read '%s' from memory: %s", name, strerror(errno));
+    int rc = hx__load(f, name, t, e);
     fclose(f);
     return rc;
 }
