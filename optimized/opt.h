@@ -64,6 +64,11 @@ int opt_probe_copy(void *dst, const void *src, size_t bytes, int blocks, void *s
  * [blocks * 256] so nothing is elided. *flops receives the FLOPs this launch performs. */
 int opt_probe_mma(int blocks, int iters, float *sink, double *flops, void *stream);
 
+/* The matrix primitive's layout contract: one warp computes c = a b + c0 for a single 16x16x16
+ * tile (a, b bf16 bits row-major [16][16]; c0, c f32 row-major [16][16]; device pointers),
+ * placing every fragment element through gpu_mma_{a,b,c}_coord. */
+int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float *c0, float *c, void *stream);
+
 /* ------------------------------------------------------------------ dtypes
  * Element dtypes of launcher arguments; the values equal the reference's ref_dtype (checked
  * at compile time in the harness). Kernels keep narrow types as raw bits (numerics.h). */
@@ -86,6 +91,15 @@ typedef struct opt_varlen_args {
 /* simple: one block per (query token, head), keys streamed in tiles with an online softmax
  * in f32. Supports dqk, dv <= 256 and dtypes f32/bf16/f16. */
 int opt_mha_varlen_simple(const opt_varlen_args *a, void *stream);
+
+/* mma: FlashAttention-2 style on the matrix cores (mma.sync; NVIDIA sm_80+ only for now):
+ * 64-row query tiles per (sequence, head), K/V tiles double-buffered through cp.async, P in
+ * bf16/f16 registers. bf16/f16; (dqk, dv) in {(64,64), (128,128), (192,128), (256,256)}.
+ * Workspace: opt_mha_varlen_mma_workspace(batch) bytes. unsupported(): NULL when it runs. */
+const char *opt_mha_varlen_mma_unsupported(const opt_varlen_args *a, int cc_major);
+size_t opt_mha_varlen_mma_workspace(int batch);
+int opt_mha_varlen_mma(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
+                       void *stream);
 
 /* ------------------------------------------------------------ merge_states
  * SPEC section 3. oa, ob [t, h, d] in `dtype`; la, lb [h, t] f32 (+inf read as -inf);
@@ -209,6 +223,17 @@ typedef struct opt_mixed_args {
 int opt_paged_decode_simple(const opt_paged_decode_args *a, void *stream);
 int opt_extend_simple(const opt_extend_args *a, void *stream);
 int opt_mixed_simple(const opt_mixed_args *a, void *stream);
+
+/* extend chunked (issue 6): SPEC section 6's algorithm from this library's kernels -- mha_varlen
+ * mma causal over the new tokens; the contexts end to end in chunks of at most chunk_tokens,
+ * each gathered (gather_cache vec/simple) into standard layout, attended without a mask (mma)
+ * and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's sizes.
+ * Supported where mha_varlen mma is (NVIDIA sm_80+, bf16/f16, head_dim 64/128/256). */
+const char *opt_extend_chunked_unsupported(const opt_extend_args *a, int cc_major);
+size_t opt_extend_chunked_workspace(const opt_extend_args *a, const int32_t *host_ctx,
+                                    int chunk_tokens);
+int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_ctx, int chunk_tokens,
+                       void *workspace, size_t workspace_bytes, void *stream);
 
 /* --------------------------------------------------- MLA and DeepSeek V4 sparse decode
  * SPEC sections 8, 9 and 10 (DeepSeek V3/R1 and V4 geometry: one latent KV head read by every

@@ -110,6 +110,43 @@ __global__ void probe_mma_kernel(int iters, float *__restrict__ sink /* [grid * 
 #endif // GPU_HAS_MMA_BF16
 }
 
+/* One warp: C = A B + C0 for one 16x16x16 tile, every fragment element placed through the
+ * primitive's index helpers (gpu_port.h), so the test checks the layout contract as well as
+ * the arithmetic. a, b: bf16 bits, row-major 16x16; c0, c: f32 row-major 16x16. */
+__global__ void probe_mma_arange_kernel(const uint16_t *a, const uint16_t *b, const float *c0,
+                                        float *c)
+{
+#if defined(GPU_HAS_MMA_BF16)
+    const int lane = threadIdx.x;
+    uint32_t af[GPU_MMA_A_REGS] = {}, bf[GPU_MMA_B_REGS] = {};
+    float cf[GPU_MMA_C_REGS];
+    for (int e = 0; e < GPU_MMA_A_ELEMS; e++) {
+        int row, kk;
+        gpu_mma_a_coord(lane, e, &row, &kk);
+        af[e / 2] |= (uint32_t)a[row * 16 + kk] << (16 * (e % 2));
+    }
+    for (int e = 0; e < GPU_MMA_B_ELEMS; e++) {
+        int kk, col;
+        gpu_mma_b_coord(lane, e, &kk, &col);
+        bf[e / 2] |= (uint32_t)b[kk * 16 + col] << (16 * (e % 2));
+    }
+    for (int e = 0; e < GPU_MMA_C_ELEMS; e++) {
+        int row, col;
+        gpu_mma_c_coord(lane, e, &row, &col);
+        cf[e] = c0[row * 16 + col];
+    }
+    gpu_mma_bf16_16x16x16(cf, af, bf);
+    for (int e = 0; e < GPU_MMA_C_ELEMS; e++) {
+        int row, col;
+        gpu_mma_c_coord(lane, e, &row, &col);
+        c[row * 16 + col] = cf[e];
+    }
+#else
+    (void)a, (void)b, (void)c0, (void)c;
+    GPU_TRAP();
+#endif // GPU_HAS_MMA_BF16
+}
+
 /* -------------------------------------------------------------- launchers */
 extern "C" int opt_probe_read(const void *buf, size_t bytes, uint32_t *partial, int blocks,
                               void *stream)
@@ -144,5 +181,18 @@ extern "C" int opt_probe_mma(int blocks, int iters, float *sink, double *flops, 
     probe_mma_kernel<<<blocks, threads, 0, (hipStream_t)stream>>>(iters, sink);
     GPU_CHECK(hipGetLastError());
     *flops = (double)blocks * (threads / warp) * iters * PROBE_MMA_CHAINS * 2.0 * 16 * 16 * 16;
+    return OPT_OK;
+}
+
+extern "C" int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float *c0, float *c,
+                              void *stream)
+{
+    if (!a || !b || !c0 || !c)
+        return OPT_EINVAL;
+    int dev = 0, warp = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
+    probe_mma_arange_kernel<<<1, warp, 0, (hipStream_t)stream>>>(a, b, c0, c);
+    GPU_CHECK(hipGetLastError());
     return OPT_OK;
 }

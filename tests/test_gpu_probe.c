@@ -1,7 +1,10 @@
 /* test_gpu_probe.c - the streaming-read probe reads every word exactly once (XOR check over
- * odd sizes and grid shapes), and rejects what it cannot do. Label gpu. */
+ * odd sizes and grid shapes), and rejects what it cannot do; the matrix primitive multiplies
+ * ARANGE tiles exactly through its documented fragment layout. Label gpu. */
 #include <stdlib.h>
 #include <string.h>
+
+#include <criterion/logging.h>
 
 #include "gpu_main.h"
 #include "ref.h"
@@ -52,4 +55,40 @@ Test(probe, rejects_bad_arguments)
     cr_expect_eq(opt_probe_read((char *)d + 4, 16, d, 1, NULL), OPT_EINVAL);
     cr_expect_eq(opt_probe_read(d, 16, d, 0, NULL), OPT_EINVAL);
     opt_free(d);
+}
+
+/* A = arange(256) and B = arange(256) + 7 (mod 256) as 16x16 bf16, C0 = arange(256) / 4:
+ * every value and every partial sum is an integer or quarter below 2^24, so f32 accumulation
+ * is exact in any order and each element must equal the host's product bit for bit. A wrong
+ * fragment coordinate moves values and shows as a mismatch at a named element. */
+Test(mma, arange_tile_exact)
+{
+    uint16_t a[256], b[256];
+    float c0[256], c[256];
+    for (int i = 0; i < 256; i++) {
+        a[i] = ref_f32_to_bf16((float)i);
+        b[i] = ref_f32_to_bf16((float)((i + 7) % 256));
+        c0[i] = (float)i / 4.0f;
+    }
+    void *da, *db, *dc0, *dc;
+    cr_assert_eq(opt_alloc(&da, sizeof a), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_alloc(&db, sizeof b), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_alloc(&dc0, sizeof c0), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_alloc(&dc, sizeof c), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_upload(da, a, sizeof a), OPT_OK);
+    cr_assert_eq(opt_upload(db, b, sizeof b), OPT_OK);
+    cr_assert_eq(opt_upload(dc0, c0, sizeof c0), OPT_OK);
+    cr_assert_eq(opt_mma_arange(da, db, dc0, dc, NULL), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_download(c, dc, sizeof c), OPT_OK, "%s", opt_last_error());
+    int bad = 0;
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            double want = c0[i * 16 + j];
+            for (int k = 0; k < 16; k++)
+                want += (double)(i * 16 + k) * (double)((k * 16 + j + 7) % 256);
+            if ((double)c[i * 16 + j] != want && bad++ < 8)
+                cr_log_error("C[%d][%d] = %.2f, want %.2f", i, j, c[i * 16 + j], want);
+        }
+    cr_expect_eq(bad, 0, "%d of 256 elements wrong", bad);
+    opt_free(da), opt_free(db), opt_free(dc0), opt_free(dc);
 }

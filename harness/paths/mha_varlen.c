@@ -158,17 +158,43 @@ static const char *mv__simple_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
-static int mv__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_varlen_args mv__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     opt_varlen_args a = {
         .batch = c->seq_lens_q.n, .tq = (int)mv__total(&c->seq_lens_q), .hq = c->heads_q,
         .hkv = c->heads_kv, .dqk = c->head_dim, .dv = c->head_dim_v, .dtype = (int)c->dtype,
-        .q = hx_dptr(in, "q"), .k = hx_dptr(in, "k"), .v = hx_dptr(in, "v"),
-        .cu_q = hx_dptr(in, "cu_seqlens_q"), .cu_k = hx_dptr(in, "cu_seqlens_k"),
         .scale = (float)c->scale, .softcap = (float)c->softcap, .causal = c->causal,
-        .window_left = c->window_left, .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+        .window_left = c->window_left,
     };
+    if (in && out) {
+        a.q = hx_dptr(in, "q"), a.k = hx_dptr(in, "k"), a.v = hx_dptr(in, "v");
+        a.cu_q = hx_dptr(in, "cu_seqlens_q"), a.cu_k = hx_dptr(in, "cu_seqlens_k");
+        a.out = hx_dptr(out, "out"), a.lse = hx_dptr(out, "lse");
+    }
+    return a;
+}
+
+static int mv__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_varlen_args a = mv__args(c, in, out);
     return opt_mha_varlen_simple(&a, stream);
+}
+
+static const char *mv__mma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    const opt_varlen_args a = mv__args(c, NULL, NULL);
+    return opt_mha_varlen_mma_unsupported(&a, g->cc_major);
+}
+
+static size_t mv__mma_workspace(const hx_case *c)
+{
+    return opt_mha_varlen_mma_workspace(c->seq_lens_q.n);
+}
+
+static int mv__mma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_varlen_args a = mv__args(c, in, out);
+    return opt_mha_varlen_mma(&a, hx_dptr(out, "workspace"), mv__mma_workspace(c), stream);
 }
 
 static const hx_variant mv__variants[] = {
@@ -176,6 +202,11 @@ static const hx_variant mv__variants[] = {
      .summary = "one block per (token, head), keys streamed with an online softmax in f32",
      .unsupported = mv__simple_unsupported,
      .run = mv__simple_run},
+    {.name = "mma",
+     .summary = "FlashAttention-2 style: 64-row query tiles, mma.sync, cp.async double buffer",
+     .unsupported = mv__mma_unsupported,
+     .run = mv__mma_run,
+     .workspace = mv__mma_workspace},
 };
 #endif // ATTN_HAVE_GPU
 
