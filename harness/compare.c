@@ -13,6 +13,7 @@
 static const char *const hx__status_names[HX_STATUS_COUNT] = {
     "PASS",           "FAIL_NUMERIC",     "FAIL_NONFINITE", "FAIL_UNWRITTEN",
     "FAIL_CANARY",    "SKIP_UNSUPPORTED", "SKIP_NO_GPU",    "ERROR",
+    "FAIL_NONDETERMINISTIC",
 };
 
 const char *hx_status_name(hx_status s)
@@ -25,15 +26,17 @@ int hx_status_ok(hx_status s)
     return s == HX_PASS || s == HX_SKIP_UNSUPPORTED || s == HX_SKIP_NO_GPU;
 }
 
-/* Severity: ERROR > CANARY > UNWRITTEN > NONFINITE > NUMERIC > skips > PASS. */
+/* Severity: ERROR > CANARY > UNWRITTEN > NONFINITE > NUMERIC > NONDETERMINISTIC > skips >
+ * PASS (a wrong output is reported before an unrepeatable one). */
 static int hx__severity(hx_status s)
 {
     static const int rank[HX_STATUS_COUNT] = {
         [HX_PASS] = 0,           [HX_SKIP_NO_GPU] = 1,    [HX_SKIP_UNSUPPORTED] = 2,
-        [HX_FAIL_NUMERIC] = 3,   [HX_FAIL_NONFINITE] = 4, [HX_FAIL_UNWRITTEN] = 5,
-        [HX_FAIL_CANARY] = 6,    [HX_ERROR] = 7,
+        [HX_FAIL_NONDETERMINISTIC] = 3,
+        [HX_FAIL_NUMERIC] = 4,   [HX_FAIL_NONFINITE] = 5, [HX_FAIL_UNWRITTEN] = 6,
+        [HX_FAIL_CANARY] = 7,    [HX_ERROR] = 8,
     };
-    return (unsigned)s < HX_STATUS_COUNT ? rank[s] : 7;
+    return (unsigned)s < HX_STATUS_COUNT ? rank[s] : 8;
 }
 
 hx_status hx_status_worst(hx_status a, hx_status b)

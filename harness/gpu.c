@@ -1,12 +1,24 @@
 /* gpu.c - the harness's device layer: the device and its facts, device copies of tensor
- * sets (guards and poison included), the timing method of MEASURE.md, and the measured peaks
- * (streaming read, copy, matrix throughput) that "% of peak" is relative to.
- * Compiles to "no GPU" when built without a backend. */
+ * sets (guards and poison included), the kernel watchdog, the timing method of MEASURE.md,
+ * and the measured peaks (streaming read, copy, matrix throughput) that "% of peak" is
+ * relative to. Compiles to "no GPU" when built without a backend.
+ *
+ * Resource failures end one row, never the sweep: a failed device allocation is an ERROR
+ * row ("out of device memory: N bytes for tensor 'X'"); every wait for the device goes
+ * through hx_gpu_wait, which gives up after --kernel-timeout seconds. A kernel cannot be
+ * killed from the host, so after a timeout the device is left alone (no further call that
+ * could block: no free, no copy) and hx_gpu_hung() tells the run to skip its GPU rows.
+ *
+ * Test hook: ATTN_TEST_DEVICE_MEM_LIMIT=BYTES makes the device allocations of tensor sets
+ * and workspaces fail, as an out-of-memory would, once they would hold more than BYTES. */
 #include "run.h"
 
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void *hx_dptr(const hx_dtensors *s, const char *name)
 {
@@ -40,6 +52,147 @@ static int hx__gpu_fail(hx_err *e, const char *what)
     return hx_fail(e, HX_ERUNTIME, "%s: %s", what, opt_last_error());
 }
 
+/* ---------------------------------------------------------------- watchdog
+ * A waiter thread makes the blocking call (device synchronize); the caller waits for its
+ * answer on a condition variable with a deadline. After a timeout the waiter stays blocked
+ * and the device is marked hung for the rest of the process. */
+static double hx__timeout_s = 60;
+static int hx__dev_index, hx__hung;
+
+static struct {
+    pthread_once_t once;
+    int ready;                       /* thread running */
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;         /* done: on CLOCK_MONOTONIC */
+    unsigned long asked, answered;
+    int rc;
+    char msg[512];
+} hx__wd = {.once = PTHREAD_ONCE_INIT};
+
+static void *hx__wd_main(void *arg)
+{
+    (void)arg;
+    int dev_set = 0;
+    pthread_mutex_lock(&hx__wd.mu);
+    for (;;) {
+        while (hx__wd.answered == hx__wd.asked)
+            pthread_cond_wait(&hx__wd.go, &hx__wd.mu);
+        const unsigned long n = hx__wd.asked;
+        pthread_mutex_unlock(&hx__wd.mu);
+        /* The current device is per thread. */
+        int rc = !dev_set && opt_set_device(hx__dev_index);
+        dev_set = !rc;
+        rc = rc || opt_synchronize();
+        char msg[sizeof hx__wd.msg];
+        snprintf(msg, sizeof msg, "%s", rc ? opt_last_error() : "");
+        pthread_mutex_lock(&hx__wd.mu);
+        hx__wd.rc = rc;
+        memcpy(hx__wd.msg, msg, sizeof msg);
+        hx__wd.answered = n;
+        pthread_cond_signal(&hx__wd.done);
+    }
+    return NULL;
+}
+
+static void hx__wd_start(void)
+{
+    pthread_condattr_t ca;
+    pthread_t t;
+    pthread_attr_t ta;
+    if (pthread_mutex_init(&hx__wd.mu, NULL) || pthread_cond_init(&hx__wd.go, NULL) ||
+        pthread_condattr_init(&ca))
+        return;
+    const int ok = !pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) &&
+                   !pthread_cond_init(&hx__wd.done, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!ok || pthread_attr_init(&ta))
+        return;
+    if (!pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED))
+        hx__wd.ready = pthread_create(&t, &ta, hx__wd_main, NULL) == 0;
+    pthread_attr_destroy(&ta);
+}
+
+void hx_gpu_set_timeout(double seconds)
+{
+    hx__timeout_s = seconds;
+}
+
+int hx_gpu_hung(void)
+{
+    return hx__hung;
+}
+
+int hx_gpu_wait(hx_err *e)
+{
+    if (hx__hung)
+        return hx_fail(e, HX_ERUNTIME, "GPU unusable: an earlier kernel exceeded --kernel-timeout");
+    if (hx__timeout_s > 0)
+        pthread_once(&hx__wd.once, hx__wd_start);
+    if (!(hx__timeout_s > 0) || !hx__wd.ready) /* no limit, or no thread: wait in this one */
+        return opt_synchronize() ? hx__gpu_fail(e, "synchronize") : HX_OK;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    const double whole = floor(hx__timeout_s), frac = hx__timeout_s - whole;
+    dl.tv_sec += (time_t)(whole < 1e9 ? whole : 1e9);
+    dl.tv_nsec += (long)(frac * 1e9);
+    if (dl.tv_nsec >= 1000000000L)
+        dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&hx__wd.mu);
+    const unsigned long n = ++hx__wd.asked;
+    pthread_cond_signal(&hx__wd.go);
+    int err = 0;
+    while (hx__wd.answered != n && err != ETIMEDOUT)
+        err = pthread_cond_timedwait(&hx__wd.done, &hx__wd.mu, &dl);
+    const int finished = hx__wd.answered == n, rc = hx__wd.rc;
+    char msg[sizeof hx__wd.msg];
+    memcpy(msg, hx__wd.msg, sizeof msg);
+    pthread_mutex_unlock(&hx__wd.mu);
+    if (!finished) {
+        hx__hung = 1;
+        return hx_fail(e, HX_ERUNTIME,
+                       "kernel exceeded %g s (--kernel-timeout); device state unknown, remaining "
+                       "GPU cases skipped",
+                       hx__timeout_s);
+    }
+    return rc ? hx_fail(e, HX_ERUNTIME, "synchronize: %s", msg) : HX_OK;
+}
+
+/* ------------------------------------------------------ device allocations */
+static size_t hx__dev_held; /* bytes held by tensor sets and workspaces */
+
+static int hx__dev_alloc(void **p, size_t bytes, const char *tensor, hx_err *e)
+{
+    const char *lim = getenv("ATTN_TEST_DEVICE_MEM_LIMIT");
+    if (hx__hung)
+        return hx_fail(e, HX_ERUNTIME, "GPU unusable: an earlier kernel exceeded --kernel-timeout");
+    if (lim && *lim && hx__dev_held + bytes > strtoull(lim, NULL, 0))
+        return hx_fail(e, HX_ERUNTIME,
+                       "out of device memory: %zu bytes for tensor '%s' (test hook "
+                       "ATTN_TEST_DEVICE_MEM_LIMIT=%s, %zu bytes held)",
+                       bytes, tensor, lim, hx__dev_held);
+    if (opt_alloc(p, bytes)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", opt_last_error());
+        /* The runtime keeps the failure as its last error, which the next launch's check
+         * (hipGetLastError) would report as its own (seen with CUDA 13): a launch of the
+         * empty kernel reads it off, so the next variant does not fail for this one. */
+        (void)opt_empty_kernel(NULL);
+        if (strstr(why, "out of memory"))
+            return hx_fail(e, HX_ERUNTIME, "out of device memory: %zu bytes for tensor '%s' (%s)",
+                           bytes, tensor, why);
+        return hx_fail(e, HX_ERUNTIME, "device allocation of %zu bytes for tensor '%s': %s", bytes,
+                       tensor, why);
+    }
+    hx__dev_held += bytes;
+    return HX_OK;
+}
+
+/* What hx__dev_alloc took for an entry of a set (tensors carry their guards). */
+static size_t hx__dev_size(const hx_dtensor *t)
+{
+    return t->ptr == t->base ? (t->bytes ? t->bytes : 1) : t->bytes + 2 * HX_GUARD;
+}
+
 int hx_gpu_open(int index, hx_gpu *g, hx_err *e)
 {
     memset(g, 0, sizeof *g);
@@ -62,6 +215,7 @@ int hx_gpu_open(int index, hx_gpu *g, hx_err *e)
     g->driver_version = d.driver_version;
     g->mem_total = d.mem_total;
     g->read_gbps = g->copy_gbps = g->mma_tflops = NAN;
+    hx__dev_index = index;
     return HX_OK;
 }
 
@@ -73,10 +227,10 @@ int hx_dev_upload(const hx_tensors *h, hx_dtensors *d, hx_err *e)
         const hx_tensor *t = &h->t[i];
         hx_dtensor *dt = &d->t[d->n];
         size_t whole = t->bytes + 2 * HX_GUARD;
-        if (opt_alloc(&dt->base, whole)) {
+        int rc = hx__dev_alloc(&dt->base, whole, t->name, e);
+        if (rc) {
             hx_dev_free(d);
-            return hx_fail(e, HX_ERUNTIME, "device allocation of %zu bytes for '%s': %s", whole,
-                           t->name, opt_last_error());
+            return rc;
         }
         d->n++;
         snprintf(dt->name, sizeof dt->name, "%s", t->name);
@@ -86,6 +240,17 @@ int hx_dev_upload(const hx_tensors *h, hx_dtensors *d, hx_err *e)
             hx_dev_free(d);
             return hx__gpu_fail(e, "upload");
         }
+    }
+    return HX_OK;
+}
+
+int hx_dev_refill(const hx_tensors *h, hx_dtensors *d, hx_err *e)
+{
+    for (int i = 0; i < d->n; i++) {
+        const hx_tensor *t = hx_tensors_get(h, d->t[i].name);
+        if (t && t->bytes == d->t[i].bytes && d->t[i].ptr != d->t[i].base &&
+            opt_upload(d->t[i].base, (const char *)t->data - HX_GUARD, t->bytes + 2 * HX_GUARD))
+            return hx__gpu_fail(e, "upload");
     }
     return HX_OK;
 }
@@ -105,8 +270,9 @@ int hx_dev_add_workspace(hx_dtensors *d, size_t bytes, hx_err *e)
     if (d->n >= HX_MAX_TENSORS)
         return hx_fail(e, HX_ERUNTIME, "too many device tensors");
     hx_dtensor *w = &d->t[d->n];
-    if (opt_alloc(&w->base, bytes ? bytes : 1))
-        return hx_fail(e, HX_ERUNTIME, "workspace of %zu bytes: %s", bytes, opt_last_error());
+    int rc = hx__dev_alloc(&w->base, bytes ? bytes : 1, "workspace", e);
+    if (rc)
+        return rc;
     d->n++;
     snprintf(w->name, sizeof w->name, "workspace");
     w->ptr = w->base;
@@ -116,8 +282,10 @@ int hx_dev_add_workspace(hx_dtensors *d, size_t bytes, hx_err *e)
 
 void hx_dev_free(hx_dtensors *d)
 {
-    for (int i = 0; i < d->n; i++)
+    for (int i = 0; i < d->n && !hx__hung; i++) { /* hung: freeing would wait for the kernel */
         opt_free(d->t[i].base);
+        hx__dev_held -= hx__dev_size(&d->t[i]);
+    }
     d->n = 0;
 }
 
@@ -162,6 +330,8 @@ int hx_gpu_time(hx_launch_fn fn, void *ctx, const hx_time_opts *o, hx_timing *t,
             rc = hx__gpu_fail(e, "warm-up launch");
             goto out;
         }
+    if (o->warmup && (rc = hx_gpu_wait(e)))
+        goto out;
     double total = 0;
     while (n < MAX_SAMPLES && (n < o->min_samples || total < o->min_ms) &&
            !(n >= o->min_samples && total > max_total_ms)) {
@@ -171,8 +341,13 @@ int hx_gpu_time(hx_launch_fn fn, void *ctx, const hx_time_opts *o, hx_timing *t,
             goto out;
         }
         float dt = 0;
-        if (opt_event_record(ev0, NULL) || fn(ctx) || opt_event_record(ev1, NULL) ||
-            opt_event_elapsed(ev0, ev1, &dt)) {
+        if (opt_event_record(ev0, NULL) || fn(ctx) || opt_event_record(ev1, NULL)) {
+            rc = hx__gpu_fail(e, "timed launch");
+            goto out;
+        }
+        if ((rc = hx_gpu_wait(e))) /* the watchdog: opt_event_elapsed would wait unbounded */
+            goto out;
+        if (opt_event_elapsed(ev0, ev1, &dt)) {
             rc = hx__gpu_fail(e, "timed launch");
             goto out;
         }
@@ -181,9 +356,9 @@ int hx_gpu_time(hx_launch_fn fn, void *ctx, const hx_time_opts *o, hx_timing *t,
     }
     hx_timing_from_samples(ms, n, t);
 out:
-    if (ev0)
+    if (ev0 && !hx__hung)
         opt_event_destroy(ev0);
-    if (ev1)
+    if (ev1 && !hx__hung)
         opt_event_destroy(ev1);
     free(ms);
     return rc;
@@ -247,9 +422,11 @@ int hx_gpu_measure_peaks(hx_gpu *g, hx_err *e)
         goto out;
     g->mma_tflops = c.flops / (t.min_ms * 1e-3) * 1e-12;
 out:
-    opt_free(c.a);
-    opt_free(c.b);
-    opt_free(c.sink);
+    if (!hx__hung) {
+        opt_free(c.a);
+        opt_free(c.b);
+        opt_free(c.sink);
+    }
     return rc;
 }
 
@@ -274,8 +451,10 @@ int hx_gpu_selftest(const hx_gpu *g, void *flush, size_t flush_bytes, double *em
         goto out;
     *copy_ratio = 2.0 * c.bytes / (t.median_ms * 1e-3) * 1e-9 / g->copy_gbps;
 out:
-    opt_free(c.a);
-    opt_free(c.b);
+    if (!hx__hung) {
+        opt_free(c.a);
+        opt_free(c.b);
+    }
     return rc;
 }
 
@@ -297,7 +476,8 @@ int hx_roofline(int dev)
     double empty_us = NAN, copy_ratio = NAN;
     if (opt_alloc(&flush, fb) || hx_gpu_selftest(&g, flush, fb, &empty_us, &copy_ratio, &e)) {
         fprintf(stderr, "attn-harness: timing self-test: %s\n", e.msg[0] ? e.msg : opt_last_error());
-        opt_free(flush);
+        if (!hx__hung)
+            opt_free(flush);
         return 3;
     }
     opt_free(flush);
@@ -327,6 +507,16 @@ void hx_gpu_describe(int dev, FILE *f)
 const char *hx_gpu_backend(void)
 {
     return "none";
+}
+
+void hx_gpu_set_timeout(double seconds)
+{
+    (void)seconds;
+}
+
+int hx_gpu_hung(void)
+{
+    return 0;
 }
 
 int hx_roofline(int dev)

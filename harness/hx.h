@@ -223,6 +223,13 @@ typedef struct hx_variant {
     /* Optional: bytes of device scratch the kernel needs; the harness allocates it once per
      * (case, variant), outside the timed window, as hx_dptr(out, "workspace"). */
     size_t (*workspace)(const struct hx_case *c);
+    /* NULL: two launches on the same inputs give bit-identical outputs (--determinism checks
+     * it; a difference is FAIL_NONDETERMINISTIC). Else why they may not ("split-KV combine
+     * order depends on atomics"): a difference is then recorded, not failed. */
+    const char *nondeterministic;
+    /* 1: a request's outputs do not depend on the rest of the batch (--batch-invariance
+     * reruns one request alone and requires its slice of the batch's outputs, bit for bit). */
+    int batch_invariant;
 } hx_variant;
 
 typedef struct hx_cost {
@@ -299,6 +306,7 @@ typedef enum hx_status {
     HX_SKIP_UNSUPPORTED,
     HX_SKIP_NO_GPU,
     HX_ERROR,
+    HX_FAIL_NONDETERMINISTIC, /* --determinism / --batch-invariance: outputs not bit-identical */
     HX_STATUS_COUNT
 } hx_status;
 const char *hx_status_name(hx_status s);
@@ -362,6 +370,9 @@ typedef struct hx_result {
     const char *peak_name; /* "dgemm", "read_bw", ... */
     double ref_seconds;    /* wall time of the f64 reference for this case */
     double ref_gflops;     /* its throughput under SPEC.md's cost model */
+    /* 1 held, -1 did not hold, 0 not checked (zero-initialised records stay "not checked") */
+    int deterministic;     /* --determinism: a rerun's outputs bit-identical */
+    int batch_invariant;   /* --batch-invariance: one request alone == its slice of the batch */
 } hx_result;
 
 /* Facts about this run written into every record. */

@@ -50,7 +50,18 @@ static const char *const usage_run =
     "      --dump DIR        write inputs, reference and candidate outputs as DIR/CASE/*.npy\n"
     "      --inputs DIR      read inputs from DIR/CASE/TENSOR.npy where present (e.g. from\n"
     "                        PyTorch or vLLM); shapes must match the case\n"
-    "      --progress        progress lines on stderr (default: when stderr is a terminal)\n"
+    "      --progress        progress on stderr: cases done/total, case/candidate, elapsed,\n"
+    "                        ETA; one line redrawn on a terminal, else a line per step\n"
+    "                        (default: on when stderr is a terminal)\n"
+    "      --determinism     rerun every passing candidate on the same inputs into fresh\n"
+    "                        poisoned outputs; a bit difference is FAIL_NONDETERMINISTIC\n"
+    "                        (only a note for a variant declared nondeterministic)\n"
+    "      --batch-invariance  rerun one request of the batch alone (mha_varlen,\n"
+    "                        paged_decode, extend, mla_decode, dsv4_sparse_decode); its\n"
+    "                        outputs must equal its slice of the batch's, bit for bit, where\n"
+    "                        the candidate claims batch invariance (else a note)\n"
+    "      --kernel-timeout S  give up waiting for the GPU after S seconds (default 60; 0 =\n"
+    "                        never): that row is ERROR, the remaining GPU rows are skipped\n"
     "      --device N        GPU index (default 0)\n"
     "      --warmup N        untimed launches before timing (default 5)\n"
     "      --iters N         at least N timed launches, and at least 100 ms (default 20)\n"
@@ -261,7 +272,7 @@ static int parse_shard(const char *s, int *i, int *n)
 static int cmd_run(int argc, char **argv, const char *argv_line)
 {
     enum { O_CPU = 256, O_SEED, O_SHARD, O_JSON, O_CSV, O_DUMP, O_INPUTS, O_PROGRESS, O_DEVICE,
-           O_WARMUP, O_ITERS, O_HOT, O_NO_TIMING };
+           O_WARMUP, O_ITERS, O_HOT, O_NO_TIMING, O_DETERMINISM, O_BATCH_INV, O_KTIMEOUT };
     static const struct option opts[] = {
         {"filter", required_argument, 0, 'f'}, {"variant", required_argument, 0, 'V'},
         {"path", required_argument, 0, 'p'},
@@ -272,9 +283,13 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
         {"device", required_argument, 0, O_DEVICE}, {"warmup", required_argument, 0, O_WARMUP},
         {"iters", required_argument, 0, O_ITERS}, {"hot", no_argument, 0, O_HOT},
         {"no-timing", no_argument, 0, O_NO_TIMING},
+        {"determinism", no_argument, 0, O_DETERMINISM},
+        {"batch-invariance", no_argument, 0, O_BATCH_INV},
+        {"kernel-timeout", required_argument, 0, O_KTIMEOUT},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
-    hx_run_opts o = {.shard_n = 1, .progress = isatty(2), .warmup = 5, .iters = 20};
+    hx_run_opts o = {.shard_n = 1, .progress = isatty(2), .warmup = 5, .iters = 20,
+                     .kernel_timeout = 60};
     int ch;
     char msg[256];
     optind = 1;
@@ -311,6 +326,15 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
         case O_PROGRESS: o.progress = 1; break;
         case O_HOT: o.hot = 1; break;
         case O_NO_TIMING: o.no_timing = 1; break;
+        case O_DETERMINISM: o.determinism = 1; break;
+        case O_BATCH_INV: o.batch_invariance = 1; break;
+        case O_KTIMEOUT:
+            o.kernel_timeout = strtod(optarg, &end);
+            if (*end || !*optarg || !(o.kernel_timeout >= 0 && o.kernel_timeout < 1e9)) {
+                snprintf(msg, sizeof msg, "--kernel-timeout '%s': expected seconds >= 0", optarg);
+                return die(HX_EUSAGE, msg);
+            }
+            break;
         case O_DEVICE:
         case O_WARMUP:
         case O_ITERS: {

@@ -303,6 +303,10 @@ void hx_json_record(FILE *f, const hx_result *r, const hx_runinfo *ri)
     }
     fputc(']', f);
     hx__jkey(f, "err_ratio", 0), hx__jnum(f, r->err_ratio);
+    const int checks[2] = {r->deterministic, r->batch_invariant}; /* 1 held, -1 not, 0 unchecked */
+    for (int i = 0; i < 2; i++)
+        hx__jkey(f, i ? "batch_invariant" : "deterministic", 0),
+            fputs(checks[i] > 0 ? "true" : checks[i] < 0 ? "false" : "null", f);
     hx__jkey(f, "timing", 0), fputc('{', f);
     hx__jkey(f, "samples", 1), fprintf(f, "%d", r->t.samples);
     hx__jkey(f, "median_ms", 0), hx__jnum(f, r->t.median_ms);

@@ -4,6 +4,16 @@
  * Candidates today: `emulated`, the reference in REF_EMULATE mode rounded to the output
  * dtypes, which says how far a kernel with the usual rounding points sits from the contract
  * and is the denominator of err_ratio. GPU variants join through the path's variant table.
+ *
+ * Reruns (a candidate whose verification passed): --determinism runs it again on the same
+ * inputs into fresh poisoned outputs; --batch-invariance runs one request of the batch alone,
+ * on inputs cut from the batch's. Either must reproduce the first run's outputs bit for bit;
+ * where the candidate claims the property (hx_variant.nondeterministic / .batch_invariant)
+ * a difference is FAIL_NONDETERMINISTIC, elsewhere it is recorded with a note.
+ *
+ * Test hook: ATTN_TEST_PERTURB=rerun (or =batch) flips one bit of every rerun's (or
+ * one-request run's) first output before the comparison, so the failing side of both checks
+ * is exercised without a faulty kernel.
  */
 #include "run.h"
 
@@ -124,6 +134,23 @@ static void hx__judge(const hx_case *c, const hx_tensors *got, const hx_tensors 
     }
 }
 
+/* Tensor bits, element by element (the first difference is reported in path coordinates). */
+size_t hx_bits_diff(const hx_tensor *a, const hx_tensor *b, size_t *first)
+{
+    *first = 0;
+    if (a->dtype != b->dtype || a->numel != b->numel)
+        return a->numel > b->numel ? a->numel : b->numel;
+    if (memcmp(a->data, b->data, a->bytes) == 0)
+        return 0;
+    const size_t esz = ref_dtype_size(a->dtype);
+    const unsigned char *x = a->data, *y = b->data;
+    size_t n = 0;
+    for (size_t i = a->numel; i-- > 0;)
+        if (memcmp(x + i * esz, y + i * esz, esz) != 0)
+            *first = i, n++;
+    return n;
+}
+
 static void hx__result_init(hx_result *r, const hx_case *c, const char *variant, const char *device)
 {
     memset(r, 0, sizeof *r);
@@ -136,15 +163,77 @@ static void hx__result_init(hx_result *r, const hx_case *c, const char *variant,
     r->cost = c->path->cost(c);
 }
 
+/* -------------------------------------------------------------- progress
+ * One line on stderr per step (case, then candidate): cases done/total, the current
+ * case/candidate, elapsed time and ETA. On a terminal the line is redrawn in place (\r);
+ * otherwise every step is its own line, for CI logs. The ETA adds two measured rates: the
+ * CPU part of a case (inputs, reference, emulated) in seconds per unit of SPEC.md's cost
+ * (flops + bytes), and the GPU part in seconds per GPU row (timing dominates it, whatever
+ * the case's size), applied to what remains, less the time already spent on the current case. */
+typedef struct hx__progress {
+    int on, tty, total, done;
+    double t_start, t_case, t_gpu0;   /* run start, current case start, its GPU part's start */
+    double w_done, cpu_done, g_done, gpu_done; /* cost and seconds of the finished cases */
+    double w_left, g_left;            /* cost and GPU rows of the unfinished ones */
+    double w_cur, g_cur;              /* the current case's */
+} hx__progress;
+
+static void hx__duration(double s, char *buf, size_t n)
+{
+    if (!isfinite(s) || s < 0)
+        snprintf(buf, n, "?");
+    else if (s < 60)
+        snprintf(buf, n, "%.1f s", s);
+    else if (s < 3600)
+        snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else
+        snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+static double hx__eta(const hx__progress *p, double now)
+{
+    if (!p->done)
+        return NAN;
+    double cpu = p->w_done > 0 ? p->cpu_done / p->w_done * p->w_left
+                               : p->cpu_done / p->done * (p->total - p->done);
+    double gpu = p->g_done > 0 ? p->gpu_done / p->g_done * p->g_left : 0;
+    double eta = cpu + gpu - (now - p->t_case);
+    return eta > 0 ? eta : 0;
+}
+
+static void hx__progress_step(hx__progress *p, const hx_case *c, const char *step)
+{
+    if (!p || !p->on)
+        return;
+    const double now = hx_now();
+    char el[32], eta[32];
+    hx__duration(now - p->t_start, el, sizeof el);
+    hx__duration(hx__eta(p, now), eta, sizeof eta);
+    fprintf(stderr, "%s[%d/%d] %s/%s  elapsed %s  ETA %s%s", p->tty ? "\r" : "", p->done + 1,
+            p->total, c->name, step, el, eta, p->tty ? "\033[K" : "\n");
+    fflush(stderr);
+}
+
+/* On a terminal: blank the progress line before stdout writes over it. */
+static void hx__progress_clear(const hx__progress *p)
+{
+    if (p && p->on && p->tty) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+}
+
 /* ---------------------------------------------------------------- output */
 typedef struct hx__sink {
     hx_writer json, csv;
     const hx_runinfo *ri;
+    hx__progress *prog;
     int n_rows, n_failed;
 } hx__sink;
 
 static void hx__emit(hx__sink *s, const hx_result *r)
 {
+    hx__progress_clear(s->prog);
     hx_table_row(stdout, r);
     fflush(stdout);
     if (s->json.f)
@@ -170,6 +259,8 @@ typedef struct hx__env {
     const hx_gpu *gpu;  /* NULL: no GPU variants run (CPU-only build, no device, --cpu-only) */
     void *flush;
     size_t flush_bytes;
+    hx__progress *prog;
+    const char *perturb; /* ATTN_TEST_PERTURB: "rerun", "batch" or NULL */
 } hx__env;
 
 static int hx__selected(const hx_run_opts *o, const hx_case *c, const char *variant)
@@ -216,6 +307,307 @@ static void hx__output_init(hx_tensor *t, const hx_tensors *in)
         hx_tensor_poison(t);
 }
 
+/* ---------------------------------------------------------------- reruns */
+/* The test hook: one bit of the first output of a `which` rerun flipped. */
+static void hx__perturb(const hx__env *env, const char *which, hx_tensors *got)
+{
+    if (env->perturb && strcmp(env->perturb, which) == 0 && got->n && got->t[0].bytes)
+        *(unsigned char *)got->t[0].data ^= 1;
+}
+
+/* `got` (a rerun) against `want` (the first run's outputs, or the request's slice of them),
+ * bit for bit. Records the check in *held (1 held, -1 not); a difference fails the row when
+ * the candidate claims the property (`unclaimed` NULL), else it becomes a note saying so. */
+static void hx__verdict(const hx_case *c, const hx_tensors *want, const hx_tensors *got,
+                        const char *what, const char *unclaimed, int *held, hx_result *r)
+{
+    *held = 1;
+    for (int i = 0; i < want->n; i++) {
+        const hx_tensor *w = &want->t[i], *g = hx_tensors_get(got, w->name);
+        size_t first = 0, n = g ? hx_bits_diff(w, g, &first) : w->numel;
+        if (!n)
+            continue;
+        char where[160] = "?", msg[640];
+        c->path->locate(c, w->name, first, where, sizeof where);
+        snprintf(msg, sizeof msg, "%s: %zu of %zu elements of '%s' differ, first at %s: %.9g, was %.9g",
+                 what, n, w->numel, w->name, where,
+                 g && first < g->numel ? ref_load(g->dtype, g->data, first) : NAN,
+                 ref_load(w->dtype, w->data, first));
+        *held = -1;
+        if (!unclaimed) {
+            r->status = hx_status_worst(r->status, HX_FAIL_NONDETERMINISTIC);
+            snprintf(r->message, sizeof r->message, "%s", msg);
+        } else {
+            size_t k = strlen(r->message);
+            snprintf(r->message + k, sizeof r->message - k, "%snote: %s (%s)", k ? "; " : "", msg,
+                     unclaimed);
+        }
+        return;
+    }
+}
+
+/* The emulated candidate's outputs: reference(REF_EMULATE) rounded to the output dtypes, in
+ * outputs initialised as a kernel's are. */
+static int hx__emulate(const hx_case *c, const hx_tensors *in, hx_tensors *out, hx_err *e)
+{
+    hx_tensors emu64 = {0};
+    int rc = c->path->make_outputs(c, out, e);
+    if (!rc)
+        rc = hx_tensors_clone_shape(out, REF_F64, &emu64, e);
+    if (!rc)
+        rc = c->path->reference(c, in, &emu64, REF_EMULATE, e);
+    for (int i = 0; !rc && i < out->n; i++) {
+        hx_tensor *t = &out->t[i];
+        const double *v = emu64.t[i].data;
+        hx__output_init(t, in);
+        for (size_t j = 0; j < t->numel; j++)
+            ref_store(t->dtype, t->data, j, v[j]);
+    }
+    hx_tensors_free(&emu64);
+    return rc;
+}
+
+/* ------------------------------------------------------ batch invariance
+ * One request of the batch run alone. Its case is the batch's with every per-request list cut
+ * to that request; its inputs are cut from the batch's by the rules below (so they hold the
+ * very values the batch run read; shared tensors such as KV caches stay whole); its outputs
+ * must equal its slice of the batch's outputs bit for bit. The request is the one with the
+ * longest lists (the most work; the first such). Paths not listed have no batch of
+ * independent requests (cache_write, gather_cache, merge_states) or are not covered yet
+ * (mixed, mla_prefill): the check is "not applicable" there and the record says null. */
+enum {
+    HX__BI_WHOLE, /* shared by every request: kept whole */
+    HX__BI_REQ,   /* dim 0 is the request */
+    HX__BI_TQ,    /* dim 0 is the packed query tokens (seq_lens_q) */
+    HX__BI_TK,    /* dim 0 is the packed key tokens (seq_lens_k) */
+    HX__BI_CUQ,   /* cu_seqlens over seq_lens_q: becomes [0, len] */
+    HX__BI_CUK,   /* same over seq_lens_k */
+    HX__BI_TABLE, /* block table: the request's row, as wide as its own blocks need */
+    HX__BI_REQ1,  /* dim 1 is the request (lse [Hq, B]) */
+    HX__BI_TQ1,   /* dim 1 is the packed query tokens (lse [Hq, Tq]) */
+    HX__BI_COUNT
+};
+static const char *const hx__bi_kinds[HX__BI_COUNT] = {"whole", "req", "tq", "tk", "cuq",
+                                                       "cuk", "table", "req1", "tq1"};
+
+static const struct hx__bi_path {
+    const char *path;
+    const char *rules;  /* "tensor:kind ..." for every input and output */
+    int table_context;  /* a block-table row covers context_lens (else seq_lens) */
+} hx__bi_paths[] = {
+    {"mha_varlen", "q:tq k:tk v:tk cu_seqlens_q:cuq cu_seqlens_k:cuk out:tq lse:tq1", 0},
+    {"paged_decode",
+     "q:req block_table:table seq_lens:req k_cache:whole v_cache:whole k_scale:whole "
+     "v_scale:whole out:req lse:req1", 0},
+    {"extend",
+     "q:tq k_new:tq v_new:tq cu_seqlens_q:cuq context_lens:req block_table:table k_cache:whole "
+     "v_cache:whole k_scale:whole v_scale:whole out:tq lse:tq1", 1},
+    {"mla_decode",
+     "q:req block_table:table seq_lens:req kv_cache:whole k_scale:whole out_lat:req lse:req1", 0},
+    {"dsv4_sparse_decode",
+     "q:req swa_cache:whole swa_idx:req swa_len:req extra_cache:whole extra_idx:req "
+     "extra_len:req sink:whole out:req lse:req1", 0},
+};
+
+typedef struct hx__sub {
+    const struct hx__bi_path *bp;
+    const hx_case *batch;
+    hx_case c;     /* the one-request case; its lists point into the batch case's */
+    int req, n_req;
+    hx_tensors in; /* cut inputs (the first n_cut), then the whole ones, aliased */
+    int n_cut;
+} hx__sub;
+
+static int hx__bi_kind(const struct hx__bi_path *bp, const char *name)
+{
+    const size_t n = strlen(name);
+    for (const char *r = bp->rules; *r;) {
+        const size_t len = strcspn(r, " ");
+        const char *colon = memchr(r, ':', len);
+        if (colon && (size_t)(colon - r) == n && strncmp(r, name, n) == 0)
+            for (int k = 0; k < HX__BI_COUNT; k++)
+                if (strlen(hx__bi_kinds[k]) == len - n - 1 &&
+                    strncmp(colon + 1, hx__bi_kinds[k], len - n - 1) == 0)
+                    return k;
+        r += len;
+        r += *r == ' ';
+    }
+    return -1;
+}
+
+/* dst = src[start[0] : start[0] + dst->shape[0], start[1] : ..., ...] */
+static void hx__box_copy(const hx_tensor *src, hx_tensor *dst, const int64_t *start)
+{
+    const size_t esz = ref_dtype_size(src->dtype);
+    const int nd = src->ndim;
+    if (!dst->numel)
+        return;
+    const size_t last = (size_t)dst->shape[nd - 1], rows = dst->numel / last;
+    for (size_t row = 0; row < rows; row++) {
+        int64_t idx[HX_MAX_DIMS];
+        size_t rem = row, off = 0;
+        for (int d = nd - 2; d >= 0; d--) {
+            idx[d] = (int64_t)(rem % (size_t)dst->shape[d]);
+            rem /= (size_t)dst->shape[d];
+        }
+        for (int d = 0; d < nd - 1; d++)
+            off = off * (size_t)src->shape[d] + (size_t)(idx[d] + start[d]);
+        off = off * (size_t)src->shape[nd - 1] + (size_t)start[nd - 1];
+        memcpy((char *)dst->data + row * last * esz, (const char *)src->data + off * esz, last * esz);
+    }
+}
+
+/* Tensor t of the batch cut to the request by its rule, added to dst under the same name. */
+static int hx__bi_cut(const hx__sub *s, const hx_tensor *t, hx_tensors *dst, hx_err *e)
+{
+    const hx_case *c = s->batch;
+    const int kind = hx__bi_kind(s->bp, t->name), r = s->req;
+    if (kind < 0)
+        return hx_fail(e, HX_ERUNTIME,
+                       "batch invariance: tensor '%s' of path %s has no rule (harness/run.c)",
+                       t->name, s->bp->path);
+    const hx_lens *l = kind == HX__BI_TK || kind == HX__BI_CUK ? &c->seq_lens_k
+                       : kind == HX__BI_TABLE && s->bp->table_context ? &c->context_lens
+                                                                       : &c->seq_lens_q;
+    int64_t off = 0, total = 0, shape[HX_MAX_DIMS], start[HX_MAX_DIMS] = {0};
+    for (int i = 0; i < l->n; i++)
+        off += i < r ? l->v[i] : 0, total += l->v[i];
+    for (int d = 0; d < t->ndim; d++)
+        shape[d] = t->shape[d];
+    const int dim = kind == HX__BI_REQ1 || kind == HX__BI_TQ1;
+    const int64_t want = kind == HX__BI_REQ || kind == HX__BI_REQ1 || kind == HX__BI_TABLE
+                             ? s->n_req
+                         : kind == HX__BI_CUQ || kind == HX__BI_CUK ? s->n_req + 1
+                                                                    : total;
+    char sh[64];
+    hx_tensor_shape_str(t, sh, sizeof sh);
+    if (kind != HX__BI_WHOLE && (t->ndim <= dim || t->shape[dim] != want ||
+                                 (kind == HX__BI_TABLE && t->ndim != 2) ||
+                                 ((kind == HX__BI_CUQ || kind == HX__BI_CUK) && t->dtype != REF_I32)))
+        return hx_fail(e, HX_ERUNTIME,
+                       "batch invariance: tensor '%s' %s of path %s does not follow its rule '%s' "
+                       "(harness/run.c)",
+                       t->name, sh, s->bp->path, hx__bi_kinds[kind]);
+    switch (kind) {
+    case HX__BI_REQ:
+    case HX__BI_REQ1:
+        shape[dim] = 1, start[dim] = r;
+        break;
+    case HX__BI_TQ:
+    case HX__BI_TK:
+    case HX__BI_TQ1:
+        shape[dim] = l->v[r], start[dim] = off;
+        break;
+    case HX__BI_TABLE: {
+        const int64_t nb = ((int64_t)l->v[r] + c->block_size - 1) / c->block_size;
+        shape[0] = 1, start[0] = r, shape[1] = nb > 1 ? nb : 1;
+        if (shape[1] > t->shape[1])
+            return hx_fail(e, HX_ERUNTIME, "batch invariance: '%s' %s is narrower than request %d's %lld blocks",
+                           t->name, sh, r, (long long)shape[1]);
+        break;
+    }
+    case HX__BI_CUQ:
+    case HX__BI_CUK:
+        shape[0] = 2;
+        break;
+    default:
+        break;
+    }
+    hx_tensor *d = hx_tensors_add(dst, t->name, t->dtype, t->ndim, shape, e);
+    if (!d)
+        return e->code;
+    if (kind == HX__BI_CUQ || kind == HX__BI_CUK) {
+        const int32_t *cu = t->data;
+        int32_t *o = d->data;
+        o[0] = 0, o[1] = cu[r + 1] - cu[r];
+        if (o[1] != l->v[r])
+            return hx_fail(e, HX_ERUNTIME, "batch invariance: '%s' gives request %d %d tokens, the case %d",
+                           t->name, r, o[1], l->v[r]);
+    } else {
+        hx__box_copy(t, d, start);
+    }
+    return HX_OK;
+}
+
+static void hx__sub_free(hx__sub *s)
+{
+    s->in.n = s->n_cut; /* the whole tensors are the batch's */
+    hx_tensors_free(&s->in);
+    s->n_cut = 0;
+}
+
+/* The one-request case and its inputs; *na says why the check does not apply (no batch of
+ * independent requests, or a batch of one), with HX_OK. */
+static int hx__sub_make(const hx_case *c, const hx_tensors *in, hx__sub *s, const char **na,
+                        hx_err *e)
+{
+    memset(s, 0, sizeof *s);
+    *na = NULL;
+    for (size_t i = 0; i < sizeof hx__bi_paths / sizeof hx__bi_paths[0]; i++)
+        if (strcmp(hx__bi_paths[i].path, c->path->name) == 0)
+            s->bp = &hx__bi_paths[i];
+    if (!s->bp) {
+        *na = "not a batch of independent requests, or not covered";
+        return HX_OK;
+    }
+    s->batch = c;
+    s->c = *c;
+    hx_lens *lists[] = {&s->c.seq_lens_q, &s->c.seq_lens_k, &s->c.context_lens, &s->c.positions};
+    const int n_lists = (int)(sizeof lists / sizeof lists[0]);
+    for (int i = 0; i < n_lists; i++)
+        s->n_req = lists[i]->n > s->n_req ? lists[i]->n : s->n_req;
+    if (s->n_req < 2) {
+        *na = "a batch of one request";
+        return HX_OK;
+    }
+    int64_t best = -1;
+    for (int r = 0; r < s->n_req; r++) {
+        int64_t w = 0;
+        for (int i = 0; i < n_lists; i++)
+            w += lists[i]->n == s->n_req ? lists[i]->v[r] : 0;
+        if (w > best)
+            best = w, s->req = r;
+    }
+    for (int i = 0; i < n_lists; i++)
+        if (lists[i]->n == s->n_req)
+            lists[i]->v += s->req, lists[i]->n = 1;
+    if (s->c.batch > 0)
+        s->c.batch = 1;
+    int rc = HX_OK;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        for (int i = 0; i < in->n && !rc; i++) {
+            const int whole = hx__bi_kind(s->bp, in->t[i].name) == HX__BI_WHOLE;
+            if (pass == 0 && !whole)
+                rc = hx__bi_cut(s, &in->t[i], &s->in, e);
+            else if (pass == 1 && whole && s->in.n < HX_MAX_TENSORS)
+                s->in.t[s->in.n++] = in->t[i];
+        }
+        if (pass == 0)
+            s->n_cut = s->in.n;
+    }
+    /* The path's own check of the cut inputs: a wrong rule shows here, not as a false verdict. */
+    if (!rc && c->path->check_inputs)
+        rc = c->path->check_inputs(&s->c, &s->in, e);
+    if (rc)
+        hx__sub_free(s);
+    return rc;
+}
+
+/* The request's slice of the batch's outputs. */
+static int hx__sub_slice_outputs(const hx__sub *s, const hx_tensors *out, hx_tensors *want,
+                                 hx_err *e)
+{
+    int rc = HX_OK;
+    for (int i = 0; i < out->n && !rc; i++)
+        rc = hx__bi_cut(s, &out->t[i], want, e);
+    return rc;
+}
+
+static void hx__sub_what(const hx__sub *s, char *buf, size_t n)
+{
+    snprintf(buf, n, "batch invariance: request %d of %d run alone", s->req, s->n_req);
+}
+
 #ifdef ATTN_HAVE_GPU
 static const hx_output_result *hx__find_output(const hx_result *r, const char *name)
 {
@@ -258,6 +650,93 @@ static int hx__launch_fn(void *p)
     return l->v->run(l->c, l->in, l->out, NULL);
 }
 
+/* Launch into dout and wait (the watchdog), then bring the outputs home. */
+static int hx__gpu_launch(const hx_case *c, const hx_variant *v, const hx_dtensors *din,
+                          hx_dtensors *dout, hx_tensors *out, hx_err *e)
+{
+    if (v->run(c, din, dout, NULL))
+        return hx_fail(e, HX_ERUNTIME, "launch: %s", opt_last_error());
+    int rc = hx_gpu_wait(e);
+    return rc ? rc : hx_dev_download(dout, out, e);
+}
+
+/* --determinism: the variant again, on the same device inputs, into fresh poisoned outputs. */
+static int hx__gpu_rerun(const hx__env *env, const hx_case *c, const hx_tensors *in,
+                         const hx_variant *v, const hx_dtensors *din, const hx_tensors *out,
+                         hx_dtensors *dout, hx_result *r, hx_err *e)
+{
+    hx_tensors again = {0};
+    int rc = c->path->make_outputs(c, &again, e);
+    for (int i = 0; !rc && i < again.n; i++)
+        hx__output_init(&again.t[i], in);
+    if (!rc)
+        rc = hx_dev_refill(&again, dout, e);
+    if (!rc)
+        rc = hx__gpu_launch(c, v, din, dout, &again, e);
+    if (!rc) {
+        char why[256];
+        snprintf(why, sizeof why, "declared nondeterministic: %s",
+                 v->nondeterministic ? v->nondeterministic : "");
+        hx__perturb(env, "rerun", &again);
+        hx__verdict(c, out, &again, "nondeterministic: a rerun",
+                    v->nondeterministic ? why : NULL, &r->deterministic, r);
+    }
+    hx_tensors_free(&again);
+    return rc;
+}
+
+/* --batch-invariance: one request alone. Its cut inputs go up; the whole ones (caches) are
+ * the batch's device buffers, shared through a view that is never freed itself. */
+static int hx__gpu_sub(const hx__env *env, const hx_case *c, const hx_tensors *in,
+                       const hx_variant *v, const hx_dtensors *din, const hx_tensors *out,
+                       hx_result *r, hx_err *e)
+{
+    hx__sub s;
+    const char *na;
+    int rc = hx__sub_make(c, in, &s, &na, e);
+    if (rc || na)
+        return rc;
+    if (v->unsupported && v->unsupported(&s.c, env->gpu)) { /* not applicable to this variant */
+        hx__sub_free(&s);
+        return HX_OK;
+    }
+    hx_tensors want = {0}, got = {0}, cut = s.in;
+    hx_dtensors dcut = {0}, dout = {0};
+    cut.n = s.n_cut;
+    rc = hx_dev_upload(&cut, &dcut, e);
+    hx_dtensors view = dcut;
+    for (int i = s.n_cut; !rc && i < s.in.n; i++)
+        for (int j = 0; j < din->n; j++)
+            if (strcmp(din->t[j].name, s.in.t[i].name) == 0 && view.n < HX_MAX_TENSORS)
+                view.t[view.n++] = din->t[j];
+    if (!rc)
+        rc = c->path->make_outputs(&s.c, &got, e);
+    for (int i = 0; !rc && i < got.n; i++)
+        hx__output_init(&got.t[i], &s.in);
+    if (!rc)
+        rc = hx_dev_upload(&got, &dout, e);
+    if (!rc && v->workspace)
+        rc = hx_dev_add_workspace(&dout, v->workspace(&s.c), e);
+    if (!rc)
+        rc = hx__gpu_launch(&s.c, v, &view, &dout, &got, e);
+    if (!rc)
+        rc = hx__sub_slice_outputs(&s, out, &want, e);
+    if (!rc) {
+        char what[128];
+        hx__sub_what(&s, what, sizeof what);
+        hx__perturb(env, "batch", &got);
+        hx__verdict(&s.c, &want, &got, what,
+                    v->batch_invariant ? NULL : "not claimed by the variant", &r->batch_invariant,
+                    r);
+    }
+    hx_dev_free(&dcut);
+    hx_dev_free(&dout);
+    hx_tensors_free(&want);
+    hx_tensors_free(&got);
+    hx__sub_free(&s);
+    return rc;
+}
+
 /* Verification launch into fresh poisoned, guarded outputs, judge, then time. */
 static void hx__run_gpu_variant(const hx__env *env, const hx_case *c, const hx_tensors *in,
                                 const hx_variant *v, const hx_dtensors *din,
@@ -273,12 +752,14 @@ static void hx__run_gpu_variant(const hx__env *env, const hx_case *c, const hx_t
         rc = hx_dev_upload(&out, &dout, &e);
     if (!rc && v->workspace)
         rc = hx_dev_add_workspace(&dout, v->workspace(c), &e);
-    if (!rc && (v->run(c, din, &dout, NULL) || opt_synchronize()))
-        rc = hx_fail(&e, HX_ERUNTIME, "launch: %s", opt_last_error());
     if (!rc)
-        rc = hx_dev_download(&dout, &out, &e);
+        rc = hx__gpu_launch(c, v, din, &dout, &out, &e);
     if (!rc)
         hx__judge(c, &out, ref, r);
+    if (!rc && r->status == HX_PASS && env->o->determinism)
+        rc = hx__gpu_rerun(env, c, in, v, din, &out, &dout, r, &e);
+    if (!rc && r->status == HX_PASS && env->o->batch_invariance)
+        rc = hx__gpu_sub(env, c, in, v, din, &out, r, &e);
     if (!rc && !env->o->no_timing) {
         hx__launch l = {v, c, din, &dout};
         hx_time_opts to = {.warmup = env->o->warmup, .min_samples = env->o->iters, .min_ms = 100,
@@ -319,10 +800,15 @@ static void hx__run_variants(const hx__env *env, const hx_case *c, const hx_tens
         hx_result r;
         hx__result_init(&r, c, v->name, env->gpu ? env->gpu->name : "none");
         const char *why = env->gpu && v->unsupported ? v->unsupported(c, env->gpu) : NULL;
+        hx__progress_step(env->prog, c, v->name);
         if (!env->gpu) {
             r.status = HX_SKIP_NO_GPU;
             snprintf(r.message, sizeof r.message, "no GPU (backend %s, %d device(s))",
                      hx_gpu_backend(), hx_gpu_count());
+        } else if (hx_gpu_hung()) {
+            r.status = HX_SKIP_NO_GPU;
+            snprintf(r.message, sizeof r.message,
+                     "GPU unusable: an earlier kernel exceeded --kernel-timeout %g s", env->o->kernel_timeout);
         } else if (why) {
             r.status = HX_SKIP_UNSUPPORTED;
             snprintf(r.message, sizeof r.message, "%s", why);
@@ -351,32 +837,76 @@ static void hx__run_variants(const hx__env *env, const hx_case *c, const hx_tens
 #endif // ATTN_HAVE_GPU
 }
 
+/* The emulated candidate's claims. Determinism: the reference's OpenMP work items are whole
+ * (head, query tile) or (sequence, head) units, each computed by one thread in a fixed order
+ * (single-threaded dgemm inside), so the thread count and schedule change nothing. Batch
+ * invariance: those units are per sequence, except in extend, whose emulated pipeline cuts
+ * the batch's contexts laid end to end into chunks (docs/CHOICES.md): a request's chunk
+ * boundaries move with the requests before it. */
+static const char *hx__emulated_batch_variance(const hx_case *c)
+{
+    return strcmp(c->path->name, "extend") == 0
+               ? "not claimed: emulated extend chunks the batch's contexts laid end to end"
+               : NULL;
+}
+
+/* --determinism and --batch-invariance for the emulated candidate; `out` is its first run. */
+static void hx__emulated_reruns(const hx__env *env, const hx_case *c, const hx_tensors *in,
+                                const hx_tensors *out, hx_result *r)
+{
+    hx_err e = {0};
+    int rc = HX_OK;
+    if (env->o->determinism) {
+        hx_tensors again = {0};
+        rc = hx__emulate(c, in, &again, &e);
+        if (!rc) {
+            hx__perturb(env, "rerun", &again);
+            hx__verdict(c, out, &again, "nondeterministic: a rerun", NULL, &r->deterministic, r);
+        }
+        hx_tensors_free(&again);
+    }
+    if (!rc && env->o->batch_invariance) {
+        hx__sub s;
+        const char *na;
+        rc = hx__sub_make(c, in, &s, &na, &e);
+        if (!rc && !na) {
+            hx_tensors want = {0}, got = {0};
+            char what[128];
+            hx__sub_what(&s, what, sizeof what);
+            rc = hx__sub_slice_outputs(&s, out, &want, &e);
+            if (!rc)
+                rc = hx__emulate(&s.c, &s.in, &got, &e);
+            if (!rc) {
+                hx__perturb(env, "batch", &got);
+                hx__verdict(&s.c, &want, &got, what, hx__emulated_batch_variance(c),
+                            &r->batch_invariant, r);
+            }
+            hx_tensors_free(&want);
+            hx_tensors_free(&got);
+            hx__sub_free(&s);
+        }
+    }
+    if (rc) {
+        r->status = HX_ERROR;
+        snprintf(r->message, sizeof r->message, "%s", e.msg);
+    }
+}
+
 /* The emulated-precision reference as a candidate: reference(REF_EMULATE), rounded to the
  * output dtypes, judged like a kernel. Its max_abs is err_ratio's denominator. */
 static int hx__run_emulated(const hx__env *env, const hx_case *c, const hx_tensors *in,
-                            const hx_tensors *ref, const hx__refspeed *speed, hx_result *r)
+                            const hx_tensors *ref, const hx__refspeed *speed, int reruns,
+                            hx_result *r)
 {
-    const hx_path *p = c->path;
     hx_err e = {0};
-    hx_tensors out = {0}, emu64 = {0};
+    hx_tensors out = {0};
     hx__result_init(r, c, "emulated", "cpu");
     r->ref_seconds = speed->seconds;
     r->ref_gflops = speed->gflops;
     double t0 = hx_now();
-    int rc = p->make_outputs(c, &out, &e);
-    if (!rc)
-        rc = hx_tensors_clone_shape(&out, REF_F64, &emu64, &e);
-    if (!rc)
-        rc = p->reference(c, in, &emu64, REF_EMULATE, &e);
+    int rc = hx__emulate(c, in, &out, &e);
     double dt = hx_now() - t0;
     if (!rc) {
-        for (int i = 0; i < out.n; i++) {
-            hx_tensor *t = &out.t[i];
-            const double *v = emu64.t[i].data;
-            hx__output_init(t, in);
-            for (size_t j = 0; j < t->numel; j++)
-                ref_store(t->dtype, t->data, j, v[j]);
-        }
         hx__judge(c, &out, ref, r);
         r->t.samples = 1;
         r->t.median_ms = r->t.min_ms = r->t.max_ms = dt * 1e3;
@@ -393,9 +923,10 @@ static int hx__run_emulated(const hx__env *env, const hx_case *c, const hx_tenso
     if (rc) {
         r->status = HX_ERROR;
         snprintf(r->message, sizeof r->message, "%s", e.msg);
+    } else if (r->status == HX_PASS && reruns) {
+        hx__emulated_reruns(env, c, in, &out, r);
     }
     hx_tensors_free(&out);
-    hx_tensors_free(&emu64);
     return HX_OK;
 }
 
@@ -405,6 +936,7 @@ static int hx__run_case(const hx__env *env, const hx_case *c, hx__refspeed *spee
     hx_err e = {0};
     hx_tensors in = {0}, tpl = {0}, ref = {0};
     const hx_path *p = c->path;
+    hx__progress_step(env->prog, c, "reference");
     int rc = p->make_inputs(c, &in, &e);
     if (!rc && o->inputs)
         rc = hx__load_inputs(c, o->inputs, &in, &e);
@@ -433,10 +965,14 @@ static int hx__run_case(const hx__env *env, const hx_case *c, hx__refspeed *spee
     hx_result emu;
     int want_gpu = env->gpu && !o->cpu_only && p->n_variants > 0;
     int want_emu = hx__selected(o, c, "emulated");
+    if (want_emu)
+        hx__progress_step(env->prog, c, "emulated");
     if (want_emu || want_gpu)
-        hx__run_emulated(env, c, &in, &ref, speed, &emu);
+        hx__run_emulated(env, c, &in, &ref, speed, want_emu, &emu);
     if (want_emu)
         hx__emit(env->s, &emu);
+    if (env->prog)
+        env->prog->t_gpu0 = hx_now();
     hx__run_variants(env, c, &in, &ref, want_emu || want_gpu ? &emu : NULL);
 done:
     if (rc)
@@ -448,6 +984,24 @@ done:
 }
 
 /* ------------------------------------------------------------ the run */
+/* What the progress line's ETA weighs a case by: SPEC.md's cost (flops + bytes) for its CPU
+ * part, and the GPU rows it will time. */
+static double hx__case_cost(const hx_case *c)
+{
+    const hx_cost k = c->path->cost(c);
+    return k.flops + k.bytes;
+}
+
+static double hx__case_gpu_rows(const hx__env *env, const hx_case *c)
+{
+    int n = 0;
+    for (int i = 0; env->gpu && !env->o->cpu_only && i < c->path->n_variants; i++) {
+        const hx_variant *v = &c->path->variants[i];
+        n += hx__selected(env->o, c, v->name) && !(v->unsupported && v->unsupported(c, env->gpu));
+    }
+    return n;
+}
+
 /* Open the GPU, measure its peaks, allocate the L2 flush buffer (once per run). */
 static int hx__gpu_setup(const hx_run_opts *o, hx_gpu *gpu, hx__env *env, hx_err *e)
 {
@@ -488,10 +1042,12 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
     hx_runinfo ri;
     hx_runinfo_init(&ri, argv_line);
     ri.dgemm_gflops = ref_dgemm_gflops(1024, 0.3);
-    hx__sink s = {.ri = &ri};
+    hx__progress prog = {.on = o->progress, .tty = isatty(2)};
+    hx__sink s = {.ri = &ri, .prog = &prog};
     hx_gpu gpu;
-    hx__env env = {.o = o, .ri = &ri, .s = &s};
+    hx__env env = {.o = o, .ri = &ri, .s = &s, .prog = &prog, .perturb = getenv("ATTN_TEST_PERTURB")};
     hx__refspeed *speed = NULL;
+    hx_gpu_set_timeout(o->kernel_timeout);
     if ((rc = hx__gpu_setup(o, &gpu, &env, e)))
         goto out;
     ri.gpu = env.gpu;
@@ -508,28 +1064,33 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
         rc = hx_fail(e, HX_ENOMEM, "out of memory");
         goto out;
     }
-    int n_sel = 0;
-    for (int k = 0; k < cases.n; k++)
-        n_sel += k % o->shard_n == o->shard_i && hx__case_selected(o, &cases.v[k]);
+    for (int k = 0; k < cases.n; k++) {
+        const hx_case *c = &cases.v[k];
+        if (k % o->shard_n != o->shard_i || !hx__case_selected(o, c))
+            continue;
+        prog.total++;
+        prog.w_left += hx__case_cost(c);
+        prog.g_left += hx__case_gpu_rows(&env, c);
+    }
 
     hx_table_header(stdout);
-    double t_start = hx_now();
+    prog.t_start = hx_now();
     int done = 0;
     for (int k = 0; k < cases.n && !rc; k++) {
         const hx_case *c = &cases.v[k];
         if (k % o->shard_n != o->shard_i || !hx__case_selected(o, c))
             continue;
-        if (o->progress) {
-            double el = hx_now() - t_start;
-            fprintf(stderr, "[%d/%d] %s (%s)  elapsed %.1f s", done + 1, n_sel, c->name,
-                    c->path->name, el);
-            if (done > 0)
-                fprintf(stderr, ", ETA %.0f s", el / done * (n_sel - done));
-            fputc('\n', stderr);
-        }
+        const double w = hx__case_cost(c), g = hx__case_gpu_rows(&env, c);
+        prog.t_case = hx_now();
+        prog.t_gpu0 = NAN;
         rc = hx__run_case(&env, c, &speed[done]);
-        done++;
+        const double t_end = hx_now(), t_gpu0 = isnan(prog.t_gpu0) ? t_end : prog.t_gpu0;
+        prog.w_done += w, prog.w_left -= w, prog.g_done += g, prog.g_left -= g;
+        prog.cpu_done += t_gpu0 - prog.t_case;
+        prog.gpu_done += t_end - t_gpu0;
+        prog.done = ++done;
     }
+    hx__progress_clear(&prog);
     if (rc) {
         hx_fail(e, rc, "run stopped: bad input files (see above)");
         goto out;
@@ -561,7 +1122,7 @@ out:;
         rc = e2.code;
     }
 #ifdef ATTN_HAVE_GPU
-    if (env.flush)
+    if (env.flush && !hx_gpu_hung()) /* hung: freeing would wait for the kernel */
         opt_free(env.flush);
 #endif // ATTN_HAVE_GPU
     free(speed);

@@ -17,6 +17,9 @@ typedef struct hx_run_opts {
     int warmup, iters;   /* untimed launches; minimum timed samples */
     int hot;             /* no L2 flush between samples */
     int no_timing;       /* verification launches only: no peaks, no timing (sanitizers) */
+    int determinism;     /* rerun every passing candidate; outputs must be bit-identical */
+    int batch_invariance;/* rerun one request alone; its outputs must be its batch slice's */
+    double kernel_timeout; /* seconds any one wait for the GPU may take; 0 = no limit */
 } hx_run_opts;
 
 /* Load every file, run every selected case; 0 when every row is PASS or a skip, 1 when a
@@ -25,6 +28,11 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
 
 /* Fill the parts of hx_runinfo that do not depend on the run's cases. */
 void hx_runinfo_init(hx_runinfo *ri, const char *argv_line);
+
+/* The bit-for-bit comparison behind --determinism and --batch-invariance: how many elements
+ * of a and b differ in any bit (every element, if dtype or element count differ); *first
+ * receives the flat index of the first that does. */
+size_t hx_bits_diff(const hx_tensor *a, const hx_tensor *b, size_t *first);
 
 /* ------------------------------------------------------------- the GPU (gpu.c)
  * Available only in a GPU build (ATTN_HAVE_GPU); hx_gpu_count() is 0 otherwise. */
@@ -48,6 +56,13 @@ int hx_gpu_selftest(const hx_gpu *g, void *flush, size_t flush_bytes, double *em
                     double *copy_ratio, hx_err *e);
 int hx_dev_upload(const hx_tensors *h, hx_dtensors *d, hx_err *e);
 int hx_dev_download(const hx_dtensors *d, hx_tensors *h, hx_err *e);
+/* Upload h again into the existing device buffers of the same names (fresh poisoned outputs
+ * for a rerun); workspaces are left as they are. */
+int hx_dev_refill(const hx_tensors *h, hx_dtensors *d, hx_err *e);
+/* Wait for the device, at most the timeout (hx_gpu_set_timeout; 0 = no limit). Past it the
+ * device is marked hung: hx_gpu_hung() says so for the rest of the process, and the device
+ * layer makes no further call that could block on it (no frees). */
+int hx_gpu_wait(hx_err *e);
 void hx_dev_free(hx_dtensors *d);
 /* Add a device scratch buffer named "workspace" (no host twin: never downloaded or judged). */
 int hx_dev_add_workspace(hx_dtensors *d, size_t bytes, hx_err *e);
@@ -56,6 +71,11 @@ void hx_timing_from_samples(double *ms, int n, hx_timing *t);
 
 /* `attn-harness roofline`: peaks and the timing self-test on device `dev`; an exit code. */
 int hx_roofline(int dev);
+
+/* The watchdog's limit in seconds (default 60; 0 = none), and whether it fired. Both exist
+ * in CPU-only builds (no-ops there). */
+void hx_gpu_set_timeout(double seconds);
+int hx_gpu_hung(void);
 
 /* GPU facts: number of devices (0 without a GPU build or device) and a description. */
 int hx_gpu_count(void);

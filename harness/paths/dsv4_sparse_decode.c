@@ -370,12 +370,14 @@ static const hx_variant ds__variants[] = {
      .summary = "one block per (token, head) over the used SWA then extra entries, FP8 rows "
                 "decoded in registers, online softmax in f32, sink once",
      .unsupported = ds__simple_unsupported,
-     .run = ds__simple_run},
+     .run = ds__simple_run,
+     .batch_invariant = 1},
     {.name = "packed",
      .summary = "one block per (token, 16 heads) on the tensor cores (mma.sync): each indexed "
                 "row read and dequantized once per token and group, online softmax, sink once",
      .unsupported = ds__packed_unsupported,
-     .run = ds__packed_run},
+     .run = ds__packed_run,
+     .batch_invariant = 1},
 };
 #endif // ATTN_HAVE_GPU
 

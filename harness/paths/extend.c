@@ -220,7 +220,8 @@ static const hx_variant ex__variants[] = {
      .summary = "one block per (token, head) over paged context + new keys in one pass, online "
                 "softmax in f32 (no chunks)",
      .unsupported = hx_kv_simple_unsupported,
-     .run = ex__simple_run},
+     .run = ex__simple_run,
+     .batch_invariant = 1},
     {.name = "chunked",
      .summary = "SPEC 6 on the GPU: mma causal new-over-new, context chunks gathered (vec) to "
                 "standard layout, mma non-causal per chunk, merge_states vec",

@@ -189,7 +189,8 @@ static const hx_variant md__variants[] = {
      .summary = "one block per (sequence, head), latent rows in tiles (a warp per 576-dim logit), "
                 "online softmax in f32",
      .unsupported = md__simple_unsupported,
-     .run = md__simple_run},
+     .run = md__simple_run,
+     .batch_invariant = 1},
     {.name = "split_kv",
      .summary = "tensor cores (mma.sync), 16 heads per block so each latent row is read once, "
                 "equal key ranges per block, fp8 decoded in registers, LSE combine",

@@ -206,7 +206,8 @@ static const hx_variant pd__variants[] = {
     {.name = "simple",
      .summary = "one block per (sequence, head), cached keys streamed with an online softmax in f32",
      .unsupported = pd__simple_unsupported,
-     .run = pd__simple_run},
+     .run = pd__simple_run,
+     .batch_invariant = 1},
     {.name = "split_kv",
      .summary = "flash-decoding: blocks over (sequence, KV head, split) serve all the KV head's query "
                 "heads, 16-byte loads in the native layout, f32 partials merged by LSE",
