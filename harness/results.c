@@ -66,7 +66,7 @@ static void hx__time_cell(FILE *f, double ms)
 
 void hx_table_header(FILE *f)
 {
-    fprintf(f, "%-36s %-10s %-16s %9s %9s %8s %10s %9s %9s %7s  %s\n", "case", "variant", "status",
+    fprintf(f, "%-36s %-10s %-21s %9s %9s %8s %10s %9s %9s %7s  %s\n", "case", "variant", "status",
             "max_abs", "cos_diff", "headroom", "median", "TFLOP/s", "GB/s", "%peak", "seed");
 }
 
@@ -82,7 +82,7 @@ static const hx_output_result *hx__worst_output(const hx_result *r)
 
 void hx_table_row(FILE *f, const hx_result *r)
 {
-    fprintf(f, "%-36s %-10s %-16s", r->c->name, r->variant, hx_status_name(r->status));
+    fprintf(f, "%-36s %-10s %-21s", r->c->name, r->variant, hx_status_name(r->status));
     const hx_output_result *w = hx__worst_output(r);
     const hx_output_result *o = r->n_out ? &r->out[0] : NULL; /* "out": the cos_diff that matters */
     hx__cell(f, 10, " %*.2e", w ? w->m.max_abs : NAN);

@@ -60,6 +60,19 @@ extend_chunk_plan_kernel(const int32_t *__restrict__ context_lens, int batch, lo
         cu[batch] = (int32_t)total;
 }
 
+extern "C" int opt_context_chunk_plan(const int32_t *context_lens, int batch, int chunk_tokens,
+                                     int chunks, int32_t *meta, void *stream)
+{
+    if (batch < 0 || chunk_tokens < 1 || chunks < 0 || (chunks > 0 && (!context_lens || !meta)))
+        return OPT_EINVAL;
+    if (chunks == 0 || batch == 0)
+        return OPT_OK;
+    extend_chunk_plan_kernel<<<(unsigned)chunks, XC_SCAN, 0, (hipStream_t)stream>>>(
+        context_lens, batch, chunk_tokens, meta);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
 /* ------------------------------------------------------------------ the plan */
 typedef struct xc__plan {
     long long total_ctx;
@@ -159,9 +172,9 @@ extern "C" int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_
 
     /* 2. the context, chunk by chunk. */
     int32_t *meta = (int32_t *)(ws + p.off_meta);
-    extend_chunk_plan_kernel<<<(unsigned)p.chunks, XC_SCAN, 0, s>>>(a->context_lens, a->batch,
-                                                                    chunk_tokens, meta);
-    GPU_CHECK(hipGetLastError());
+    if ((rc = opt_context_chunk_plan(a->context_lens, a->batch, chunk_tokens, p.chunks, meta,
+                                     stream)) != OPT_OK)
+        return rc;
     const int x = 16 / xc__esize(a->cache.dtype);
     void *kc = ws + p.off_k, *vc = ws + p.off_v;
     const bool vec = a->cache.head_dim % x == 0 && (uintptr_t)a->cache.k % 16 == 0 &&

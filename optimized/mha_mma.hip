@@ -102,6 +102,18 @@ static __device__ __forceinline__ uint32_t mm__pack(float lo, float hi, bool f16
     return r;
 }
 
+/* 2^x for x <= 0 (softmax weights): the MUFU instruction; results below 2^-126 flush to 0. */
+static __device__ __forceinline__ float mm__exp2(float x)
+{
+#if defined(MM_FAST_EXP)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
+
 /* Copy rows [0, rows) of a [rows_total x D] tile whose global row r starts at src + r * stride
  * (elements) into the swizzled shared tile; rows >= valid are zero-filled. */
 template <int D, int ROWS>
@@ -286,14 +298,14 @@ mha_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 const float m_new = fmaxf(m[mt][i], mx[i]);
                 /* All logits so far -inf: exponentiate against 0, never exp(-inf - -inf). */
                 m_use[i] = m_new == -INFINITY ? 0.0f : m_new;
-                alpha[i] = exp2f(m[mt][i] - m_use[i]);
+                alpha[i] = mm__exp2(m[mt][i] - m_use[i]);
                 m[mt][i] = m_new;
             }
             float rs[2] = {0.0f, 0.0f};
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                const float p0 = exp2f(s[mt][n][0] - m_use[0]), p1 = exp2f(s[mt][n][1] - m_use[0]);
-                const float p2 = exp2f(s[mt][n][2] - m_use[1]), p3 = exp2f(s[mt][n][3] - m_use[1]);
+                const float p0 = mm__exp2(s[mt][n][0] - m_use[0]), p1 = mm__exp2(s[mt][n][1] - m_use[0]);
+                const float p2 = mm__exp2(s[mt][n][2] - m_use[1]), p3 = mm__exp2(s[mt][n][3] - m_use[1]);
                 rs[0] += p0 + p1;
                 rs[1] += p2 + p3;
                 pf[mt][n / 2][(n % 2) * 2 + 0] = mm__pack(p0, p1, F16);

@@ -18,7 +18,7 @@
  *   the k_nope half also copy the rows' k_pe (bf16, fp8 dequantized the same way) into K dims
  *   128..191, so K [rows, hq, 192] and V [rows, hq, 128] are what mha_varlen mma reads with
  *   hkv = hq. Shared memory 96 KiB (bf16 rows) / 88 KiB (fp8), two blocks per SM.
- * mla_prefill_chunk_plan_kernel: extend_chunked.hip's plan (the contexts laid end to end, cut
+ * opt_context_chunk_plan (extend_chunked.hip): extend's plan (the contexts laid end to end, cut
  *   every chunk_tokens tokens: per chunk and request the first context token and the output
  *   rows), here for the latent cache.
  * opt_mla_prefill_mma composes, in one stream:
@@ -67,45 +67,6 @@ template <int SRC> struct mpm__cfg {
     static constexpr int SMEM = MPM_STAGES * B_BYTES + A_STAGES * A_BYTES +
                                 (SRC == MPM_SRC_FP8 ? MPM_STAGES * R_BYTES : 0);
 };
-
-/* ---------------------------------------------------------- the chunk plan */
-/* The same plan as extend_chunk_plan_kernel: chunk c (block c) covers stream positions
- * [c * chunk, (c + 1) * chunk) of the contexts laid end to end; request b's part starts at
- * starts[c][b] tokens into its context and lands at rows cu[c][b] .. cu[c][b + 1] of the
- * chunk's K and V. meta: [chunks][2 * batch + 1] ints. */
-__global__ void __launch_bounds__(MPM_SCAN)
-mla_prefill_chunk_plan_kernel(const int32_t *__restrict__ context_lens, int batch, long long chunk,
-                              int32_t *__restrict__ meta)
-{
-    __shared__ long long part[MPM_SCAN];
-    int32_t *starts = meta + (size_t)blockIdx.x * (2 * batch + 1), *cu = starts + batch;
-    const long long c0 = (long long)blockIdx.x * chunk, c1 = c0 + chunk;
-    int b0, b1;
-    gpu_block_share<MPM_SCAN>(batch, &b0, &b1);
-    long long ctx = 0, total;
-    for (int b = b0; b < b1; b++)
-        ctx += context_lens[b];
-    const long long pos0 = gpu_block_exclusive_sum<MPM_SCAN>(ctx, part, &total);
-    long long pos = pos0, rows = 0;
-    for (int b = b0; b < b1; b++) {
-        const long long end = pos + context_lens[b];
-        const long long lo = pos > c0 ? pos : c0, hi = end < c1 ? end : c1;
-        starts[b] = (int32_t)(hi > lo ? lo - pos : 0);
-        rows += hi > lo ? hi - lo : 0;
-        pos = end;
-    }
-    long long out = gpu_block_exclusive_sum<MPM_SCAN>(rows, part, &total);
-    pos = pos0;
-    for (int b = b0; b < b1; b++) {
-        const long long end = pos + context_lens[b];
-        const long long lo = pos > c0 ? pos : c0, hi = end < c1 ? end : c1;
-        cu[b] = (int32_t)out;
-        out += hi > lo ? hi - lo : 0;
-        pos = end;
-    }
-    if (threadIdx.x == 0)
-        cu[batch] = (int32_t)total;
-}
 
 /* ------------------------------------------------------ decompression GEMM */
 #if defined(GPU_HAS_MMA_SYNC)
@@ -467,9 +428,9 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
 
     /* 2. the contexts, chunk by chunk. */
     int32_t *meta = (int32_t *)(ws + p.off_meta);
-    mla_prefill_chunk_plan_kernel<<<(unsigned)p.chunks, MPM_SCAN, 0, s>>>(a->context_lens, a->batch,
-                                                                         chunk_tokens, meta);
-    GPU_CHECK(hipGetLastError());
+    if ((rc = opt_context_chunk_plan(a->context_lens, a->batch, chunk_tokens, p.chunks, meta,
+                                     stream)) != OPT_OK)
+        return rc;
     void *o_acc = ws + p.off_oa, *o_nxt = ws + p.off_ob;
     float *l_acc = (float *)(ws + p.off_la), *l_nxt = (float *)(ws + p.off_lb);
     for (int c = 0; c < p.chunks; c++) {

@@ -229,6 +229,12 @@ int opt_mixed_simple(const opt_mixed_args *a, void *stream);
  * each gathered (gather_cache vec/simple) into standard layout, attended without a mask (mma)
  * and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's sizes.
  * Supported where mha_varlen mma is (NVIDIA sm_80+, bf16/f16, head_dim 64/128/256). */
+/* The chunk plan shared by extend and mla_prefill: contexts (context_lens [batch], device) laid
+ * end to end and cut every chunk_tokens tokens; for chunk c, meta[c * (2 batch + 1) ..] holds
+ * starts[batch] (tokens into each request's context) then cu[batch + 1] (row offsets of each
+ * request's part in the chunk). chunks = ceil(sum of context_lens / chunk_tokens). */
+int opt_context_chunk_plan(const int32_t *context_lens, int batch, int chunk_tokens, int chunks,
+                           int32_t *meta, void *stream);
 const char *opt_extend_chunked_unsupported(const opt_extend_args *a, int cc_major);
 size_t opt_extend_chunked_workspace(const opt_extend_args *a, const int32_t *host_ctx,
                                     int chunk_tokens);

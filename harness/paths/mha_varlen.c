@@ -207,7 +207,8 @@ static const hx_variant mv__variants[] = {
      .summary = "FlashAttention-2 style: 64-row query tiles, mma.sync, cp.async double buffer",
      .unsupported = mv__mma_unsupported,
      .run = mv__mma_run,
-     .workspace = mv__mma_workspace},
+     .workspace = mv__mma_workspace,
+     .batch_invariant = 1},
 };
 #endif // ATTN_HAVE_GPU
 
