@@ -297,7 +297,19 @@ static int cmd_run(int argc, char **argv, const char *argv_line)
         char *end;
         switch (ch) {
         case 'f': o.filter = optarg; break;
-        case 'V': o.variant = optarg; break;
+        case 'V': {
+            int known = strcmp(optarg, "emulated") == 0;
+            for (int i = 0; i < hx_n_paths && !known; i++)
+                for (int v = 0; v < hx_paths[i]->n_variants && !known; v++)
+                    known = strcmp(optarg, hx_paths[i]->variants[v].name) == 0;
+            if (!known) {
+                snprintf(msg, sizeof msg,
+                         "--variant '%s': no path has such a variant in this build (attn-harness list)", optarg);
+                return die(HX_EUSAGE, msg);
+            }
+            o.variant = optarg;
+            break;
+        }
         case 'p':
             if (!hx_path_find(optarg)) {
                 snprintf(msg, sizeof msg, "--path '%s': no such path (attn-harness list)", optarg);

@@ -481,10 +481,12 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
     }
 
     /* Group 1 hands (m, l, out) to the lane of group 0 that holds the same rows and dims,
-     * through its own stage buffers (idle once its warps pass the barrier). */
+     * through its own stage buffers, idle once every warp of the block passes this barrier
+     * (a whole-block barrier, not group 1's named one: compute-sanitizer racecheck reported
+     * the named-barrier form as 6 hazards on this hand-over). */
     float *mbuf = (float *)(d4f__smem + D4F__GSMEM); /* [D4F__MERGE][GTHREADS] */
+    __syncthreads();
     if (grp == 1) {
-        d4f__group_sync(1);
         mbuf[0 * D4F__GTHREADS + tid] = m[0], mbuf[1 * D4F__GTHREADS + tid] = m[1];
         mbuf[2 * D4F__GTHREADS + tid] = l[0], mbuf[3 * D4F__GTHREADS + tid] = l[1];
 #pragma unroll

@@ -104,10 +104,10 @@ rm "$tmp/ids/v4/extra_idx.npy"
 npy_i32 "$tmp/ids/v4/swa_len.npy" "2," 4 9
 expect 2 "\[v4\] swa_len\[1\] = 9 is outside \[0, 4\]" -- run "$tmp/c.ini" --cpu-only --filter v4 --inputs "$tmp/ids"
 
-# Unsupported variant: a name no path has runs nothing (exit 0, says so on stderr); a variant
+# Unsupported variant: a name no path of this build has is a usage error (exit 2); a variant
 # that cannot run a case is a SKIP_UNSUPPORTED row with the reason (a GPU build on a GPU).
 case_file "[a]" "path = paged_decode" "heads_q = 4" "head_dim = 96" "seq_lens = 40"
-expect 0 "no case/variant matched \(filter '\*', variant 'nosuch'\)" -- run "$tmp/c.ini" --variant nosuch
+expect 2 "--variant 'nosuch': no path has such a variant in this build \(attn-harness list\)" -- run "$tmp/c.ini" --variant nosuch
 if [ "$("$hx" info --slug)" != cpu ]; then
   expect 0 "" -- run "$tmp/c.ini" --variant split_kv --no-timing
   n=$((n + 1))
