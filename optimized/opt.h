@@ -224,6 +224,23 @@ int opt_paged_decode_simple(const opt_paged_decode_args *a, void *stream);
 int opt_extend_simple(const opt_extend_args *a, void *stream);
 int opt_mixed_simple(const opt_mixed_args *a, void *stream);
 
+/* mixed routed (issue 7): SPEC section 7's routed design from this library's kernels. A small
+ * kernel classifies the requests from cu_q and context_lens on the device (decode: 1 new token
+ * over a context; prefill: no context; extend: the rest) and orders them [decode : extend :
+ * prefill], stable within a class; their rows are gathered contiguously (16-byte copies);
+ * decodes run paged_decode split_kv (seq_len = context + 1; simple where split_kv does not take
+ * the cache), extends extend chunked (context chunks of at most chunk_tokens), prefills
+ * mha_varlen mma causal over their k_new, v_new; out and lse are scattered back to the arrival
+ * order. host_ctx, host_new: context_lens [batch] and new tokens [batch] on the host, the same
+ * values as on the device, for the sizes only. Supported where mma is (NVIDIA sm_80+, bf16/f16,
+ * head_dim 64/128/256) with heads_q divisible by the cache's heads. Deterministic (no atomics);
+ * not batch invariant (the split and chunk plans follow the batch). */
+const char *opt_mixed_routed_unsupported(const opt_mixed_args *a, int cc_major);
+size_t opt_mixed_routed_workspace(const opt_mixed_args *a, const int32_t *host_ctx,
+                                  const int32_t *host_new, int chunk_tokens);
+int opt_mixed_routed(const opt_mixed_args *a, const int32_t *host_ctx, const int32_t *host_new,
+                     int chunk_tokens, void *workspace, size_t workspace_bytes, void *stream);
+
 /* extend chunked (issue 6): SPEC section 6's algorithm from this library's kernels -- mha_varlen
  * mma causal over the new tokens; the contexts end to end in chunks of at most chunk_tokens,
  * each gathered (gather_cache vec/simple) into standard layout, attended without a mask (mma)

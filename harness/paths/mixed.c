@@ -11,8 +11,9 @@
  * The new rows are in the cache (written by cache_write) and also given contiguously; both
  * hold the same values: k_new is the cache row dequantized to the case dtype (exact for bf16/f16
  * caches and for fp8 with a power-of-two scale). So the `unified` design (everything from the
- * cache) and the `routed` one (prefill slices from k_new) meet one ground truth, and
- * check_inputs refuses loaded inputs where the two disagree.
+ * cache: the variant `simple`, the path's baseline) and the `routed` one (the new keys of extend
+ * and prefill requests from k_new) meet one ground truth, and check_inputs refuses loaded
+ * inputs where the two disagree.
  */
 #include "hx_kvcache.h"
 
@@ -254,27 +255,68 @@ static void mx__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-static int mx__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_mixed_args mx__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     const int batch = c->seq_lens_q.n;
     opt_mixed_args a = {
         .batch = batch, .tq = (int)mx__total(&c->seq_lens_q), .hq = c->heads_q,
-        .dtype = (int)c->dtype, .q = hx_dptr(in, "q"), .k_new = hx_dptr(in, "k_new"),
-        .v_new = hx_dptr(in, "v_new"), .cu_q = hx_dptr(in, "cu_seqlens_q"),
-        .context_lens = hx_dptr(in, "context_lens"), .cache = hx_kv_gpu_cache(c, in),
-        .block_table = hx_dptr(in, "block_table"), .max_blocks = hx_kv_gpu_max_blocks(in, batch),
-        .scale = (float)c->scale, .softcap = (float)c->softcap,
-        .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
+        .dtype = (int)c->dtype, .scale = (float)c->scale, .softcap = (float)c->softcap,
+        .cache = {.heads = c->heads_kv, .head_dim = c->head_dim,
+                  .dtype = (int)c->kv_dtype, .layout = (int)c->layout,
+                  .block_size = c->block_size},
     };
+    if (in && out) {
+        a.q = hx_dptr(in, "q"), a.k_new = hx_dptr(in, "k_new"), a.v_new = hx_dptr(in, "v_new");
+        a.cu_q = hx_dptr(in, "cu_seqlens_q"), a.context_lens = hx_dptr(in, "context_lens");
+        a.cache = hx_kv_gpu_cache(c, in), a.block_table = hx_dptr(in, "block_table");
+        a.max_blocks = hx_kv_gpu_max_blocks(in, batch);
+        a.out = hx_dptr(out, "out"), a.lse = hx_dptr(out, "lse");
+    }
+    return a;
+}
+
+static int mx__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mixed_args a = mx__args(c, in, out);
     return opt_mixed_simple(&a, stream);
+}
+
+/* routed: extend's context chunk budget (SPEC 6's default; mixed has no chunk_tokens key). */
+enum { MX__CHUNK_TOKENS = 32768 };
+
+static const char *mx__routed_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    const opt_mixed_args a = mx__args(c, NULL, NULL);
+    return opt_mixed_routed_unsupported(&a, g->cc_major);
+}
+
+static size_t mx__routed_workspace(const hx_case *c)
+{
+    const opt_mixed_args a = mx__args(c, NULL, NULL);
+    return opt_mixed_routed_workspace(&a, c->context_lens.v, c->seq_lens_q.v, MX__CHUNK_TOKENS);
+}
+
+static int mx__routed_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mixed_args a = mx__args(c, in, out);
+    return opt_mixed_routed(&a, c->context_lens.v, c->seq_lens_q.v, MX__CHUNK_TOKENS,
+                            hx_dptr(out, "workspace"), mx__routed_workspace(c), stream);
 }
 
 static const hx_variant mx__variants[] = {
     {.name = "simple",
-     .summary = "one block per (token, head), every key from the paged cache, bottom-right "
-                "causal, online softmax in f32 (the unified design)",
+     .summary = "SPEC 7's unified design: one kernel for every token, one block per (token, "
+                "head), every key from the paged cache, bottom-right causal, online softmax in f32",
      .unsupported = hx_kv_simple_unsupported,
      .run = mx__simple_run},
+    {.name = "routed",
+     .summary = "SPEC 7's routed design: requests partitioned on the device into [decode : "
+                "extend : prefill], rows gathered; paged_decode split_kv, extend chunked, "
+                "mha_varlen mma causal; out, lse scattered back",
+     .unsupported = mx__routed_unsupported,
+     .run = mx__routed_run,
+     .workspace = mx__routed_workspace,
+     .batch_invariant = 0 /* split_kv's splits and extend's chunks follow the batch */},
 };
 #endif // ATTN_HAVE_GPU
 
