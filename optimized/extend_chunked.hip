@@ -157,7 +157,6 @@ extern "C" int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_
     if (!workspace || workspace_bytes < p.bytes)
         return OPT_EINVAL;
     char *ws = (char *)workspace;
-    const hipStream_t s = (hipStream_t)stream;
     void *ts = ws + p.off_ts;
     const size_t ts_bytes = opt_mha_varlen_mma_workspace(a->batch);
     int rc;
