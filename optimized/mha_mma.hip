@@ -102,10 +102,12 @@ static __device__ __forceinline__ uint32_t mm__pack(float lo, float hi, bool f16
     return r;
 }
 
-/* 2^x for x <= 0 (softmax weights): the MUFU instruction; results below 2^-126 flush to 0. */
+/* 2^x for x <= 0 (softmax weights): the MUFU instruction; results below 2^-126 flush to 0
+ * (measured on the H200: 8K causal d128 2.36 -> 2.24 ms against exp2f; -DMM_EXACT_EXP restores
+ * exp2f). */
 static __device__ __forceinline__ float mm__exp2(float x)
 {
-#if defined(MM_FAST_EXP)
+#if !defined(MM_EXACT_EXP)
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
