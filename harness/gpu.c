@@ -12,6 +12,7 @@
  * Test hook: ATTN_TEST_DEVICE_MEM_LIMIT=BYTES makes the device allocations of tensor sets
  * and workspaces fail, as an out-of-memory would, once they would hold more than BYTES. */
 #include "run.h"
+#include "records.h"
 
 #include <errno.h>
 #include <math.h>
@@ -546,17 +547,5 @@ void hx_device_slug(char *buf, size_t n)
     if (hx_gpu_count() > 0 && opt_device_query(0, &d) == OPT_OK)
         snprintf(name, sizeof name, "%s", d.name);
 #endif // ATTN_HAVE_GPU
-    size_t k = 0;
-    for (const char *p = name; *p && k + 1 < n; p++) {
-        char ch = *p;
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (char)(ch - 'A' + 'a');
-        if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))
-            buf[k++] = ch;
-        else if (k > 0 && buf[k - 1] != '-')
-            buf[k++] = '-';
-    }
-    while (k > 0 && buf[k - 1] == '-')
-        k--;
-    buf[k] = '\0';
+    hx_slugify(name, buf, n);
 }

@@ -73,6 +73,9 @@ double hx_kv_token_bytes(const hx_case *c);
 opt_kv_cache hx_kv_gpu_cache(const hx_case *c, const hx_dtensors *in);
 /* Columns of the device block table [batch, max_blocks]. */
 int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch);
+/* Launcher arguments of the attention paths over the cache with new tokens (extend, mixed: one
+ * struct): shapes and scalars from the case; with in and out, the device pointers too. */
+opt_extend_args hx_kv_gpu_attn_args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out);
 /* unsupported() of the one-block-per-(token, head) `simple` attention kernels over the cache. */
 const char *hx_kv_simple_unsupported(const hx_case *c, const hx_gpu *g);
 /* unsupported() of the `vec` data-movement kernels (16-byte chunks of x = 16 / element size dims). */

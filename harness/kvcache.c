@@ -279,6 +279,29 @@ opt_kv_cache hx_kv_gpu_cache(const hx_case *c, const hx_dtensors *in)
     return kc;
 }
 
+opt_extend_args hx_kv_gpu_attn_args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
+{
+    const int batch = c->seq_lens_q.n;
+    int64_t tq = 0;
+    for (int b = 0; b < batch; b++)
+        tq += c->seq_lens_q.v[b];
+    opt_extend_args a = {
+        .batch = batch, .tq = (int)tq, .hq = c->heads_q,
+        .dtype = (int)c->dtype, .scale = (float)c->scale, .softcap = (float)c->softcap,
+        .cache = {.heads = c->heads_kv, .head_dim = c->head_dim,
+                  .dtype = (int)c->kv_dtype, .layout = (int)c->layout,
+                  .block_size = c->block_size},
+    };
+    if (in && out) {
+        a.q = hx_dptr(in, "q"), a.k_new = hx_dptr(in, "k_new"), a.v_new = hx_dptr(in, "v_new");
+        a.cu_q = hx_dptr(in, "cu_seqlens_q"), a.context_lens = hx_dptr(in, "context_lens");
+        a.cache = hx_kv_gpu_cache(c, in), a.block_table = hx_dptr(in, "block_table");
+        a.max_blocks = hx_kv_gpu_max_blocks(in, batch);
+        a.out = hx_dptr(out, "out"), a.lse = hx_dptr(out, "lse");
+    }
+    return a;
+}
+
 int hx_kv_gpu_max_blocks(const hx_dtensors *in, int batch)
 {
     for (int i = 0; i < in->n && batch > 0; i++)

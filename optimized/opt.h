@@ -202,20 +202,8 @@ typedef struct opt_extend_args {
  * SPEC section 7. Request r: context_lens[r] cached tokens and cu_q[r + 1] - cu_q[r] >= 1 new
  * ones, all of them already in the cache (the new rows are also given as k_new, v_new);
  * query i of request r sees keys j <= context_lens[r] + i. */
-typedef struct opt_mixed_args {
-    int batch, tq, hq;
-    int dtype;                   /* of q, k_new, v_new, out: OPT_BF16 or OPT_F16 */
-    const void *q;               /* q: [tq, hq, cache.head_dim] */
-    const void *k_new, *v_new;   /* k_new, v_new: [tq, cache.heads, cache.head_dim] */
-    const int32_t *cu_q;         /* cu_q: [batch + 1] */
-    const int32_t *context_lens; /* context_lens: [batch] */
-    opt_kv_cache cache;          /* holds context and new tokens */
-    const int32_t *block_table;  /* block_table: [batch, max_blocks] */
-    int max_blocks;
-    float scale, softcap;        /* softcap 0 = none */
-    void *out;                   /* out: [tq, hq, cache.head_dim] (original token order) */
-    float *lse;                  /* lse: [hq, tq] */
-} opt_mixed_args;
+/* The same fields as opt_extend_args, with the meaning above (cache holds every key). */
+typedef opt_extend_args opt_mixed_args;
 
 /* simple, for the three paths: one block per (query token, query head), keys streamed in
  * tiles from the paged cache (extend: the new keys from k_new, v_new; mixed: every key from

@@ -6,9 +6,7 @@
 #   tests/cli_bad_input.sh path/to/attn-harness
 set -u
 hx=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 n=0
+. "$(dirname "$0")/cli_lib.sh"
 
 # expect CODE REGEX -- ARGS...: exit code CODE and stderr matching REGEX
 expect() {
@@ -152,5 +150,4 @@ rm "$tmp/bad/a/cu_seqlens_q.npy"
 head -c 200 "$tmp/dump/a/q.npy" >"$tmp/bad/a/q.npy"
 expect 2 "'$tmp/bad/a/q.npy' is truncated: [0-9]+ of 768 data bytes" -- run "$tmp/c.ini" --inputs "$tmp/bad"
 
-echo "$((n - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

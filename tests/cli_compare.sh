@@ -6,9 +6,7 @@
 set -u
 hx=$1
 d=tests/data
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 n=0
+. "$(dirname "$0")/cli_lib.sh"
 
 # expect CODE REGEX -- ARGS...: exit code CODE, and stdout + stderr (as one line) matching REGEX
 expect() {
@@ -88,5 +86,4 @@ mkdir -p "$tmp/empty"
 expect 2 "no \*\.jsonl result files under '$tmp/empty'" -- compare $base "$tmp/empty"
 expect 2 "cannot open result file '$tmp/none.jsonl'" -- compare $base "$tmp/none.jsonl"
 
-echo "cli_compare: $((n - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish cli_compare

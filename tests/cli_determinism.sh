@@ -5,17 +5,7 @@
 #   tests/cli_determinism.sh path/to/attn-harness
 set -u
 hx=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 n=0
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-# check DESCRIPTION COMMAND...: the command must succeed (a grep, a test)
-check() {
-  local what=$1; shift
-  n=$((n + 1))
-  "$@" || fail "$what"
-}
+. "$(dirname "$0")/cli_lib.sh"
 # run WANT_EXIT ARGS...: attn-harness run, stdout in $tmp/out, stderr in $tmp/err
 run() {
   local want=$1; shift
@@ -102,5 +92,4 @@ fi
 run 2 cases/smoke.ini --kernel-timeout abc
 run 2 cases/smoke.ini --kernel-timeout -1
 
-echo "$((n - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

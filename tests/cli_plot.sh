@@ -7,10 +7,7 @@ set -u
 hx=$1
 d=tests/data
 command -v gnuplot >/dev/null || { echo "gnuplot not installed: skipping"; exit 77; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 n=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/cli_lib.sh"
 
 # run_ok NAME REGEX -- ARGS...: exit 0 and stdout + stderr (as one line) matching REGEX
 run_ok() {
@@ -89,5 +86,4 @@ expect_rc 2 "--worst '0'" -- plot --worst 0 $d/h200_base.jsonl
 expect_rc 3 "gnuplot not found \('$tmp/no-gnuplot'\)" -- plot --gnuplot "$tmp/no-gnuplot" -o "$tmp/x" $d/h200_base.jsonl
 expect_rc 2 "--scripts '$tmp': no speedup.gp" -- plot --scripts "$tmp" -o "$tmp/x" $d/h200_base.jsonl
 
-echo "cli_plot: $((n - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish cli_plot

@@ -8,16 +8,7 @@
 set -u
 hx=$1
 [ "$("$hx" info --slug)" = cpu ] && { echo "no GPU device: skipping"; exit 77; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 n=0
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-check() {
-  local what=$1; shift
-  n=$((n + 1))
-  "$@" || fail "$what"
-}
+. "$(dirname "$0")/cli_lib.sh"
 run() {
   local want=$1; shift
   n=$((n + 1))
@@ -65,5 +56,4 @@ check "the long launch timed out" \
 check "every later GPU row skipped" [ "$(count '"status":"SKIP_NO_GPU"' 'GPU unusable')" -eq "$(($(count .) - 1))" ]
 check "every emulated row still PASS" [ "$(grep -c '"variant":"emulated".*"status":"PASS"' "$tmp/r.jsonl")" -eq 18 ]
 
-echo "$((n - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

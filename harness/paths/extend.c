@@ -169,48 +169,29 @@ static void ex__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-static opt_extend_args ex__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
-{
-    const int batch = c->seq_lens_q.n;
-    opt_extend_args a = {
-        .batch = batch, .tq = (int)ex__total(&c->seq_lens_q), .hq = c->heads_q,
-        .dtype = (int)c->dtype, .scale = (float)c->scale, .softcap = (float)c->softcap,
-        .cache = {.heads = c->heads_kv, .head_dim = c->head_dim,
-                  .dtype = (int)c->kv_dtype, .layout = (int)c->layout,
-                  .block_size = c->block_size},
-    };
-    if (in && out) {
-        a.q = hx_dptr(in, "q"), a.k_new = hx_dptr(in, "k_new"), a.v_new = hx_dptr(in, "v_new");
-        a.cu_q = hx_dptr(in, "cu_seqlens_q"), a.context_lens = hx_dptr(in, "context_lens");
-        a.cache = hx_kv_gpu_cache(c, in), a.block_table = hx_dptr(in, "block_table");
-        a.max_blocks = hx_kv_gpu_max_blocks(in, batch);
-        a.out = hx_dptr(out, "out"), a.lse = hx_dptr(out, "lse");
-    }
-    return a;
-}
 
 static int ex__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    const opt_extend_args a = ex__args(c, in, out);
+    const opt_extend_args a = hx_kv_gpu_attn_args(c, in, out);
     return opt_extend_simple(&a, stream);
 }
 
 static const char *ex__chunked_unsupported(const hx_case *c, const hx_gpu *g)
 {
-    const opt_extend_args a = ex__args(c, NULL, NULL);
+    const opt_extend_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
     return opt_extend_chunked_unsupported(&a, g->cc_major);
 }
 
 static size_t ex__chunked_workspace(const hx_case *c)
 {
-    const opt_extend_args a = ex__args(c, NULL, NULL);
+    const opt_extend_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
     return opt_extend_chunked_workspace(&a, c->context_lens.v, c->chunk_tokens);
 }
 
 static int ex__chunked_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
                            void *stream)
 {
-    const opt_extend_args a = ex__args(c, in, out);
+    const opt_extend_args a = hx_kv_gpu_attn_args(c, in, out);
     return opt_extend_chunked(&a, c->context_lens.v, c->chunk_tokens, hx_dptr(out, "workspace"),
                               ex__chunked_workspace(c), stream);
 }

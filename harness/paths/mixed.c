@@ -255,29 +255,10 @@ static void mx__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
 
-static opt_mixed_args mx__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
-{
-    const int batch = c->seq_lens_q.n;
-    opt_mixed_args a = {
-        .batch = batch, .tq = (int)mx__total(&c->seq_lens_q), .hq = c->heads_q,
-        .dtype = (int)c->dtype, .scale = (float)c->scale, .softcap = (float)c->softcap,
-        .cache = {.heads = c->heads_kv, .head_dim = c->head_dim,
-                  .dtype = (int)c->kv_dtype, .layout = (int)c->layout,
-                  .block_size = c->block_size},
-    };
-    if (in && out) {
-        a.q = hx_dptr(in, "q"), a.k_new = hx_dptr(in, "k_new"), a.v_new = hx_dptr(in, "v_new");
-        a.cu_q = hx_dptr(in, "cu_seqlens_q"), a.context_lens = hx_dptr(in, "context_lens");
-        a.cache = hx_kv_gpu_cache(c, in), a.block_table = hx_dptr(in, "block_table");
-        a.max_blocks = hx_kv_gpu_max_blocks(in, batch);
-        a.out = hx_dptr(out, "out"), a.lse = hx_dptr(out, "lse");
-    }
-    return a;
-}
 
 static int mx__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    const opt_mixed_args a = mx__args(c, in, out);
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, in, out);
     return opt_mixed_simple(&a, stream);
 }
 
@@ -286,19 +267,19 @@ enum { MX__CHUNK_TOKENS = 32768 };
 
 static const char *mx__routed_unsupported(const hx_case *c, const hx_gpu *g)
 {
-    const opt_mixed_args a = mx__args(c, NULL, NULL);
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
     return opt_mixed_routed_unsupported(&a, g->cc_major);
 }
 
 static size_t mx__routed_workspace(const hx_case *c)
 {
-    const opt_mixed_args a = mx__args(c, NULL, NULL);
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
     return opt_mixed_routed_workspace(&a, c->context_lens.v, c->seq_lens_q.v, MX__CHUNK_TOKENS);
 }
 
 static int mx__routed_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    const opt_mixed_args a = mx__args(c, in, out);
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, in, out);
     return opt_mixed_routed(&a, c->context_lens.v, c->seq_lens_q.v, MX__CHUNK_TOKENS,
                             hx_dptr(out, "workspace"), mx__routed_workspace(c), stream);
 }
