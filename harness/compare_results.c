@@ -143,7 +143,11 @@ static void hx__speed(hx__row *w, const hx_compare_opts *o)
         w->verdict = V_UNTIMED;
         return;
     }
-    const double up = 1 + w->noise; /* significant: beyond the spread either way */
+    /* Significant: beyond the spread either way. The recorded spread is a standard deviation,
+     * which one slow outlier inflates; it may excuse a ratio up to the fail threshold, never
+     * past it (the medians themselves are robust). */
+    const double allow = w->noise < o->fail - 1 ? w->noise : o->fail - 1;
+    const double up = 1 + allow;
     if (w->ratio >= o->fail && w->ratio > up)
         w->verdict = V_FAIL;
     else if (w->ratio >= o->warn && w->ratio > up)

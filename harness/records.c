@@ -409,12 +409,19 @@ static int hx__rec_from(hx__jget *g, int root, hx_rec *r)
             snprintf(g->why, sizeof g->why, "key '%s' missing", required[i]);
             return -1;
         }
+        /* Names become gnuplot data rows and labels: one printable line each. */
+        for (const char *q = dst[i]; *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+                snprintf(g->why, sizeof g->why, "key '%s': control character in the name",
+                         required[i]);
+                return -1;
+            }
     }
     hx__jgets(g, root, "path", r->path, sizeof r->path);
     hx__jgets(g, root, "message", r->message, sizeof r->message);
     int t = hx__jgeto(g, root, "timing", J_OBJ);
     double samples = hx__jgetn(g, t, "samples");
-    r->t.samples = isfinite(samples) ? (int)samples : 0;
+    r->t.samples = samples >= 0 && samples <= 1e9 ? (int)samples : 0; /* NaN: 0 */
     r->t.median_ms = hx__jgetn(g, t, "median_ms");
     r->t.min_ms = hx__jgetn(g, t, "min_ms");
     r->t.max_ms = hx__jgetn(g, t, "max_ms");
@@ -461,10 +468,11 @@ static int hx__rec_from(hx__jget *g, int root, hx_rec *r)
             double axis = hx__jgetn(g, prof, "axis"), rows = hx__jgetn(g, prof, "rows");
             o->prof_max_abs = hx__jgeta(g, prof, "max_abs", &na);
             o->prof_headroom = hx__jgeta(g, prof, "headroom", &nh);
-            if (na != nh || !isfinite(rows) || rows < na || !isfinite(axis)) {
+            if (na != nh || !isfinite(rows) || rows < na || rows > 9007199254740992.0 ||
+                (axis != 0 && axis != 1)) {
                 snprintf(g->why, sizeof g->why,
-                         "output '%s': err_by_row needs rows >= buckets, an axis, and max_abs and "
-                         "headroom arrays of one length",
+                         "output '%s': err_by_row needs buckets <= rows <= 2^53, axis 0 or 1, and "
+                         "max_abs and headroom arrays of one length",
                          o->name);
                 return -1;
             }

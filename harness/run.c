@@ -654,7 +654,13 @@ static int hx__launch_fn(void *p)
 static int hx__gpu_launch(const hx_case *c, const hx_variant *v, const hx_dtensors *din,
                           hx_dtensors *dout, hx_tensors *out, hx_err *e)
 {
-    if (v->run(c, din, dout, NULL))
+    const int lrc = v->run(c, din, dout, NULL);
+    if (lrc == OPT_EINVAL) /* a launcher's argument check: opt_last_error() is not about it */
+        return hx_fail(e, HX_ERUNTIME,
+                       "launch: the %s launcher rejected its arguments (OPT_EINVAL) although "
+                       "unsupported() let the case through",
+                       v->name);
+    if (lrc)
         return hx_fail(e, HX_ERUNTIME, "launch: %s", opt_last_error());
     int rc = hx_gpu_wait(e);
     return rc ? rc : hx_dev_download(dout, out, e);

@@ -19,6 +19,7 @@
 #include "block_scan.h"
 
 #include <float.h>
+#include <limits.h>
 #include <stdint.h>
 
 enum { XC_SCAN = 1024, XC_ALIGN = 256 };
@@ -95,7 +96,12 @@ static xc__plan xc__make_plan(const opt_extend_args *a, const int32_t *host_ctx,
     xc__plan p = {};
     for (int b = 0; b < a->batch; b++)
         p.total_ctx += host_ctx[b] > 0 ? host_ctx[b] : 0;
-    p.chunks = (int)((p.total_ctx + chunk_tokens - 1) / chunk_tokens);
+    const long long chunks = (p.total_ctx + chunk_tokens - 1) / chunk_tokens;
+    if (chunks > INT_MAX) { /* no such plan: the launcher refuses it, no workspace is sized */
+        p.chunks = -1;
+        return p;
+    }
+    p.chunks = (int)chunks;
     p.max_rows = (int)(p.total_ctx < chunk_tokens ? p.total_ctx : chunk_tokens);
     const size_t es = (size_t)xc__esize(a->dtype);
     const size_t kv = (size_t)p.max_rows * a->cache.heads * a->cache.head_dim * es;
@@ -154,6 +160,8 @@ extern "C" int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_
     if (a->tq == 0)
         return OPT_OK;
     const xc__plan p = xc__make_plan(a, host_ctx, chunk_tokens);
+    if (p.chunks < 0)
+        return OPT_EINVAL;
     if (!workspace || workspace_bytes < p.bytes)
         return OPT_EINVAL;
     char *ws = (char *)workspace;

@@ -35,6 +35,7 @@
 #include "numerics.h"
 
 #include <float.h>
+#include <limits.h>
 #include <stdint.h>
 
 enum {
@@ -308,7 +309,12 @@ static mpm__plan mpm__make_plan(int batch, int tq, int hq, const int32_t *host_c
     mpm__plan p = {};
     for (int b = 0; b < batch; b++)
         p.total_ctx += host_ctx[b] > 0 ? host_ctx[b] : 0;
-    p.chunks = (int)((p.total_ctx + chunk_tokens - 1) / chunk_tokens);
+    const long long chunks = (p.total_ctx + chunk_tokens - 1) / chunk_tokens;
+    if (chunks > INT_MAX) { /* no such plan: the launcher refuses it, no workspace is sized */
+        p.chunks = -1;
+        return p;
+    }
+    p.chunks = (int)chunks;
     p.max_rows = (int)(p.total_ctx < chunk_tokens ? p.total_ctx : chunk_tokens);
     p.kv_rows = tq > p.max_rows ? tq : p.max_rows; /* step 1 and every chunk share K, V */
     const size_t o = p.chunks ? (size_t)tq * hq * MPM_V * 2 : 0;
@@ -398,6 +404,8 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
         !a->lse || !a->workspace)
         return OPT_EINVAL;
     const mpm__plan p = mpm__make_plan(a->batch, a->tq, a->hq, host_ctx, chunk_tokens);
+    if (p.chunks < 0)
+        return OPT_EINVAL;
     if (a->workspace_bytes < p.bytes || p.total_ctx + a->tq != a->tk)
         return OPT_EINVAL;
     const bool fp8 = a->cache.dtype == OPT_FP8E4M3;

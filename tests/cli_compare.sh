@@ -79,6 +79,14 @@ bad '{"schema":1,"case":"a"'
 expect 2 "bad.jsonl:1: column [0-9]+: expected ',' or '}'" -- compare $base "$tmp/bad.jsonl"
 bad 'case,variant,status'
 expect 2 "bad.jsonl:1: column 1: expected a value" -- compare $base "$tmp/bad.jsonl"
+bad "{\"schema\":1,\"case\":\"a\\nb\",\"variant\":\"x\",\"device\":\"cpu\",\"status\":\"PASS\"}"
+expect 2 "bad.jsonl:1: key 'case': control character in the name" -- compare $base "$tmp/bad.jsonl"
+# one slow outlier inflates the new run's stddev to 60% of its median: it may not excuse a
+# 1.6x slowdown (the spread's allowance stops at the fail threshold)
+t() { printf '{"schema":1,"case":"o","variant":"mma","device":"gpu","status":"PASS","timing":{"samples":200,"median_ms":%s,"min_ms":%s,"max_ms":%s,"stddev_ms":%s}}\n' "$@"; }
+t 1.0 0.99 1.02 0.005 >"$tmp/ob.jsonl"
+t 1.6 1.58 15.0 1.0 >"$tmp/on.jsonl"
+expect 1 "1 slower \(1 past --fail" -- compare "$tmp/ob.jsonl" "$tmp/on.jsonl"
 # unknown keys, escapes, nesting and blank lines are fine; nothing in common is then the error
 bad "{\"schema\":1,$rec,\"future\":{\"a\":[1,{\"b\":null}],\"s\":\"\\u00e9\\\"\\n\"}}" ''
 expect 2 "no \(case, variant, device\) in common" -- compare $base "$tmp/bad.jsonl"
