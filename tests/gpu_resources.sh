@@ -43,6 +43,7 @@ grep "note:" "$tmp/out" | sed 's/^/    info: /'
 ATTN_TEST_DEVICE_MEM_LIMIT=4096 run 1 cases/smoke.ini --no-timing
 check "every GPU row that runs is out of device memory" \
   [ "$(count '"status":"ERROR"' 'out of device memory: [0-9]* bytes for tensor')" -eq "$(count '!SKIP_UNSUPPORTED')" ]
+check "some GPU row ran into the limit" [ "$(count '"status":"ERROR"' 'out of device memory')" -gt 0 ]
 check "every emulated row still PASS" [ "$(grep -c '"variant":"emulated".*"status":"PASS"' "$tmp/r.jsonl")" -eq 17 ]
 
 # 3. A wait past the timeout: that row ERROR, every later GPU row skipped, the CPU rows and
