@@ -285,7 +285,7 @@ int hx_compare_results(const hx_compare_opts *o, hx_err *e)
         if (!o->quiet || changed)
             hx__print_row(w, wc, wv, wd);
     }
-    const int failed = cnt[V_FAIL] > 0 || n_reg > 0;
+    const int failed = cnt[V_FAIL] > 0 || n_reg > 0 || (o->missing_fails && cnt[V_MISSING] > 0);
     printf("\ncompare: %d matched: %d faster, %d slower (%d past --fail %.2f), %d same, %d "
            "untimed; %d new, %d missing; ",
            n_match, cnt[V_FASTER], cnt[V_SLOWER] + cnt[V_FAIL], cnt[V_FAIL], o->fail, cnt[V_SAME],

@@ -144,8 +144,11 @@ static const char *const usage_compare =
     "      --new SRC         one more NEW file or directory (repeatable)\n"
     "      --cross-device    match on (case, variant) only: compare two GPUs\n"
     "      --only-changes    print only rows that are not `same` or carry a note\n"
+    "      --missing-fails   a BASE record NEW lacks fails (a lost shard, a crashed sweep);\n"
+    "                        by default missing rows are listed and counted only\n"
     "  -h, --help            this text\n"
-    "Exit: 0 no regression, 1 a FAIL verdict or a status regression, 2 usage, a bad result\n"
+    "Exit: 0 no regression, 1 a FAIL verdict, a status regression or (--missing-fails) a\n"
+    "missing record, 2 usage, a bad result\n"
     "file (file:line) or nothing in common.\n";
 
 static int want_help(int argc, char **argv)
@@ -419,13 +422,13 @@ static int cmd_plot(int argc, char **argv)
 
 static int cmd_compare(int argc, char **argv)
 {
-    enum { O_WARN = 256, O_FAIL, O_DRIFT, O_BASE, O_NEW, O_CROSS, O_CHANGES };
+    enum { O_WARN = 256, O_FAIL, O_DRIFT, O_BASE, O_NEW, O_CROSS, O_CHANGES, O_MISSING };
     static const struct option opts[] = {
         {"warn", required_argument, 0, O_WARN},   {"fail", required_argument, 0, O_FAIL},
         {"drift", required_argument, 0, O_DRIFT}, {"base", required_argument, 0, O_BASE},
         {"new", required_argument, 0, O_NEW},     {"cross-device", no_argument, 0, O_CROSS},
-        {"only-changes", no_argument, 0, O_CHANGES}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"only-changes", no_argument, 0, O_CHANGES}, {"missing-fails", no_argument, 0, O_MISSING},
+        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
     };
     hx_compare_opts o = {.warn = 1.10, .fail = 1.15, .drift = 1.5};
     const char **base = calloc((size_t)argc + 1, sizeof *base),
@@ -455,6 +458,7 @@ static int cmd_compare(int argc, char **argv)
         case O_NEW: news[1 + o.n_new++] = optarg; break;
         case O_CROSS: o.cross_device = 1; break;
         case O_CHANGES: o.quiet = 1; break;
+        case O_MISSING: o.missing_fails = 1; break;
         case 'h': fputs(usage_compare, stdout); rc = -1; break;
         default: fputs(usage_compare, stderr); rc = 2; break;
         }

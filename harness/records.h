@@ -74,6 +74,7 @@ typedef struct hx_compare_opts {
     double drift;         /* accuracy drift: max_abs or cos_diff grown by this factor (1.5) */
     int cross_device;     /* match on (case, variant) only, e.g. to compare two GPUs */
     int quiet;            /* only rows that changed, and the summary */
+    int missing_fails;    /* a BASE record absent from NEW fails (a lost shard, a crashed run) */
     const char *const *base, *const *new_; /* sources of each side: files or directories */
     int n_base, n_new;
 } hx_compare_opts;

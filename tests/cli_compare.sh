@@ -43,6 +43,7 @@ expect 0 "17 matched" -- compare $base "$tmp/shards"
 # new and missing rows
 head -n 5 $base >"$tmp/part.jsonl"
 expect 0 "5 matched.* 0 new, 12 missing" -- compare $base "$tmp/part.jsonl"
+expect 1 "5 matched.* 0 new, 12 missing.*-> FAIL" -- compare --missing-fails $base "$tmp/part.jsonl"
 expect 0 "5 matched.* 12 new, 0 missing" -- compare "$tmp/part.jsonl" $base
 # two GPUs: nothing in common unless asked
 expect 2 "no \(case, variant, device\) in common .*--cross-device" -- compare $base $d/h100_base.jsonl
