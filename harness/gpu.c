@@ -73,16 +73,17 @@ static struct {
 static void *hx__wd_main(void *arg)
 {
     (void)arg;
-    int dev_set = 0;
+    int dev_set = -1; /* the device this thread has made current */
     pthread_mutex_lock(&hx__wd.mu);
     for (;;) {
         while (hx__wd.answered == hx__wd.asked)
             pthread_cond_wait(&hx__wd.go, &hx__wd.mu);
         const unsigned long n = hx__wd.asked;
+        const int dev = hx__dev_index; /* set by the asking thread before it asked */
         pthread_mutex_unlock(&hx__wd.mu);
-        /* The current device is per thread. */
-        int rc = !dev_set && opt_set_device(hx__dev_index);
-        dev_set = !rc;
+        /* The current device is per thread; follow the process if it opened another one. */
+        int rc = dev != dev_set && opt_set_device(dev);
+        dev_set = rc ? -1 : dev;
         rc = rc || opt_synchronize();
         char msg[sizeof hx__wd.msg];
         snprintf(msg, sizeof msg, "%s", rc ? opt_last_error() : "");
