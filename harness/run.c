@@ -1053,8 +1053,13 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
     hx_gpu gpu;
     hx__env env = {.o = o, .ri = &ri, .s = &s, .prog = &prog, .perturb = getenv("ATTN_TEST_PERTURB")};
     hx__refspeed *speed = NULL;
-    hx_gpu_set_timeout(o->kernel_timeout);
-    if ((rc = hx__gpu_setup(o, &gpu, &env, e)))
+    /* The peak measurement (about a second of known kernels) waits under a bound of its own, so
+     * that a short --kernel-timeout meant for the candidates cannot end the run before a row. */
+    const double kt = o->kernel_timeout;
+    hx_gpu_set_timeout(kt > 0 && kt < 60 ? 60 : kt);
+    rc = hx__gpu_setup(o, &gpu, &env, e);
+    hx_gpu_set_timeout(kt);
+    if (rc)
         goto out;
     ri.gpu = env.gpu;
 
