@@ -38,6 +38,11 @@ check "every passing GPU row deterministic" [ "$(count '"status":"PASS"' '"deter
 check "some GPU rows batch-invariant" [ "$(count '"batch_invariant":true')" -gt 0 ]
 grep "note:" "$tmp/out" | sed 's/^/    info: /'
 
+# 1b. ... and the GPU checks can fail: the test hook flips one bit of every rerun's output, so
+#     each GPU row that claims determinism must fail as nondeterministic.
+ATTN_TEST_PERTURB=rerun run 1 cases/smoke.ini --no-timing --determinism --variant simple
+check "a perturbed GPU rerun fails its row" [ "$(count '"status":"FAIL_NONDETERMINISTIC"')" -gt 0 ]
+
 # 2. Device memory exhausted: every GPU row an ERROR naming the tensor, the CPU rows still
 #    judged, the sweep complete.
 ATTN_TEST_DEVICE_MEM_LIMIT=4096 run 1 cases/smoke.ini --no-timing
