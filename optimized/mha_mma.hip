@@ -28,7 +28,7 @@
  *
  * Tile shapes per head dim (dqk, dv), BM query rows x BN keys: (64, 64) and (128, 128) 128 x 64;
  * (192, 128) 64 x 64; (256, 256) 64 x 32 -- shared memory (Q + two K and V stages) 48 / 96 /
- * 104 / 96 KiB, two blocks per multiprocessor at d <= 128 (253-255 registers a thread). */
+ * 104 / 96 KiB, two blocks per multiprocessor at d <= 128 (253-255 registers a thread).
  */
 #include "gpu_port.h"
 #include "block_scan.h"
