@@ -281,6 +281,16 @@ int32_t *hx_cu_from_lens(const hx_lens *l); /* [n + 1] prefix sums, malloc'd */
 hx_tensor *hx_make_cu_tensor(hx_tensors *in, const char *name, const hx_lens *l, hx_err *e);
 int hx_check_cu_tensor(const hx_case *c, const hx_tensors *in, const char *name, const hx_lens *l,
                        hx_err *e);
+/* Sum of the lengths (tokens of a packed varlen batch). */
+int64_t hx_lens_total(const hx_lens *l);
+/* The outputs of an attention path: `name` [tokens, heads, dim] in `dtype` and lse [heads,
+ * tokens] f32. 0 or e->code. */
+int hx_add_attn_outputs(hx_tensors *out, const char *name, ref_dtype dtype, int64_t tokens,
+                        int64_t heads, int64_t dim, hx_err *e);
+/* Flat element i of such an output (name "lse": [heads, tokens], else [tokens, heads, dim])
+ * -> token, head and dim (-1 for lse). */
+void hx_locate_attn(const char *name, size_t i, int64_t tokens, int64_t heads, int64_t dim,
+                    int64_t *token, int64_t *head, int64_t *d);
 /* Token `token` of a packed varlen batch -> (sequence, position in it); seq = -1 if past the end. */
 void hx_locate_varlen(const hx_lens *l, int64_t token, int *seq, int64_t *pos);
 /* A block table [n, max_blocks] i32 for sequences of lens[b] tokens in blocks of block_size:

@@ -89,6 +89,34 @@ int hx_check_cu_tensor(const hx_case *c, const hx_tensors *in, const char *name,
     return HX_OK;
 }
 
+int64_t hx_lens_total(const hx_lens *l)
+{
+    int64_t t = 0;
+    for (int i = 0; i < l->n; i++)
+        t += l->v[i];
+    return t;
+}
+
+int hx_add_attn_outputs(hx_tensors *out, const char *name, ref_dtype dtype, int64_t tokens,
+                        int64_t heads, int64_t dim, hx_err *e)
+{
+    const int64_t so[3] = {tokens, heads, dim}, sl[2] = {heads, tokens};
+    if (!hx_tensors_add(out, name, dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
+        return e->code;
+    return HX_OK;
+}
+
+void hx_locate_attn(const char *name, size_t i, int64_t tokens, int64_t heads, int64_t dim,
+                    int64_t *token, int64_t *head, int64_t *d)
+{
+    if (strcmp(name, "lse") == 0) {
+        *head = (int64_t)i / tokens, *token = (int64_t)i % tokens, *d = -1;
+    } else {
+        *token = (int64_t)i / (heads * dim);
+        *head = (int64_t)i / dim % heads, *d = (int64_t)i % dim;
+    }
+}
+
 void hx_locate_varlen(const hx_lens *l, int64_t token, int *seq, int64_t *pos)
 {
     int64_t start = 0;

@@ -19,14 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t cw__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 static int32_t cw__ctx(const hx_case *c, int b)
 {
     return c->context_lens.set ? c->context_lens.v[b] : 0;
@@ -53,7 +45,7 @@ static int cw__check(hx_case *c, hx_err *e)
         if ((int64_t)cw__ctx(c, b) + c->seq_lens_q.v[b] > INT32_MAX)
             return hx_case_fail(e, c, "context_lens", "sequence %d: context + new tokens pass %d",
                                 b, INT32_MAX);
-    const int64_t sum = cw__total(&c->seq_lens_q);
+    const int64_t sum = hx_lens_total(&c->seq_lens_q);
     if (!c->tokens)
         c->tokens = (int)sum;
     if (c->tokens < sum)
@@ -176,7 +168,7 @@ static int cw__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out
 
 static hx_cost cw__cost(const hx_case *c)
 {
-    const double rows = (double)cw__total(&c->seq_lens_q);
+    const double rows = (double)hx_lens_total(&c->seq_lens_q);
     hx_cost k = {
         .flops = 0,
         .bytes = 8.0 * c->tokens +

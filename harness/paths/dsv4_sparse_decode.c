@@ -249,12 +249,7 @@ static int ds__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int ds__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int64_t so[3] = {c->positions.n, c->heads_q, REF_DSV4_D},
-                  sl[2] = {c->heads_q, c->positions.n};
-    if (!hx_tensors_add(out, "out", REF_BF16, 3, so, e) ||
-        !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", REF_BF16, c->positions.n, c->heads_q, REF_DSV4_D, e);
 }
 
 static ref_dsv4_scope ds__scope(const hx_tensors *in, const char *cache, const char *idx,

@@ -16,14 +16,6 @@
 
 #include <string.h>
 
-static int64_t ex__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 static int ex__check(hx_case *c, hx_err *e)
 {
     if (!c->seq_lens_q.set)
@@ -47,7 +39,7 @@ static int ex__check(hx_case *c, hx_err *e)
 static int ex__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 {
     const int b = c->seq_lens_q.n;
-    const int64_t tn = ex__total(&c->seq_lens_q), tc = ex__total(&c->context_lens);
+    const int64_t tn = hx_lens_total(&c->seq_lens_q), tc = hx_lens_total(&c->context_lens);
     const int64_t sq[3] = {tn, c->heads_q, c->head_dim}, sn[3] = {tn, c->heads_kv, c->head_dim},
                   sc[3] = {tc, c->heads_kv, c->head_dim}, sb[1] = {b};
     hx_tensor *q = hx_tensors_add(in, "q", c->dtype, 3, sq, e);
@@ -94,11 +86,8 @@ static int ex__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int ex__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int64_t tn = ex__total(&c->seq_lens_q);
-    const int64_t so[3] = {tn, c->heads_q, c->head_dim}, sl[2] = {c->heads_q, tn};
-    if (!hx_tensors_add(out, "out", c->dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", c->dtype, hx_lens_total(&c->seq_lens_q), c->heads_q,
+                               c->head_dim, e);
 }
 
 static int ex__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,
@@ -131,7 +120,7 @@ static hx_cost ex__cost(const hx_case *c)
         keys += n * ctx + n * (n + 1) / 2;
         blocks += ((int64_t)c->context_lens.v[b] + c->block_size - 1) / c->block_size;
     }
-    const double tn = (double)ex__total(&c->seq_lens_q), tc = (double)ex__total(&c->context_lens);
+    const double tn = (double)hx_lens_total(&c->seq_lens_q), tc = (double)hx_lens_total(&c->context_lens);
     const double es = (double)ref_dtype_size(c->dtype), nb = c->seq_lens_q.n;
     const double qo = tn * c->heads_q * c->head_dim * es;
     hx_cost k = {
@@ -146,15 +135,8 @@ static hx_cost ex__cost(const hx_case *c)
 static void ex__locate(const hx_case *c, const char *name, size_t i, char *buf, size_t n)
 {
     int64_t token, head, dim = -1;
-    if (strcmp(name, "lse") == 0) {
-        const int64_t tn = ex__total(&c->seq_lens_q);
-        head = (int64_t)i / tn;
-        token = (int64_t)i % tn;
-    } else {
-        token = (int64_t)i / ((int64_t)c->heads_q * c->head_dim);
-        head = (int64_t)i / c->head_dim % c->heads_q;
-        dim = (int64_t)i % c->head_dim;
-    }
+    hx_locate_attn(name, i, hx_lens_total(&c->seq_lens_q), c->heads_q, c->head_dim, &token, &head,
+                   &dim);
     int seq;
     int64_t pos;
     hx_locate_varlen(&c->seq_lens_q, token, &seq, &pos);

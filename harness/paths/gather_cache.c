@@ -15,14 +15,6 @@
 
 #include <string.h>
 
-static int64_t gc__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 /* Where sequence b's window starts: a pure function of the case, so locate() can name the
  * cached token behind an output row. */
 static int32_t gc__start(const hx_case *c, int b)
@@ -57,7 +49,7 @@ static int gc__check(hx_case *c, hx_err *e)
 static int gc__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 {
     const int nb = c->context_lens.n;
-    const int64_t tc = gc__total(&c->context_lens);
+    const int64_t tc = hx_lens_total(&c->context_lens);
     const int64_t sc[3] = {tc, c->heads_kv, c->head_dim}, sb[1] = {nb};
     hx_tensors rows = {0};
     hx_tensor *k = hx_tensors_add(&rows, "k", c->dtype, 3, sc, e);
@@ -104,7 +96,7 @@ static int gc__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int gc__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int64_t so[3] = {gc__total(&c->seq_lens_q), c->heads_kv, c->head_dim};
+    const int64_t so[3] = {hx_lens_total(&c->seq_lens_q), c->heads_kv, c->head_dim};
     if (!hx_tensors_add(out, "k", c->dtype, 3, so, e) || !hx_tensors_add(out, "v", c->dtype, 3, so, e))
         return e->code;
     return HX_OK;
@@ -132,7 +124,7 @@ static hx_cost gc__cost(const hx_case *c)
         if (l > 0)
             blocks += (s + l - 1) / c->block_size - s / c->block_size + 1;
     }
-    const double rows = (double)gc__total(&c->seq_lens_q), nb = c->seq_lens_q.n;
+    const double rows = (double)hx_lens_total(&c->seq_lens_q), nb = c->seq_lens_q.n;
     hx_cost k = {
         .flops = 0,
         .bytes = rows * hx_kv_token_bytes(c) + 4.0 * (blocks + 3 * nb + 1) +
@@ -172,7 +164,7 @@ static int gc__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     const int batch = c->context_lens.n;
     opt_gather_cache_args a = {
         .batch = batch, .max_blocks = hx_kv_gpu_max_blocks(in, batch),
-        .rows = (int)gc__total(&c->seq_lens_q), .dtype = (int)c->dtype,
+        .rows = (int)hx_lens_total(&c->seq_lens_q), .dtype = (int)c->dtype,
         .cache = hx_kv_gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
         .starts = hx_dptr(in, "starts"), .cu_out = hx_dptr(in, "cu_out"),
         .k = hx_dptr(out, "k"), .v = hx_dptr(out, "v"),
@@ -185,7 +177,7 @@ static int gc__vec_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out
     const int batch = c->context_lens.n;
     opt_gather_cache_args a = {
         .batch = batch, .max_blocks = hx_kv_gpu_max_blocks(in, batch),
-        .rows = (int)gc__total(&c->seq_lens_q), .dtype = (int)c->dtype,
+        .rows = (int)hx_lens_total(&c->seq_lens_q), .dtype = (int)c->dtype,
         .cache = hx_kv_gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
         .starts = hx_dptr(in, "starts"), .cu_out = hx_dptr(in, "cu_out"),
         .k = hx_dptr(out, "k"), .v = hx_dptr(out, "v"),

@@ -56,10 +56,7 @@ static int ms__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 
 static int ms__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    int64_t so[3] = {c->tokens, c->heads_q, c->head_dim}, sl[2] = {c->heads_q, c->tokens};
-    if (!hx_tensors_add(out, "out", c->dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", c->dtype, c->tokens, c->heads_q, c->head_dim, e);
 }
 
 static int ms__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,

@@ -9,14 +9,6 @@
 #include <math.h>
 #include <string.h>
 
-static int64_t mv__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 static int mv__check(hx_case *c, hx_err *e)
 {
     int rc;
@@ -55,7 +47,7 @@ static int mv__check(hx_case *c, hx_err *e)
 
 static int mv__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 {
-    int64_t tq = mv__total(&c->seq_lens_q), tk = mv__total(&c->seq_lens_k);
+    int64_t tq = hx_lens_total(&c->seq_lens_q), tk = hx_lens_total(&c->seq_lens_k);
     int64_t sq[3] = {tq, c->heads_q, c->head_dim}, sk[3] = {tk, c->heads_kv, c->head_dim},
             sv[3] = {tk, c->heads_kv, c->head_dim_v};
     hx_tensor *q = hx_tensors_add(in, "q", c->dtype, 3, sq, e);
@@ -78,11 +70,8 @@ static int mv__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int mv__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    int64_t tq = mv__total(&c->seq_lens_q);
-    int64_t so[3] = {tq, c->heads_q, c->head_dim_v}, sl[2] = {c->heads_q, tq};
-    if (!hx_tensors_add(out, "out", c->dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", c->dtype, hx_lens_total(&c->seq_lens_q), c->heads_q,
+                               c->head_dim_v, e);
 }
 
 static int mv__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,
@@ -113,7 +102,7 @@ static hx_cost mv__cost(const hx_case *c)
         for (int64_t i = 0; i < lq; i++)
             keys += (double)hx_visible_keys(lq, lk, i, c->causal, c->window_left);
     }
-    double tq = (double)mv__total(&c->seq_lens_q), tk = (double)mv__total(&c->seq_lens_k);
+    double tq = (double)hx_lens_total(&c->seq_lens_q), tk = (double)hx_lens_total(&c->seq_lens_k);
     double es = (double)ref_dtype_size(c->dtype), b = c->seq_lens_q.n;
     hx_cost k = {
         .flops = 2.0 * keys * c->heads_q * (c->head_dim + c->head_dim_v),
@@ -127,15 +116,8 @@ static hx_cost mv__cost(const hx_case *c)
 static void mv__locate(const hx_case *c, const char *name, size_t i, char *buf, size_t n)
 {
     int64_t token, head, dim = -1;
-    if (strcmp(name, "lse") == 0) {
-        int64_t tq = mv__total(&c->seq_lens_q);
-        head = (int64_t)i / tq;
-        token = (int64_t)i % tq;
-    } else {
-        token = (int64_t)i / ((int64_t)c->heads_q * c->head_dim_v);
-        head = (int64_t)i / c->head_dim_v % c->heads_q;
-        dim = (int64_t)i % c->head_dim_v;
-    }
+    hx_locate_attn(name, i, hx_lens_total(&c->seq_lens_q), c->heads_q, c->head_dim_v, &token, &head,
+                   &dim);
     int seq;
     int64_t pos;
     hx_locate_varlen(&c->seq_lens_q, token, &seq, &pos);
@@ -161,7 +143,7 @@ static const char *mv__simple_unsupported(const hx_case *c, const hx_gpu *g)
 static opt_varlen_args mv__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     opt_varlen_args a = {
-        .batch = c->seq_lens_q.n, .tq = (int)mv__total(&c->seq_lens_q), .hq = c->heads_q,
+        .batch = c->seq_lens_q.n, .tq = (int)hx_lens_total(&c->seq_lens_q), .hq = c->heads_q,
         .hkv = c->heads_kv, .dqk = c->head_dim, .dv = c->head_dim_v, .dtype = (int)c->dtype,
         .scale = (float)c->scale, .softcap = (float)c->softcap, .causal = c->causal,
         .window_left = c->window_left,

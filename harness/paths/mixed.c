@@ -21,14 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t mx__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 /* Tokens each request keeps in the cache: context and new. malloc'd. */
 static int32_t *mx__cached(const hx_case *c)
 {
@@ -69,7 +61,7 @@ static int mx__cached_new_rows(const hx_case *c, const ref_kv_cache *kc, const h
 static int mx__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 {
     const int nr = c->seq_lens_q.n;
-    const int64_t t = mx__total(&c->seq_lens_q);
+    const int64_t t = hx_lens_total(&c->seq_lens_q);
     const int64_t sq[3] = {t, c->heads_q, c->head_dim}, sn[3] = {t, c->heads_kv, c->head_dim},
                   sb[1] = {nr};
     hx_tensor *q = hx_tensors_add(in, "q", c->dtype, 3, sq, e);
@@ -181,11 +173,8 @@ static int mx__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int mx__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int64_t t = mx__total(&c->seq_lens_q);
-    const int64_t so[3] = {t, c->heads_q, c->head_dim}, sl[2] = {c->heads_q, t};
-    if (!hx_tensors_add(out, "out", c->dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", c->dtype, hx_lens_total(&c->seq_lens_q), c->heads_q,
+                               c->head_dim, e);
 }
 
 static int mx__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,
@@ -218,7 +207,7 @@ static hx_cost mx__cost(const hx_case *c)
         blocks += ((int64_t)c->seq_lens_q.v[r] + c->context_lens.v[r] + c->block_size - 1) /
                   c->block_size;
     }
-    const double t = (double)mx__total(&c->seq_lens_q), nr = c->seq_lens_q.n;
+    const double t = (double)hx_lens_total(&c->seq_lens_q), nr = c->seq_lens_q.n;
     const double qo = t * c->heads_q * c->head_dim * (double)ref_dtype_size(c->dtype);
     hx_cost k = {
         .flops = 2.0 * keys * c->heads_q * 2.0 * c->head_dim,
@@ -231,15 +220,8 @@ static hx_cost mx__cost(const hx_case *c)
 static void mx__locate(const hx_case *c, const char *name, size_t i, char *buf, size_t n)
 {
     int64_t token, head, dim = -1;
-    if (strcmp(name, "lse") == 0) {
-        const int64_t t = mx__total(&c->seq_lens_q);
-        head = (int64_t)i / t;
-        token = (int64_t)i % t;
-    } else {
-        token = (int64_t)i / ((int64_t)c->heads_q * c->head_dim);
-        head = (int64_t)i / c->head_dim % c->heads_q;
-        dim = (int64_t)i % c->head_dim;
-    }
+    hx_locate_attn(name, i, hx_lens_total(&c->seq_lens_q), c->heads_q, c->head_dim, &token, &head,
+                   &dim);
     int r;
     int64_t pos;
     hx_locate_varlen(&c->seq_lens_q, token, &r, &pos);

@@ -61,12 +61,8 @@ static int md__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int md__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int b = c->seq_lens_q.n;
-    const int64_t so[3] = {b, c->heads_q, REF_MLA_LAT}, sl[2] = {c->heads_q, b};
-    if (!hx_tensors_add(out, "out_lat", REF_BF16, 3, so, e) ||
-        !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out_lat", REF_BF16, c->seq_lens_q.n, c->heads_q, REF_MLA_LAT,
+                               e);
 }
 
 static int md__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,

@@ -19,14 +19,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int64_t mp__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 static int mp__check(hx_case *c, hx_err *e)
 {
     int rc;
@@ -58,7 +50,7 @@ static int mp__check(hx_case *c, hx_err *e)
 static int mp__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 {
     const int b = c->seq_lens_q.n, hq = c->heads_q;
-    const int64_t tq = mp__total(&c->seq_lens_q);
+    const int64_t tq = hx_lens_total(&c->seq_lens_q);
     const int64_t sq[3] = {tq, hq, REF_MLA_QK}, sc[2] = {tq, REF_MLA_LAT},
                   sp[2] = {tq, REF_MLA_ROPE}, sw[2] = {(int64_t)hq * REF_MLA_WROWS, REF_MLA_LAT},
                   sl[1] = {b};
@@ -95,12 +87,8 @@ static int mp__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int mp__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int64_t tq = mp__total(&c->seq_lens_q);
-    const int64_t so[3] = {tq, c->heads_q, REF_MLA_V}, sl[2] = {c->heads_q, tq};
-    if (!hx_tensors_add(out, "out", REF_BF16, 3, so, e) ||
-        !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", REF_BF16, hx_lens_total(&c->seq_lens_q), c->heads_q,
+                               REF_MLA_V, e);
 }
 
 static int mp__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,
@@ -139,7 +127,7 @@ static hx_cost mp__cost(const hx_case *c)
         ctx += (double)lc;
         blocks += (double)((lc + c->block_size - 1) / c->block_size);
     }
-    const double tq = (double)mp__total(&c->seq_lens_q), hq = c->heads_q, b = c->seq_lens_q.n;
+    const double tq = (double)hx_lens_total(&c->seq_lens_q), hq = c->heads_q, b = c->seq_lens_q.n;
     hx_cost k = {
         .flops = 2.0 * keys * hq * (REF_MLA_QK + REF_MLA_V),
         .bytes =
@@ -152,16 +140,9 @@ static hx_cost mp__cost(const hx_case *c)
 
 static void mp__locate(const hx_case *c, const char *name, size_t i, char *buf, size_t n)
 {
-    const int64_t tq = mp__total(&c->seq_lens_q);
+    const int64_t tq = hx_lens_total(&c->seq_lens_q);
     int64_t token, head, dim = -1;
-    if (strcmp(name, "lse") == 0) {
-        head = (int64_t)i / tq;
-        token = (int64_t)i % tq;
-    } else {
-        token = (int64_t)i / ((int64_t)c->heads_q * REF_MLA_V);
-        head = (int64_t)i / REF_MLA_V % c->heads_q;
-        dim = (int64_t)i % REF_MLA_V;
-    }
+    hx_locate_attn(name, i, tq, c->heads_q, REF_MLA_V, &token, &head, &dim);
     int seq;
     int64_t pos;
     hx_locate_varlen(&c->seq_lens_q, token, &seq, &pos);
@@ -197,7 +178,7 @@ static size_t mp__dbytes(const hx_dtensors *s, const char *name)
 /* Keys of the whole batch: every request's context and new tokens. */
 static int64_t mp__keys(const hx_case *c)
 {
-    return mp__total(&c->seq_lens_q) + mp__total(&c->context_lens);
+    return hx_lens_total(&c->seq_lens_q) + hx_lens_total(&c->context_lens);
 }
 
 static size_t mp__simple_workspace(const hx_case *c)
@@ -224,7 +205,7 @@ static opt_mla_prefill_args mp__args(const hx_case *c, const hx_dtensors *in, hx
 {
     const int batch = c->seq_lens_q.n;
     opt_mla_prefill_args a = {
-        .batch = batch, .tq = (int)mp__total(&c->seq_lens_q), .hq = c->heads_q,
+        .batch = batch, .tq = (int)hx_lens_total(&c->seq_lens_q), .hq = c->heads_q,
         .tk = (int)mp__keys(c),
         .q = hx_dptr(in, "q"), .c_kv = hx_dptr(in, "c_kv"), .k_pe = hx_dptr(in, "k_pe"),
         .w_kvb = hx_dptr(in, "w_kvb"), .cu_q = hx_dptr(in, "cu_seqlens_q"),
@@ -247,7 +228,7 @@ static int mp__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
 
 static size_t mp__mma_workspace(const hx_case *c)
 {
-    const int64_t tq = mp__total(&c->seq_lens_q);
+    const int64_t tq = hx_lens_total(&c->seq_lens_q);
     return tq > INT32_MAX ? 0
                           : opt_mla_prefill_mma_workspace(c->seq_lens_q.n, (int)tq, c->heads_q,
                                                           c->context_lens.v, c->chunk_tokens);

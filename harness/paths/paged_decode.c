@@ -12,14 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t pd__total(const hx_lens *l)
-{
-    int64_t t = 0;
-    for (int i = 0; i < l->n; i++)
-        t += l->v[i];
-    return t;
-}
-
 static int pd__check(hx_case *c, hx_err *e)
 {
     if (!c->seq_lens_q.set)
@@ -30,7 +22,7 @@ static int pd__check(hx_case *c, hx_err *e)
 static int pd__make_inputs(const hx_case *c, hx_tensors *in, hx_err *e)
 {
     const int b = c->seq_lens_q.n;
-    const int64_t total = pd__total(&c->seq_lens_q);
+    const int64_t total = hx_lens_total(&c->seq_lens_q);
     const int64_t sq[3] = {b, c->heads_q, c->head_dim}, skv[3] = {total, c->heads_kv, c->head_dim},
                   sb[1] = {b};
     hx_tensor *q = hx_tensors_add(in, "q", c->dtype, 3, sq, e);
@@ -73,11 +65,7 @@ static int pd__check_inputs(const hx_case *c, const hx_tensors *in, hx_err *e)
 
 static int pd__make_outputs(const hx_case *c, hx_tensors *out, hx_err *e)
 {
-    const int64_t b = c->seq_lens_q.n;
-    const int64_t so[3] = {b, c->heads_q, c->head_dim}, sl[2] = {c->heads_q, b};
-    if (!hx_tensors_add(out, "out", c->dtype, 3, so, e) || !hx_tensors_add(out, "lse", REF_F32, 2, sl, e))
-        return e->code;
-    return HX_OK;
+    return hx_add_attn_outputs(out, "out", c->dtype, c->seq_lens_q.n, c->heads_q, c->head_dim, e);
 }
 
 static int pd__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out, ref_mode mode,
@@ -100,7 +88,7 @@ static int pd__reference(const hx_case *c, const hx_tensors *in, hx_tensors *out
 
 static hx_cost pd__cost(const hx_case *c)
 {
-    const double b = c->seq_lens_q.n, keys = (double)pd__total(&c->seq_lens_q);
+    const double b = c->seq_lens_q.n, keys = (double)hx_lens_total(&c->seq_lens_q);
     double blocks = 0;
     for (int i = 0; i < c->seq_lens_q.n; i++)
         blocks += ((int64_t)c->seq_lens_q.v[i] + c->block_size - 1) / c->block_size;
