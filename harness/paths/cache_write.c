@@ -189,7 +189,7 @@ static void cw__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 
 /* In place: the kernel writes the output caches, which start as copies of the input ones;
  * the fp8 scales (absent otherwise) are inputs. */
-static int cw__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_cache_write_args cw__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     opt_cache_write_args a = {
         .tokens = c->tokens, .dtype = (int)c->dtype,
@@ -198,18 +198,18 @@ static int cw__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     };
     a.cache.k = hx_dptr(out, "k_cache");
     a.cache.v = hx_dptr(out, "v_cache");
+    return a;
+}
+
+static int cw__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_cache_write_args a = cw__args(c, in, out);
     return opt_cache_write_simple(&a, stream);
 }
 
 static int cw__vec_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    opt_cache_write_args a = {
-        .tokens = c->tokens, .dtype = (int)c->dtype,
-        .k = hx_dptr(in, "k"), .v = hx_dptr(in, "v"), .slot_mapping = hx_dptr(in, "slot_mapping"),
-        .cache = hx_kv_gpu_cache(c, in),
-    };
-    a.cache.k = hx_dptr(out, "k_cache");
-    a.cache.v = hx_dptr(out, "v_cache");
+    const opt_cache_write_args a = cw__args(c, in, out);
     return opt_cache_write_vec(&a, stream);
 }
 

@@ -159,7 +159,7 @@ static const char *gc__simple_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
-static int gc__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_gather_cache_args gc__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     const int batch = c->context_lens.n;
     opt_gather_cache_args a = {
@@ -169,19 +169,18 @@ static int gc__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
         .starts = hx_dptr(in, "starts"), .cu_out = hx_dptr(in, "cu_out"),
         .k = hx_dptr(out, "k"), .v = hx_dptr(out, "v"),
     };
+    return a;
+}
+
+static int gc__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_gather_cache_args a = gc__args(c, in, out);
     return opt_gather_cache_simple(&a, stream);
 }
 
 static int gc__vec_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    const int batch = c->context_lens.n;
-    opt_gather_cache_args a = {
-        .batch = batch, .max_blocks = hx_kv_gpu_max_blocks(in, batch),
-        .rows = (int)hx_lens_total(&c->seq_lens_q), .dtype = (int)c->dtype,
-        .cache = hx_kv_gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
-        .starts = hx_dptr(in, "starts"), .cu_out = hx_dptr(in, "cu_out"),
-        .k = hx_dptr(out, "k"), .v = hx_dptr(out, "v"),
-    };
+    const opt_gather_cache_args a = gc__args(c, in, out);
     return opt_gather_cache_vec(&a, stream);
 }
 

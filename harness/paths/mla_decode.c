@@ -173,11 +173,8 @@ static int md__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors
                             void *stream)
 {
     const opt_mla_decode_args a = md__args(c, in, out);
-    size_t ws_bytes = 0;
-    for (int i = 0; i < out->n; i++)
-        if (strcmp(out->t[i].name, "workspace") == 0)
-            ws_bytes = out->t[i].bytes;
-    return opt_mla_decode_split_kv(&a, hx_dptr(out, "workspace"), ws_bytes, stream);
+    return opt_mla_decode_split_kv(&a, hx_dptr(out, "workspace"), md__split_kv_workspace(c),
+                                   stream);
 }
 
 static const hx_variant md__variants[] = {

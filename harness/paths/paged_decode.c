@@ -122,7 +122,6 @@ static void pd__locate(const hx_case *c, const char *name, size_t i, char *buf, 
 #include "opt.h"
 
 /* The device cache of a case (k_scale, v_scale are absent, NULL, unless it is fp8). */
-/* Columns of the block table [batch, max_blocks], from its device copy's size. */
 static const char *pd__simple_unsupported(const hx_case *c, const hx_gpu *g)
 {
     (void)g;
@@ -133,7 +132,7 @@ static const char *pd__simple_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
-static int pd__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+static opt_paged_decode_args pd__args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out)
 {
     const int batch = c->seq_lens_q.n;
     opt_paged_decode_args a = {
@@ -143,6 +142,12 @@ static int pd__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
         .scale = (float)c->scale, .softcap = (float)c->softcap,
         .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
     };
+    return a;
+}
+
+static int pd__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_paged_decode_args a = pd__args(c, in, out);
     return opt_paged_decode_simple(&a, stream);
 }
 
@@ -179,14 +184,7 @@ static const char *pd__split_kv_unsupported(const hx_case *c, const hx_gpu *g)
 
 static int pd__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    const int batch = c->seq_lens_q.n;
-    opt_paged_decode_args a = {
-        .batch = batch, .hq = c->heads_q, .dtype = (int)c->dtype, .q = hx_dptr(in, "q"),
-        .cache = hx_kv_gpu_cache(c, in), .block_table = hx_dptr(in, "block_table"),
-        .max_blocks = hx_kv_gpu_max_blocks(in, batch), .seq_lens = hx_dptr(in, "seq_lens"),
-        .scale = (float)c->scale, .softcap = (float)c->softcap,
-        .out = hx_dptr(out, "out"), .lse = hx_dptr(out, "lse"),
-    };
+    const opt_paged_decode_args a = pd__args(c, in, out);
     return opt_paged_decode_split_kv(&a, hx_dptr(out, "workspace"), pd__split_kv_workspace(c), stream);
 }
 
