@@ -239,6 +239,27 @@ int ref_kv_gather_rows(const ref_kv_cache *c, const int32_t *bt, int max_blocks,
     return REF_OK;
 }
 
+int ref_kv_attend(const ref_kv_cache *c, const int32_t *bt, int max_blocks, int lk,
+                  ref_dtype round_to, int nq, int hq, ref_view q, const ref_attn_opts *o,
+                  double *out, double *lse, ptrdiff_t lse_head_stride)
+{
+    const int hkv = c->heads, d = c->head_dim;
+    const size_t row = (size_t)hkv * d;
+    double *k = malloc(((size_t)lk * row + 1) * sizeof *k); /* + 1: never malloc(0) */
+    double *v = malloc(((size_t)lk * row + 1) * sizeof *v);
+    int rc = k && v ? REF_OK : REF_ENOMEM;
+    if (rc == REF_OK)
+        rc = ref_kv_gather_rows(c, bt, max_blocks, 0, lk, round_to, k, v);
+    if (rc == REF_OK) {
+        const ref_view kv = {REF_F64, k, (ptrdiff_t)row, d}, vv = {REF_F64, v, (ptrdiff_t)row, d};
+        rc = ref_attn(nq, lk, hq, hkv, d, d, q, kv, vv, o, out, (ptrdiff_t)hq * d, lse,
+                      lse_head_stride);
+    }
+    free(k);
+    free(v);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ cache_write */
 
 /* How a source element becomes a cache code. Same dtype (not fp8): a copy. From a 16-bit

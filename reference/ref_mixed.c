@@ -46,27 +46,17 @@ int ref_mixed(const ref_mixed_args *a, double *out, double *lse)
     o.causal = 1;
     o.window_left = -1;
     const ref_dtype round_to = o.mode == REF_EMULATE ? a->dtype : REF_F64;
-    const size_t es = ref_dtype_size(a->dtype), row = (size_t)hkv * d;
+    const size_t es = ref_dtype_size(a->dtype);
 #pragma omp parallel for schedule(dynamic) if (!omp_in_parallel() && batch > 1)
     for (int r = 0; r < batch; r++) {
         const int q0 = a->cu_q[r], n = a->cu_q[r + 1] - q0, lk = a->context_lens[r] + n;
         if (n == 0)
             continue;
-        double *k = malloc((size_t)lk * row * sizeof *k);
-        double *v = malloc((size_t)lk * row * sizeof *v);
-        int rc = k && v ? REF_OK : REF_ENOMEM;
-        if (rc == REF_OK)
-            rc = ref_kv_gather_rows(&a->cache, a->block_table + (size_t)r * a->max_blocks,
-                                    a->max_blocks, 0, lk, round_to, k, v);
-        if (rc == REF_OK) {
-            const ref_view q = {a->dtype, (const char *)a->q + (size_t)q0 * hq * d * es,
-                                (ptrdiff_t)hq * d, d};
-            const ref_view kv = {REF_F64, k, (ptrdiff_t)row, d}, vv = {REF_F64, v, (ptrdiff_t)row, d};
-            rc = ref_attn(n, lk, hq, hkv, d, d, q, kv, vv, &o, out + (size_t)q0 * hq * d,
-                          (ptrdiff_t)hq * d, lse + q0, t);
-        }
-        free(k);
-        free(v);
+        const ref_view q = {a->dtype, (const char *)a->q + (size_t)q0 * hq * d * es,
+                            (ptrdiff_t)hq * d, d};
+        const int rc = ref_kv_attend(&a->cache, a->block_table + (size_t)r * a->max_blocks,
+                                     a->max_blocks, lk, round_to, n, hq, q, &o,
+                                     out + (size_t)q0 * hq * d, lse + q0, t);
         if (rc != REF_OK) {
 #pragma omp critical(ref__mixed_err)
             if (err == REF_OK)

@@ -63,6 +63,14 @@ void ref_kv_coords(const ref_kv_cache *c, int is_v, size_t index, int64_t *block
 int ref_kv_gather_rows(const ref_kv_cache *c, const int32_t *bt, int max_blocks, int64_t t0,
                        int n, ref_dtype round_to, double *k, double *v);
 
+/* nq query rows (q: nq rows of hq heads) attend the first lk tokens of the sequence whose
+ * block-table row is bt: the rows are gathered (ref_kv_gather_rows, rounded to round_to) and
+ * ref_attn runs with o. out: nq rows of hq * head_dim; lse[h * lse_head_stride + i]. The
+ * shared body of paged_decode (nq = 1) and mixed (the new tokens over context + themselves). */
+int ref_kv_attend(const ref_kv_cache *c, const int32_t *bt, int max_blocks, int lk,
+                  ref_dtype round_to, int nq, int hq, ref_view q, const ref_attn_opts *o,
+                  double *out, double *lse, ptrdiff_t lse_head_stride);
+
 /* How SPEC section 7 names a request with c cached and n new tokens. */
 typedef enum ref_request_kind {
     REF_REQ_DECODE,  /* n = 1, c > 0 */

@@ -32,26 +32,15 @@ int ref_paged_decode(const ref_decode_args *a, double *out, double *lse)
     o.causal = 0;
     o.window_left = -1;
     const ref_dtype round_to = o.mode == REF_EMULATE ? a->dtype : REF_F64;
-    const size_t es = ref_dtype_size(a->dtype), row = (size_t)hkv * d;
+    const size_t es = ref_dtype_size(a->dtype);
     /* One sequence per thread: its ref_attn runs serial inside the region. */
 #pragma omp parallel for schedule(dynamic) if (!omp_in_parallel() && batch > 1)
     for (int b = 0; b < batch; b++) {
-        const int len = a->seq_lens[b];
-        double *k = malloc(((size_t)len * row + 1) * sizeof *k);
-        double *v = malloc(((size_t)len * row + 1) * sizeof *v);
-        int rc = k && v ? REF_OK : REF_ENOMEM;
-        if (rc == REF_OK)
-            rc = ref_kv_gather_rows(&a->cache, a->block_table + (size_t)b * a->max_blocks,
-                                    a->max_blocks, 0, len, round_to, k, v);
-        if (rc == REF_OK) {
-            const ref_view q = {a->dtype, (const char *)a->q + (size_t)b * hq * d * es,
-                                (ptrdiff_t)hq * d, d};
-            const ref_view kv = {REF_F64, k, (ptrdiff_t)row, d}, vv = {REF_F64, v, (ptrdiff_t)row, d};
-            rc = ref_attn(1, len, hq, hkv, d, d, q, kv, vv, &o, out + (size_t)b * hq * d,
-                          (ptrdiff_t)hq * d, lse + b, batch);
-        }
-        free(k);
-        free(v);
+        const ref_view q = {a->dtype, (const char *)a->q + (size_t)b * hq * d * es,
+                            (ptrdiff_t)hq * d, d};
+        const int rc = ref_kv_attend(&a->cache, a->block_table + (size_t)b * a->max_blocks,
+                                     a->max_blocks, a->seq_lens[b], round_to, 1, hq, q, &o,
+                                     out + (size_t)b * hq * d, lse + b, batch);
         if (rc != REF_OK) {
 #pragma omp critical(ref__decode_err)
             if (err == REF_OK)
