@@ -38,7 +38,7 @@
  *                        and checks every element exactly (opt_mma_arange).
  *   GPU_HAS_MMA_SYNC     NVIDIA sm_80+ device code: the PTX warp instructions mma.sync
  *                        (m16n8k16, bf16 and f16, PTX's documented fragment layout), ldmatrix,
- *                        movmatrix and cp.async may be used inline; gpu_mma16816(),
+ *                        movmatrix and cp.async may be used inline; gpu_mma16816(), gpu_pack2(),
  *                        gpu_ldmatrix_x4(_trans)(), gpu_cp_async16() and friends below are the
  *                        shared spellings. Variants built on them are NVIDIA-only: elsewhere
  *                        their kernels trap and their unsupported() says so before any launch.
@@ -217,6 +217,18 @@ __device__ __forceinline__ void gpu_mma16816(float (&d)[4], const uint32_t (&a)[
                      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* Two f32 -> one packed pair of f16 (F16) or bf16, each rounded to nearest even, lo in the
+ * low half (cvt.rn.{f16,bf16}x2.f32). */
+template <bool F16>
+__device__ __forceinline__ uint32_t gpu_pack2(float lo, float hi)
+{
+    uint32_t r;
+    if (F16)
+        asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    else
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
 }
 /* Four 8x8 b16 matrices from shared memory; lane i gives the address of row i % 8 of matrix
  * i / 8 and receives, in register j, row lane / 4, columns 2 (lane % 4) .. +1 of matrix j

@@ -382,6 +382,19 @@ size_t opt_paged_decode_split_kv_workspace(int batch, int hq, int hkv, int head_
 int opt_paged_decode_split_kv(const opt_paged_decode_args *a, void *workspace,
                               size_t workspace_bytes, void *stream);
 
+/* paged_decode mma (issue 5): the same contract and workspace format as split_kv, on the
+ * matrix cores (NVIDIA sm_80+: mma.sync, ldmatrix, cp.async): blocks over (sequence, KV head,
+ * split, up to 16 of its query heads), 64-token tiles copied asynchronously in the cache's own
+ * layout through a 2-4 deep ring, fp8 decoded in shared memory, Q K^T and P V on the matrix
+ * cores. bf16 or f16 queries over a cache of that dtype or fp8e4m3; head_dim 64, 128, 256.
+ * opt_paged_decode_mma_unsupported: NULL when it runs (cc_major: the device's compute
+ * capability major), else why not (always a reason on AMD). */
+const char *opt_paged_decode_mma_unsupported(int head_dim, int q_dtype, int kv_dtype, int cc_major);
+size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int head_dim, int max_blocks,
+                                      int block_size);
+int opt_paged_decode_mma(const opt_paged_decode_args *a, void *workspace, size_t workspace_bytes,
+                         void *stream);
+
 /* ------------------------------------- MLA and DSv4 decode on the tensor cores (issue 5)
  * NVIDIA-only variants (mma.sync, movmatrix, cp.async; gpu_port.h GPU_HAS_MMA_SYNC); their
  * *_unsupported(..., cc_major) give NULL when they run on a device of that compute capability

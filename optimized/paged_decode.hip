@@ -32,6 +32,7 @@
  * out = 0, lse = -inf.
  */
 #include "paged_kv.h"
+#include "paged_split.h"
 
 #include <float.h>
 #include <math.h>
@@ -45,11 +46,8 @@ enum {
     PDS__MAX_GB = 8,                    /* query heads per block; more heads, more blocks */
     PDS__SPLIT_ALIGN = 64,              /* split lengths are whole chunks of every group */
     PDS__MIN_SPLIT = 256,               /* tokens: shorter splits pay their fixed costs */
-    PDS__MAX_SPLITS = 64,
     PDS__BLOCKS_PER_SM = 8,             /* two waves of about four resident blocks */
-    PDS__PLAN_MAX_SMS = 512,            /* workspace bound: no device has more SMs or CUs */
     PDS__COMBINE_THREADS = 128,
-    PDS__MAX_TOKENS = INT32_MAX - 1024,  /* token positions (and a few chunks past) fit int */
 };
 
 #define PDS__LOG2E 1.4426950408889634f
@@ -122,48 +120,6 @@ __device__ __forceinline__ uint32_t pds__u16(uint4 v, int k)
 {
     const uint32_t w = k < 2 ? v.x : k < 4 ? v.y : k < 6 ? v.z : v.w;
     return (w >> (16 * (k % 2))) & 0xFFFFu;
-}
-
-/* Two fp8e4m3 codes (bytes 2 hi and 2 hi + 1 of w) -> two bf16 of value code * 2^-120, exact
- * for subnormal codes too: the magnitude bits move 4 places up, the sign 8. With
- * t = [0, b1, 0, b0] and a = t << 4 the signs sit at bits 27 and 11, and a + 15 * sign moves
- * each 4 places further (a - s + 16 s). NaN codes are caught by pds__fp8x16. */
-__device__ __forceinline__ uint32_t pds__fp8x2(uint32_t w, int hi)
-{
-    const uint32_t t = __byte_perm(w, 0u, hi ? 0x4342u : 0x4140u);
-    const uint32_t a = t << 4;
-    return a + 15u * (a & 0x08000800u);
-}
-
-/* One code the slow, exact way: NaN (0x7F, 0xFF) -> the quiet bf16 NaN of its sign. */
-__device__ __forceinline__ uint32_t pds__fp8_one(uint32_t b)
-{
-    const uint32_t s = (b & 0x80u) << 8, m = b & 0x7Fu;
-    return m == 0x7Fu ? s | 0x7FC0u : s | m << 4;
-}
-
-/* 16 fp8 codes (one 16-byte vector) -> 16 bf16: lo holds codes 0-7, hi codes 8-15. A byte is
- * NaN when its low 7 bits are all ones: then (b & 0x7F) + 1 carries into bit 7, and never into
- * the next byte, so one test covers the vector and the rare NaN takes the exact path. */
-__device__ __forceinline__ void pds__fp8x16(uint4 v, uint4 &lo, uint4 &hi)
-{
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-    uint32_t nan = 0, r[8];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        nan |= (w[i] & 0x7F7F7F7Fu) + 0x01010101u;
-        r[2 * i] = pds__fp8x2(w[i], 0);
-        r[2 * i + 1] = pds__fp8x2(w[i], 1);
-    }
-    if (nan & 0x80808080u) {
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint32_t x = w[i / 2] >> (16 * (i % 2));
-            r[i] = pds__fp8_one(x & 0xFFu) | pds__fp8_one((x >> 8) & 0xFFu) << 16;
-        }
-    }
-    lo = make_uint4(r[0], r[1], r[2], r[3]);
-    hi = make_uint4(r[4], r[5], r[6], r[7]);
 }
 
 /* A running max as the subtrahend of exp: -inf (nothing seen, or only -inf logits) is taken
@@ -254,7 +210,7 @@ __device__ __forceinline__ void pds__put_row(uint16_t *dst, uint4 v)
 {
     if (C::KV == OPT_FP8E4M3) {
         uint4 lo, hi;
-        pds__fp8x16(v, lo, hi);
+        pkv_fp8x16_16bit<false>(v, lo, hi);
         *(uint4 *)dst = lo;
         *(uint4 *)(dst + 8) = hi;
     } else {
@@ -276,7 +232,7 @@ __device__ __forceinline__ void pds__stage(int c0, int t_end, int lane, const ui
             pds__vec_v<C>(lane, j, i, c);
             uint4 lo = r[j], hi = lo;
             if (C::KV == OPT_FP8E4M3)
-                pds__fp8x16(r[j], lo, hi);
+                pkv_fp8x16_16bit<false>(r[j], lo, hi);
             const int n_ok = t_end - c0 - i; /* tokens of the group before t_end */
 #pragma unroll
             for (int e = 0; e < C::GX; e++) {
@@ -878,7 +834,7 @@ paged_decode_combine_kernel(const float *__restrict__ ws_o,       /* ws_o: [batc
                             int out_dtype, int batch, int hq, int D, int n_split,
                             int split_tokens)
 {
-    __shared__ float w_s[PDS__MAX_SPLITS];
+    __shared__ float w_s[PSPLIT_MAX_SPLITS];
     __shared__ float sum_s;
     const int b = (int)(blockIdx.x / hq), h = (int)(blockIdx.x % hq);
     const int len = seq_lens[b];
@@ -913,30 +869,22 @@ paged_decode_combine_kernel(const float *__restrict__ ws_o,       /* ws_o: [batc
     }
 }
 
-/* --------------------------------------------------------------- launcher */
-/* How a problem is cut: gb heads per block, n_hg blocks per KV head, n_split splits of
- * split_tokens tokens over the longest context, and the workspace that takes. */
-struct pds__plan {
-    int gb, n_hg, n_split, split_tokens;
-    size_t ws_bytes;
-};
-
-static pds__plan pds__make_plan(int batch, int hq, int hkv, int head_dim, long long max_tokens,
-                                int sms)
+/* ------------------------------------------------------- shared split machinery */
+psplit_plan psplit_make_plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms,
+                             int heads_per_block, int blocks_per_sm, int min_split, int align)
 {
-    pds__plan p;
+    psplit_plan p;
     const int gq = hq / hkv;
-    p.gb = gq == 1 ? 1 : gq <= 4 ? 4 : PDS__MAX_GB;
-    p.n_hg = (gq + PDS__MAX_GB - 1) / PDS__MAX_GB;
-    max_tokens = max_tokens < 1 ? 1 : max_tokens > PDS__MAX_TOKENS ? PDS__MAX_TOKENS : max_tokens;
-    const long long sm = sms < 1 ? 1 : sms > PDS__PLAN_MAX_SMS ? PDS__PLAN_MAX_SMS : sms;
+    p.n_hg = (gq + heads_per_block - 1) / heads_per_block;
+    max_tokens = max_tokens < 1 ? 1 : max_tokens > PSPLIT_MAX_TOKENS ? PSPLIT_MAX_TOKENS : max_tokens;
+    const long long sm = sms < 1 || sms > PSPLIT_PLAN_MAX_SMS ? PSPLIT_PLAN_MAX_SMS : sms;
     const long long per_split = (long long)batch * hkv * p.n_hg;
-    long long n = (PDS__BLOCKS_PER_SM * sm + per_split - 1) / per_split;
-    long long cap = max_tokens / PDS__MIN_SPLIT;
-    cap = cap < 1 ? 1 : cap > PDS__MAX_SPLITS ? PDS__MAX_SPLITS : cap;
+    long long n = ((long long)blocks_per_sm * sm + per_split - 1) / per_split;
+    long long cap = max_tokens / min_split;
+    cap = cap < 1 ? 1 : cap > PSPLIT_MAX_SPLITS ? PSPLIT_MAX_SPLITS : cap;
     n = n < 1 ? 1 : n > cap ? cap : n;
     long long st = (max_tokens + n - 1) / n;
-    st = (st + PDS__SPLIT_ALIGN - 1) / PDS__SPLIT_ALIGN * PDS__SPLIT_ALIGN;
+    st = (st + align - 1) / align * align;
     p.split_tokens = (int)st;
     p.n_split = (int)((max_tokens + st - 1) / st);
     p.ws_bytes = p.n_split > 1
@@ -945,8 +893,7 @@ static pds__plan pds__make_plan(int batch, int hq, int hkv, int head_dim, long l
     return p;
 }
 
-/* SM count of the current device, read once per device (the launch path stays cheap). */
-static int pds__sm_count(int *sms)
+int psplit_sm_count(int *sms)
 {
     static int known[64];
     int dev = 0, n = 0;
@@ -961,6 +908,37 @@ static int pds__sm_count(int *sms)
         known[dev] = n;
     *sms = n;
     return OPT_OK;
+}
+
+int psplit_combine(const psplit_plan &p, const float *ws_o, const float *ws_lse,
+                   const int32_t *seq_lens, void *out, float *lse, int out_dtype, int batch, int hq,
+                   int head_dim, hipStream_t stream)
+{
+    if (p.n_split <= 1 || batch == 0)
+        return OPT_OK;
+    paged_decode_combine_kernel<<<(unsigned)(batch * hq), PDS__COMBINE_THREADS, 0, stream>>>(
+        ws_o, ws_lse, seq_lens, out, lse, out_dtype, batch, hq, head_dim, p.n_split,
+        p.split_tokens);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+/* --------------------------------------------------------------- launcher */
+/* How split_kv cuts a problem: gb heads per block (1, 4 or PDS__MAX_GB) and the shared plan. */
+struct pds__plan : psplit_plan {
+    int gb;
+};
+
+static pds__plan pds__make_plan(int batch, int hq, int hkv, int head_dim, long long max_tokens,
+                                int sms)
+{
+    pds__plan p;
+    static_cast<psplit_plan &>(p) =
+        psplit_make_plan(batch, hq, hkv, head_dim, max_tokens, sms, PDS__MAX_GB, PDS__BLOCKS_PER_SM,
+                         PDS__MIN_SPLIT, PDS__SPLIT_ALIGN);
+    const int gq = hq / hkv;
+    p.gb = gq == 1 ? 1 : gq <= 4 ? 4 : PDS__MAX_GB;
+    return p;
 }
 
 template <int KVT, int D, int GB, bool SHUF, bool MMA>
@@ -1029,9 +1007,7 @@ extern "C" size_t opt_paged_decode_split_kv_workspace(int batch, int hq, int hkv
 {
     if (batch <= 0 || hq <= 0 || hkv <= 0 || hq % hkv != 0 || head_dim <= 0)
         return 0;
-    return pds__make_plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size,
-                          PDS__PLAN_MAX_SMS)
-        .ws_bytes;
+    return pds__make_plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size, 0).ws_bytes;
 }
 
 /* seq_lens[b] <= max_blocks * block_size and the block-table entries they use inside the pool
@@ -1057,7 +1033,7 @@ extern "C" int opt_paged_decode_split_kv(const opt_paged_decode_args *a, void *w
         (c->layout == OPT_KV_SHUFFLED && c->block_size % x != 0))
         return OPT_EINVAL;
     if (a->hq <= 0 || a->hq % c->heads != 0 || a->max_blocks < 0 ||
-        (long long)a->max_blocks * c->block_size > PDS__MAX_TOKENS)
+        (long long)a->max_blocks * c->block_size > PSPLIT_MAX_TOKENS)
         return OPT_EINVAL;
     if (!(a->softcap >= 0.0f && a->softcap <= FLT_MAX) || !(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
         return OPT_EINVAL;
@@ -1067,7 +1043,7 @@ extern "C" int opt_paged_decode_split_kv(const opt_paged_decode_args *a, void *w
         return OPT_EINVAL;
 
     int sms = 0;
-    int rc = pds__sm_count(&sms);
+    int rc = psplit_sm_count(&sms);
     if (rc)
         return rc;
     const pds__plan p = pds__make_plan(a->batch, a->hq, c->heads, c->head_dim,
@@ -1084,11 +1060,8 @@ extern "C" int opt_paged_decode_split_kv(const opt_paged_decode_args *a, void *w
     rc = c->dtype == OPT_FP8E4M3 ? pds__launch_d<OPT_FP8E4M3>(a, p, ws_o, ws_lse, grid, st)
          : c->dtype == OPT_BF16  ? pds__launch_d<OPT_BF16>(a, p, ws_o, ws_lse, grid, st)
                                  : pds__launch_d<OPT_F16>(a, p, ws_o, ws_lse, grid, st);
-    if (rc || p.n_split == 1)
+    if (rc)
         return rc;
-    paged_decode_combine_kernel<<<(unsigned)(a->batch * a->hq), PDS__COMBINE_THREADS, 0, st>>>(
-        ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch, a->hq, c->head_dim,
-        p.n_split, p.split_tokens);
-    GPU_CHECK(hipGetLastError());
-    return OPT_OK;
+    return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch, a->hq,
+                          c->head_dim, st);
 }

@@ -94,4 +94,64 @@ __device__ inline float pkv_load(const void *p, size_t i, float scale)
     return num_load_f32(KVT, p, i);
 }
 
+/* ---------------------------------------------- fp8 codes -> 16-bit floats, in registers */
+/* fp8e4m3 codes become 16-bit floats of a scaled value, exactly, subnormal codes included:
+ *   bf16 (F16 false): code * 2^-120 -- the magnitude bits move 4 places up, the sign 8;
+ *   f16  (F16 true):  code * 2^-8   -- the magnitude bits move 7 places up, the sign 8.
+ * (The exponent fields differ by the bias difference, 127 - 7 and 15 - 7.) The factor is a
+ * power of two, so a kernel folds it back into a logit or an output exactly. */
+#define PKV_FP8_BF16_SHIFT 120
+#define PKV_FP8_F16_SHIFT 8
+
+/* Two codes (bytes 2 hi and 2 hi + 1 of w) -> a packed pair, lo in the low half. With
+ * t = [0, b1, 0, b0] shifted by 4 (bf16) the signs sit at bits 27 and 11 and a + 15 * sign moves
+ * each 4 places further (a - s + 16 s); shifted by 7 (f16) they sit at bits 30 and 14 and
+ * a + sign moves each 1 place. NaN codes are caught by pkv_fp8x16_16bit. */
+template <bool F16>
+__device__ __forceinline__ uint32_t pkv_fp8x2_16bit(uint32_t w, int hi)
+{
+    const uint32_t t = __byte_perm(w, 0u, hi ? 0x4342u : 0x4140u);
+    if (F16) {
+        const uint32_t a = t << 7;
+        return a + (a & 0x40004000u);
+    }
+    const uint32_t a = t << 4;
+    return a + 15u * (a & 0x08000800u);
+}
+
+/* One code the slow, exact way: NaN (0x7F, 0xFF) -> the quiet NaN of its sign. */
+template <bool F16>
+__device__ __forceinline__ uint32_t pkv_fp8_one_16bit(uint32_t b)
+{
+    const uint32_t s = (b & 0x80u) << 8, m = b & 0x7Fu;
+    if (F16)
+        return m == 0x7Fu ? s | 0x7E00u : s | m << 7;
+    return m == 0x7Fu ? s | 0x7FC0u : s | m << 4;
+}
+
+/* 16 codes (one 16-byte vector) -> 16 16-bit floats: lo holds codes 0-7, hi codes 8-15. A byte
+ * is NaN when its low 7 bits are all ones: then (b & 0x7F) + 1 carries into bit 7, and never
+ * into the next byte, so one test covers the vector and the rare NaN takes the exact path. */
+template <bool F16>
+__device__ __forceinline__ void pkv_fp8x16_16bit(uint4 v, uint4 &lo, uint4 &hi)
+{
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    uint32_t nan = 0, r[8];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        nan |= (w[i] & 0x7F7F7F7Fu) + 0x01010101u;
+        r[2 * i] = pkv_fp8x2_16bit<F16>(w[i], 0);
+        r[2 * i + 1] = pkv_fp8x2_16bit<F16>(w[i], 1);
+    }
+    if (nan & 0x80808080u) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t x = w[i / 2] >> (16 * (i % 2));
+            r[i] = pkv_fp8_one_16bit<F16>(x & 0xFFu) | pkv_fp8_one_16bit<F16>((x >> 8) & 0xFFu) << 16;
+        }
+    }
+    lo = make_uint4(r[0], r[1], r[2], r[3]);
+    hi = make_uint4(r[4], r[5], r[6], r[7]);
+}
+
 #endif /* ATTN_PAGED_KV_H */

@@ -188,6 +188,31 @@ static int pd__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors
     return opt_paged_decode_split_kv(&a, hx_dptr(out, "workspace"), pd__split_kv_workspace(c), stream);
 }
 
+static size_t pd__mma_workspace(const hx_case *c)
+{
+    return opt_paged_decode_mma_workspace(c->seq_lens_q.n, c->heads_q, c->heads_kv, c->head_dim,
+                                          pd__split_kv_max_blocks(c), c->block_size);
+}
+
+static const char *pd__mma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    const char *why = opt_paged_decode_mma_unsupported(c->head_dim, (int)c->dtype, (int)c->kv_dtype,
+                                                       g->cc_major);
+    if (why)
+        return why;
+    if ((int64_t)pd__split_kv_max_blocks(c) * c->block_size > INT32_MAX - 1024)
+        return "mma keeps token positions in int: contexts up to 2^31 - 1024 tokens";
+    if ((int64_t)c->seq_lens_q.n * c->heads_q > INT32_MAX)
+        return "mma launches one combine block per (sequence, query head): at most 2^31 - 1";
+    return NULL;
+}
+
+static int pd__mma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_paged_decode_args a = pd__args(c, in, out);
+    return opt_paged_decode_mma(&a, hx_dptr(out, "workspace"), pd__mma_workspace(c), stream);
+}
+
 static const hx_variant pd__variants[] = {
     {.name = "simple",
      .summary = "one block per (sequence, head), cached keys streamed with an online softmax in f32",
@@ -200,6 +225,13 @@ static const hx_variant pd__variants[] = {
      .unsupported = pd__split_kv_unsupported,
      .run = pd__split_kv_run,
      .workspace = pd__split_kv_workspace},
+    {.name = "mma",
+     .summary = "flash-decoding on the matrix cores: 16 query heads per block, 64-token tiles "
+                "copied asynchronously in the native layout through a 2-4 deep ring, fp8 decoded "
+                "in shared memory",
+     .unsupported = pd__mma_unsupported,
+     .run = pd__mma_run,
+     .workspace = pd__mma_workspace},
 };
 #endif // ATTN_HAVE_GPU
 

@@ -1,0 +1,613 @@
+/* paged_decode_mma.hip - SPEC section 5 on the GPU, the `mma` variant: flash-decoding on the
+ * matrix cores behind a deep asynchronous copy pipeline. NVIDIA sm_80+ only (mma.sync,
+ * ldmatrix, cp.async; gpu_port.h GPU_HAS_MMA_SYNC); elsewhere the kernel traps and
+ * opt_paged_decode_mma_unsupported() says so before any launch.
+ *
+ * Decode is a stream: every cached K/V byte of a sequence is read once per step, and the
+ * kernel is as fast as the bytes it keeps in flight. Work: one block of 4 warps per (sequence,
+ * KV head, split, group of up to 16 of the KV head's query heads) -- the split plan, the
+ * workspace and the LSE combine are paged_split.h's, shared with split_kv. The block walks its
+ * split in tiles of 64 tokens:
+ *   copy     every thread issues 16-byte cp.async copies of the tile's K and V vectors in the
+ *            cache's own layout (nhd, hnd, or AITER's shuffled layout, read natively) into a
+ *            ring of STAGES tiles (3 for 16-bit caches, 4 for fp8, 2 at head_dim 256): while a
+ *            tile is computed the next STAGES - 1 are in flight (about 64 KB per block at
+ *            head_dim 128; two blocks per SM). Row starts (64-bit element offsets) of the
+ *            tile's tokens come from the block table one tile ahead, through shared memory, so
+ *            no copy waits on a table read. Tokens past the split read nothing (zero fill).
+ *   staging  16-bit caches are copied straight into the layout the MMAs read: K as [token]
+ *            [dim] rows and V as [token][dim] (nhd, hnd) or [dim][token] (shuffled: x = 8
+ *            consecutive tokens of a dim are one 16-byte vector, the B operand's k-pairs), in
+ *            16-byte words XOR-swizzled by row. fp8 tiles land as raw codes and one pass
+ *            decodes them into a 16-bit copy of the same shape (paged_kv.h: code * 2^-120 as
+ *            bf16 for bf16 queries, code * 2^-8 as f16 for f16 queries, exact; the power of
+ *            two is folded back into the logit and the output, k_scale into the logit, v_scale
+ *            into the output).
+ *   math     warp w takes tokens 16 w .. 16 w + 15 of the tile: S = Q K^T (16 heads x 16
+ *            tokens, Q in registers for the whole split as the A operand, K by ldmatrix), an
+ *            online softmax per head in f32 (base 2; the quad of lanes sharing a head reduces
+ *            with two shuffles), P rounded to the query dtype as the A operand of O += P V
+ *            (V by ldmatrix.trans, or plain ldmatrix for the shuffled [dim][token] tiles).
+ *            Heads past the group's count are zero rows; with one head (MHA) 15 of 16 MMA rows
+ *            idle, which costs nothing that matters: the matrix cores run at a few % here.
+ * The four warps' (m, l, O) merge in shared memory at the end; the split writes its
+ * normalised output and LSE to the workspace, or, when it is its sequence's only split, the
+ * final out (rounded once into the query dtype) and lse. Empty sequences: out = 0,
+ * lse = -inf. Slots past a sequence's end are never used: zero-filled for row layouts; for
+ * shuffled V, whose 16-byte vectors hold x tokens, the tail tokens of the last vector are
+ * zeroed in shared memory before any MMA reads them (0 * NaN would be NaN).
+ */
+#include "paged_kv.h"
+#include "paged_split.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+enum {
+    PDM__WARPS = 4,
+    PDM__THREADS = 32 * PDM__WARPS,
+    PDM__BN = 16 * PDM__WARPS,  /* tokens per tile: 16 per warp */
+    PDM__ROWS = 16,             /* query heads per block: one MMA row tile */
+    PDM__MIN_SPLIT = 256,       /* tokens: four tiles at least per split */
+    PDM__BLOCKS_PER_SM = 8,     /* about four waves of two resident blocks */
+};
+
+#define PDM__LOG2E 1.4426950408889634f
+#define PDM__LN2 0.69314718055994531f
+
+/* Compile-time shape of one instantiation: cache dtype KVT, f16 (else bf16) queries, head_dim
+ * D, shuffled layout (else nhd or hnd, which differ only in the row offsets). */
+template <int KVT, bool F16_, int D_, bool SHUF_>
+struct pdm__cfg {
+    static constexpr int D = D_;
+    static constexpr bool F16 = F16_, SHUF = SHUF_, FP8 = KVT == OPT_FP8E4M3;
+    static constexpr int ES = FP8 ? 1 : 2;                 /* bytes per cache element */
+    static constexpr int GX = 16 / ES;                     /* elements per 16-byte vector: x */
+    static constexpr int CPR = D / GX;                     /* vectors per (token, head) row */
+    static constexpr int NCH = PDM__BN * CPR;              /* vectors of K (and of V) per tile */
+    static constexpr int KW = D / 8;                       /* 16-byte words per staged K row */
+    static constexpr int VW = SHUF ? PDM__BN / 8 : D / 8;  /* per staged V row */
+    static constexpr int MAT = PDM__BN * D * 2;            /* bytes of one staged 16-bit matrix */
+    static constexpr int STAGE = 2 * NCH * 16;             /* bytes of a tile's K and V as cached */
+    static constexpr int STAGES = D > 128 ? 2 : FP8 ? 4 : 3;
+    static constexpr int CONV = STAGES * STAGE;            /* offset of the decoded fp8 tile */
+    static constexpr int SMEM = CONV + (FP8 ? 2 * MAT : 0);
+    static constexpr int MERGE = PDM__WARPS * PDM__ROWS * (D + 2) * 4;
+    /* fp8: staged value = code * 2^-SH; the query carries QFIX of the 2^SH, the logit LFIX;
+     * P carries PFIX into P.V and the output OFIX back (bf16: 2^60 each, keeping every product
+     * in f32's normal range; f16: the 2^8 only in the logit and the output). */
+    static constexpr float QFIX = FP8 && !F16 ? 0x1p60f : 1.0f;
+    static constexpr float LFIX = !FP8 ? 1.0f : F16 ? 0x1p8f : 0x1p60f;
+    static constexpr float PFIX = QFIX;
+    static constexpr float OFIX = LFIX;
+    static_assert(D % 16 == 0 && KW % 8 == 0 && VW % 8 == 0, "swizzle: 8 words per row at least");
+    static_assert(MERGE <= SMEM, "the warps' merge fits in the staging area");
+};
+
+/* Word (16 bytes) w of row r of a staged matrix of W words per row, XOR-swizzled so that the
+ * 8 rows an ldmatrix phase reads hit 8 different bank groups. */
+__device__ __forceinline__ int pdm__swz(int r, int w, int W)
+{
+    return r * W + (w ^ (r & 7));
+}
+
+/* Vector i of a tile's K (IS_V 0) or V: tok, the tile token of its row (shuffled V: the first
+ * of its x tokens); g, its element offset from that token's row start; (row, word), its first
+ * 16-bit word in the staged matrix (fp8: two words, word and word + 1). Consecutive i are
+ * consecutive 16 bytes of the cache wherever the layout allows (coalesced copies). */
+template <class C, int IS_V>
+__device__ __forceinline__ void pdm__vec(int i, int bs, int &tok, long long &g, int &row, int &word)
+{
+    constexpr int WPV = C::GX / 8; /* staged words per cache vector */
+    if (C::SHUF && IS_V) {         /* [bs/x][D][x]: dim fastest */
+        const int og = i / C::D, d = i % C::D;
+        tok = og * C::GX, g = (long long)d * C::GX, row = d, word = og * WPV;
+    } else if (C::SHUF) {          /* [D/x][bs][x]: token fastest */
+        const int c = i / PDM__BN;
+        tok = i % PDM__BN, g = (long long)c * bs * C::GX, row = tok, word = c * WPV;
+    } else {                       /* row layouts: dims of a token row fastest */
+        const int c = i % C::CPR;
+        tok = i / C::CPR, g = (long long)c * C::GX, row = tok, word = c * WPV;
+    }
+}
+
+/* Issue the copies of one tile (first token tok0, tokens < t_end only) into stage `st` (K
+ * matrix then V matrix). koff/voff: the tile's row starts, elements. */
+template <class C>
+__device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const uint8_t *__restrict__ vc,
+                                           const long long *koff, const long long *voff, int tok0,
+                                           int t_end, int bs, uint8_t *st, int tid)
+{
+#if defined(GPU_HAS_MMA_SYNC)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *src = h ? vc : kc;
+        const long long *off = h ? voff : koff;
+        uint8_t *dst = st + h * C::NCH * 16;
+#pragma unroll 4
+        for (int i = tid; i < C::NCH; i += PDM__THREADS) {
+            int tok, row, word;
+            long long g;
+            if (h)
+                pdm__vec<C, 1>(i, bs, tok, g, row, word);
+            else
+                pdm__vec<C, 0>(i, bs, tok, g, row, word);
+            const bool ok = tok0 + tok < t_end;
+            const uint8_t *p = ok ? src + (off[tok] + g) * C::ES : src;
+            const int at = C::FP8 ? i : pdm__swz(row, word, h ? C::VW : C::KW);
+            gpu_cp_async16(gpu_smem_addr(dst + at * 16), p, ok ? 16 : 0);
+        }
+    }
+#endif
+}
+
+/* Row starts of the tokens of the tile at tok0 (thread j < BN: token tok0 + j), as the
+ * copies need them: K row (shuffled: dim-group 0 of the token), V row (shuffled: the token's
+ * x-group). kh is the KV head. */
+template <class C>
+__device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, const int32_t *__restrict__ bt, int kh,
+                                          int tok0, int t_end, int j, long long &ko, long long &vo)
+{
+    ko = vo = 0;
+    const int pos = tok0 + j;
+    if (j >= PDM__BN || pos >= t_end)
+        return;
+    const int bs = cache.block_size, hkv = cache.heads;
+    const long long n = bt[pos / bs];
+    const int o = pos % bs;
+    if (C::SHUF) {
+        const long long base = (n * hkv + kh) * (long long)bs * C::D;
+        ko = base + (long long)o * C::GX;
+        vo = base + (long long)(o / C::GX) * C::D * C::GX;
+    } else if (cache.layout == OPT_KV_NHD) {
+        ko = vo = ((n * bs + o) * hkv + kh) * (long long)C::D;
+    } else {
+        ko = vo = ((n * hkv + kh) * (long long)bs + o) * C::D;
+    }
+}
+
+/* fp8: decode the raw codes of stage `st` into the 16-bit matrices at `cv`; shuffled V
+ * vectors that cross t_end have their tokens from t_end on zeroed. */
+template <class C>
+__device__ __forceinline__ void pdm__decode(const uint8_t *st, uint8_t *cv, int tok0, int t_end, int bs,
+                                            int tid)
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint4 *raw = (const uint4 *)(st + h * C::NCH * 16);
+        uint4 *out = (uint4 *)(cv + h * C::MAT);
+        for (int i = tid; i < C::NCH; i += PDM__THREADS) {
+            int tok, row, word;
+            long long g;
+            if (h)
+                pdm__vec<C, 1>(i, bs, tok, g, row, word);
+            else
+                pdm__vec<C, 0>(i, bs, tok, g, row, word);
+            uint4 v = raw[i];
+            if (C::SHUF && h && tok0 + tok + C::GX > t_end) {
+                uint32_t u[4] = {v.x, v.y, v.z, v.w};
+                const int live = t_end - tok0 - tok; /* tokens of the vector before t_end */
+#pragma unroll
+                for (int b = 0; b < 16; b++)
+                    if (b >= live)
+                        u[b / 4] &= ~(0xFFu << (8 * (b % 4)));
+                v = make_uint4(u[0], u[1], u[2], u[3]);
+            }
+            uint4 lo, hi;
+            pkv_fp8x16_16bit<C::F16>(v, lo, hi);
+            const int W = h ? C::VW : C::KW;
+            out[pdm__swz(row, word, W)] = lo;
+            out[pdm__swz(row, word + 1, W)] = hi;
+        }
+    }
+}
+
+/* 16-bit shuffled V: zero the staged tokens [t_end, next multiple of 8) of the tile. */
+template <class C>
+__device__ __forceinline__ void pdm__zero_tail(uint8_t *vmat, int tok0, int t_end, int tid)
+{
+    const int p0 = t_end - tok0, n = 8 - p0 % 8;
+    uint16_t *v = (uint16_t *)vmat;
+    for (int i = tid; i < C::D * n; i += PDM__THREADS) {
+        const int d = i / n, t = p0 + i % n;
+        v[pdm__swz(d, t / 8, C::VW) * 8 + t % 8] = 0;
+    }
+}
+
+__device__ __forceinline__ float pdm__ref(float x)
+{
+    return x == -INFINITY ? 0.0f : x; /* never exp(-inf - -inf) */
+}
+
+/* Grid: batch * hkv * n_split * n_hg blocks (head group fastest), PDM__THREADS threads,
+ * C::SMEM bytes of dynamic shared memory. */
+template <int KVT, bool F16, int D, bool SHUF>
+__global__ void __launch_bounds__(PDM__THREADS, D > 128 ? 1 : 2)
+paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, hq, D] */
+                        opt_kv_cache cache,
+                        const int32_t *__restrict__ block_table,  /* block_table: [batch, max_blocks] */
+                        const int32_t *__restrict__ seq_lens,     /* seq_lens: [batch] */
+                        void *__restrict__ out,                   /* out: [batch, hq, D] */
+                        float *__restrict__ lse,                  /* lse: [hq, batch] */
+                        float *__restrict__ ws_o,                 /* ws_o: [batch, hq, n_split, D] */
+                        float *__restrict__ ws_lse,               /* ws_lse: [batch, hq, n_split] */
+                        int batch, int hq, int max_blocks, int n_hg, int n_split,
+                        int split_tokens, float scale, float softcap)
+{
+#if defined(GPU_HAS_MMA_SYNC)
+    using C = pdm__cfg<KVT, F16, D, SHUF>;
+    constexpr int QT = F16 ? OPT_F16 : OPT_BF16;
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ long long koff_s[C::STAGES][PDM__BN], voff_s[C::STAGES][PDM__BN];
+
+    const int hkv = cache.heads, gq = hq / hkv, tid = threadIdx.x;
+    long long bid = blockIdx.x;
+    const int hg = (int)(bid % n_hg);
+    bid /= n_hg;
+    const int s = (int)(bid % n_split);
+    bid /= n_split;
+    const int kh = (int)(bid % hkv), b = (int)(bid / hkv);
+    const int h0 = kh * gq + hg * PDM__ROWS;
+    const int gv = gq - hg * PDM__ROWS < PDM__ROWS ? gq - hg * PDM__ROWS : PDM__ROWS;
+    const int len = seq_lens[b];
+    const int n_valid = len <= 0 ? 0 : (int)(((long long)len + split_tokens - 1) / split_tokens);
+
+    if (n_valid == 0) { /* empty attended set: out = 0, lse = -inf, from split 0 */
+        for (int i = tid; s == 0 && i < gv * D; i += PDM__THREADS) {
+            num_store_f32(QT, out, ((size_t)b * hq + h0 + i / D) * D + i % D, 0.0f);
+            if (i % D == 0)
+                lse[(size_t)(h0 + i / D) * batch + b] = -INFINITY;
+        }
+        return;
+    }
+    if (s >= n_valid)
+        return;
+    const int t_begin = (int)((long long)s * split_tokens);
+    const int t_end = (int)((long long)len < (long long)t_begin + split_tokens
+                                ? (long long)len
+                                : (long long)t_begin + split_tokens);
+    const int n_tiles = (t_end - t_begin + PDM__BN - 1) / PDM__BN;
+    const int bs = cache.block_size;
+    const int32_t *bt = block_table + (size_t)b * max_blocks;
+    const uint8_t *kc = (const uint8_t *)cache.k, *vc = (const uint8_t *)cache.v;
+
+    /* Row starts of the first STAGES tiles; the loop keeps one tile ahead of the copies. */
+#pragma unroll
+    for (int t = 0; t < C::STAGES; t++)
+        if (tid < PDM__BN)
+            pdm__rows<C>(cache, bt, kh, t_begin + t * PDM__BN, t_end, tid, koff_s[t][tid],
+                         voff_s[t][tid]);
+
+    /* Q as the A operand, rows = heads h0 .. h0 + 15 (zero past gv), for the whole split. */
+    const int lane = tid % 32, w = tid / 32, g = lane / 4, t4 = lane % 4;
+    constexpr int KS = D / 16;
+    uint32_t qa[KS][4];
+    {
+        const uint16_t *q16 = (const uint16_t *)q + ((size_t)b * hq + h0) * D;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) { /* a0: (g, 2t), a1: (g + 8, 2t), a2: (g, 2t + 8), a3 */
+                const int row = g + 8 * (r % 2), col = 16 * ks + 2 * t4 + 8 * (r / 2);
+                uint32_t x = row < gv ? *(const uint32_t *)(q16 + (size_t)row * D + col) : 0u;
+                if (C::QFIX != 1.0f) /* bf16 times a power of two: exact */
+                    x = gpu_pack2<false>(num_bf16_to_f32((uint16_t)x) * C::QFIX,
+                                         num_bf16_to_f32((uint16_t)(x >> 16)) * C::QFIX);
+                qa[ks][r] = x;
+            }
+        }
+    }
+    const float qmul = (C::FP8 ? scale * *cache.k_scale : scale) * C::LFIX;
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* heads g and g + 8 */
+
+    __syncthreads(); /* row starts visible */
+#pragma unroll
+    for (int t = 0; t < C::STAGES - 1; t++) {
+        if (t < n_tiles)
+            pdm__issue<C>(kc, vc, koff_s[t], voff_s[t], t_begin + t * PDM__BN, t_end, bs,
+                          smem + t * C::STAGE, tid);
+        gpu_cp_async_commit();
+    }
+
+    /* Per-lane ldmatrix coordinates (rows of the 8x8 matrices this lane addresses). */
+    const int kr = 16 * w + 8 * (lane / 16) + lane % 8, kx = (lane / 8) % 2; /* K: token, word */
+    const int vr = 16 * w + 8 * ((lane / 8) % 2) + lane % 8, vx = lane / 16;  /* V rows: token */
+    const int sr = 8 * (lane / 16) + lane % 8, sx = 2 * w + (lane / 8) % 2;   /* V shuffled: dim */
+
+    for (int t = 0; t < n_tiles; t++) {
+        gpu_cp_async_wait<C::STAGES - 2>();
+        __syncthreads(); /* tile t landed for every thread; tile t - 1's buffers are free */
+        const int tn = t + C::STAGES - 1, tok0 = t_begin + t * PDM__BN;
+        if (tn < n_tiles)
+            pdm__issue<C>(kc, vc, koff_s[tn % C::STAGES], voff_s[tn % C::STAGES],
+                          t_begin + tn * PDM__BN, t_end, bs, smem + (tn % C::STAGES) * C::STAGE, tid);
+        gpu_cp_async_commit();
+        /* Row starts of tile tn + 1, stored after this tile's math (the load's latency hides
+         * behind it) into the slot of tile t, whose copies were issued long ago. */
+        long long nko = 0, nvo = 0;
+        if (tn + 1 < n_tiles)
+            pdm__rows<C>(cache, bt, kh, t_begin + (tn + 1) * PDM__BN, t_end, tid, nko, nvo);
+
+        uint8_t *kmat = smem + (t % C::STAGES) * C::STAGE, *vmat = kmat + C::NCH * 16;
+        if (C::FP8) {
+            pdm__decode<C>(kmat, smem + C::CONV, tok0, t_end, bs, tid);
+            kmat = smem + C::CONV;
+            vmat = kmat + C::MAT;
+            __syncthreads();
+        } else if (C::SHUF && t_end - tok0 < PDM__BN && (t_end - tok0) % 8 != 0) {
+            pdm__zero_tail<C>(vmat, tok0, t_end, tid);
+            __syncthreads();
+        }
+
+        /* S = Q K^T over this warp's 16 tokens: s[j] = n-tile j (tokens 8 j .. 8 j + 7). */
+        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        const uint32_t kbase = gpu_smem_addr(kmat);
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            uint32_t kb[4];
+            gpu_ldmatrix_x4(kb, kbase + 16 * pdm__swz(kr, 2 * ks + kx, C::KW));
+            gpu_mma16816<F16>(sc[0], qa[ks], kb[0], kb[1]);
+            gpu_mma16816<F16>(sc[1], qa[ks], kb[2], kb[3]);
+        }
+
+        /* Online softmax (base 2) for heads g (c0, c1) and g + 8 (c2, c3). */
+        const int base_tok = tok0 + 16 * w + 2 * t4;
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sc[j][e] * qmul;
+                if (softcap > 0.0f)
+                    x = softcap * tanhf(x / softcap);
+                x = base_tok + 8 * j + e % 2 < t_end ? x * PDM__LOG2E : -INFINITY;
+                sc[j][e] = x;
+            }
+            mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
+            mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
+        }
+        mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 1));
+        mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
+        mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
+        mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        const float a0 = exp2f(m0 - pdm__ref(n0)), a1 = exp2f(m1 - pdm__ref(n1));
+        m0 = n0, m1 = n1;
+        l0 *= a0, l1 *= a1;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            o[n][0] *= a0, o[n][1] *= a0;
+            o[n][2] *= a1, o[n][3] *= a1;
+        }
+        uint32_t pa[4]; /* P as the A operand: (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8) */
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const float p0 = exp2f(sc[j][0] - pdm__ref(m0)), p1 = exp2f(sc[j][1] - pdm__ref(m0));
+            const float p2 = exp2f(sc[j][2] - pdm__ref(m1)), p3 = exp2f(sc[j][3] - pdm__ref(m1));
+            l0 += p0 + p1;
+            l1 += p2 + p3;
+            pa[2 * j] = gpu_pack2<F16>(p0 * C::PFIX, p1 * C::PFIX);
+            pa[2 * j + 1] = gpu_pack2<F16>(p2 * C::PFIX, p3 * C::PFIX);
+        }
+
+        /* O += P V, two 8-dim n-tiles per ldmatrix. */
+        const uint32_t vbase = gpu_smem_addr(vmat);
+#pragma unroll
+        for (int np = 0; np < D / 16; np++) {
+            uint32_t vb[4];
+            if (C::SHUF)
+                gpu_ldmatrix_x4(vb, vbase + 16 * pdm__swz(16 * np + sr, sx, C::VW));
+            else
+                gpu_ldmatrix_x4_trans(vb, vbase + 16 * pdm__swz(vr, 2 * np + vx, C::VW));
+            gpu_mma16816<F16>(o[2 * np], pa, vb[0], vb[1]);
+            gpu_mma16816<F16>(o[2 * np + 1], pa, vb[2], vb[3]);
+        }
+
+        if (tn + 1 < n_tiles && tid < PDM__BN) {
+            koff_s[t % C::STAGES][tid] = nko;
+            voff_s[t % C::STAGES][tid] = nvo;
+        }
+    }
+    gpu_cp_async_wait<0>();
+    __syncthreads(); /* every warp done with the staging area: it becomes the merge area */
+
+    float *m_w = (float *)smem;                          /* m_w: [WARPS][ROWS] */
+    float *l_w = m_w + PDM__WARPS * PDM__ROWS;           /* l_w: [WARPS][ROWS] */
+    float *a_w = l_w + PDM__WARPS * PDM__ROWS;           /* a_w: [WARPS][ROWS][D] */
+    l0 += GPU_SHFL_XOR(l0, 1);
+    l0 += GPU_SHFL_XOR(l0, 2);
+    l1 += GPU_SHFL_XOR(l1, 1);
+    l1 += GPU_SHFL_XOR(l1, 2);
+    {
+        float *r0 = a_w + (w * PDM__ROWS + g) * D, *r1 = r0 + 8 * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            *(float2 *)(r0 + 8 * n + 2 * t4) = make_float2(o[n][0], o[n][1]);
+            *(float2 *)(r1 + 8 * n + 2 * t4) = make_float2(o[n][2], o[n][3]);
+        }
+        if (t4 == 0) {
+            m_w[w * PDM__ROWS + g] = m0, m_w[w * PDM__ROWS + g + 8] = m1;
+            l_w[w * PDM__ROWS + g] = l0, l_w[w * PDM__ROWS + g + 8] = l1;
+        }
+    }
+    __syncthreads();
+
+    /* Merge the warps (one that saw nothing has m = -inf, l = 0, O = 0: weight 0); a sum of 0
+     * only when every logit was -inf: the empty-set convention then. */
+    const float vmul = (C::FP8 ? *cache.v_scale : 1.0f) * C::OFIX;
+    for (int i = tid; i < gv * D; i += PDM__THREADS) {
+        const int r = i / D, d = i % D;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < PDM__WARPS; k++)
+            mx = fmaxf(mx, m_w[k * PDM__ROWS + r]);
+        const float mr = pdm__ref(mx);
+        float sl = 0.0f, so = 0.0f;
+#pragma unroll
+        for (int k = 0; k < PDM__WARPS; k++) {
+            const float f = exp2f(m_w[k * PDM__ROWS + r] - mr);
+            sl += f * l_w[k * PDM__ROWS + r];
+            so += f * a_w[(k * PDM__ROWS + r) * D + d];
+        }
+        float ov = 0.0f, ls = -INFINITY;
+        if (sl != 0.0f) {
+            ov = so / sl;
+            if (C::FP8)
+                ov *= vmul;
+            ls = (mr + log2f(sl)) * PDM__LN2;
+        }
+        const int h = h0 + r;
+        if (n_valid == 1) {
+            num_store_f32(QT, out, ((size_t)b * hq + h) * D + d, ov);
+            if (d == 0)
+                lse[(size_t)h * batch + b] = ls;
+        } else {
+            const size_t row = ((size_t)b * hq + h) * n_split + s;
+            ws_o[row * D + d] = ov;
+            if (d == 0)
+                ws_lse[row] = ls;
+        }
+    }
+#else
+    GPU_TRAP(); /* opt_paged_decode_mma_unsupported() refuses this target before any launch */
+#endif // GPU_HAS_MMA_SYNC
+}
+
+/* --------------------------------------------------------------- launcher */
+static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms)
+{
+    return psplit_make_plan(batch, hq, hkv, head_dim, max_tokens, sms, PDM__ROWS, PDM__BLOCKS_PER_SM,
+                            PDM__MIN_SPLIT, PDM__BN);
+}
+
+template <int KVT, bool F16, int D, bool SHUF>
+static int pdm__launch(const opt_paged_decode_args *a, const psplit_plan &p, float *ws_o,
+                       float *ws_lse, unsigned grid, hipStream_t stream)
+{
+    using C = pdm__cfg<KVT, F16, D, SHUF>;
+    static bool sized[64];
+    int dev = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    if (dev < 0 || dev >= 64 || !sized[dev]) {
+        GPU_CHECK(hipFuncSetAttribute((const void *)paged_decode_mma_kernel<KVT, F16, D, SHUF>,
+                                      hipFuncAttributeMaxDynamicSharedMemorySize, C::SMEM));
+        if (dev >= 0 && dev < 64)
+            sized[dev] = true;
+    }
+    paged_decode_mma_kernel<KVT, F16, D, SHUF><<<grid, PDM__THREADS, C::SMEM, stream>>>(
+        a->q, a->cache, a->block_table, a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch, a->hq,
+        a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+template <int KVT, bool F16, int D>
+static int pdm__launch_layout(const opt_paged_decode_args *a, const psplit_plan &p, float *ws_o,
+                              float *ws_lse, unsigned grid, hipStream_t stream)
+{
+    return a->cache.layout == OPT_KV_SHUFFLED
+               ? pdm__launch<KVT, F16, D, true>(a, p, ws_o, ws_lse, grid, stream)
+               : pdm__launch<KVT, F16, D, false>(a, p, ws_o, ws_lse, grid, stream);
+}
+
+template <int KVT, bool F16>
+static int pdm__launch_d(const opt_paged_decode_args *a, const psplit_plan &p, float *ws_o,
+                         float *ws_lse, unsigned grid, hipStream_t stream)
+{
+    return a->cache.head_dim == 64    ? pdm__launch_layout<KVT, F16, 64>(a, p, ws_o, ws_lse, grid, stream)
+           : a->cache.head_dim == 128 ? pdm__launch_layout<KVT, F16, 128>(a, p, ws_o, ws_lse, grid, stream)
+                                      : pdm__launch_layout<KVT, F16, 256>(a, p, ws_o, ws_lse, grid, stream);
+}
+
+extern "C" const char *opt_paged_decode_mma_unsupported(int head_dim, int q_dtype, int kv_dtype,
+                                                        int cc_major)
+{
+#if defined(GPU_VENDOR_NVIDIA)
+    if (cc_major < 8)
+        return "mma is written with mma.sync, ldmatrix and cp.async: NVIDIA sm_80 or newer";
+    if (q_dtype != OPT_BF16 && q_dtype != OPT_F16)
+        return "mma multiplies bf16 or f16 queries on the matrix cores";
+    if (kv_dtype != q_dtype && kv_dtype != OPT_FP8E4M3)
+        return "mma reads a cache of the query dtype or fp8e4m3";
+    if (head_dim != 64 && head_dim != 128 && head_dim != 256)
+        return "mma has tile shapes for head_dim 64, 128 and 256";
+    return NULL;
+#else
+    (void)head_dim, (void)q_dtype, (void)kv_dtype, (void)cc_major;
+    return "mma is written with NVIDIA's mma.sync, ldmatrix and cp.async (split_kv is the "
+           "portable variant)";
+#endif
+}
+
+extern "C" size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int head_dim,
+                                                 int max_blocks, int block_size)
+{
+    if (batch <= 0 || hq <= 0 || hkv <= 0 || hq % hkv != 0 || head_dim <= 0)
+        return 0;
+    return pdm__plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size, 0).ws_bytes;
+}
+
+/* seq_lens[b] <= max_blocks * block_size and the block-table entries they use inside the pool
+ * (SPEC section 5): they live on the device, so the launcher cannot check that. */
+extern "C" int opt_paged_decode_mma(const opt_paged_decode_args *a, void *workspace,
+                                    size_t workspace_bytes, void *stream)
+{
+    if (!a || a->batch < 0)
+        return OPT_EINVAL;
+    const opt_kv_cache *c = &a->cache;
+    if (a->dtype != OPT_BF16 && a->dtype != OPT_F16)
+        return OPT_EINVAL;
+    if (c->dtype != a->dtype && c->dtype != OPT_FP8E4M3)
+        return OPT_EINVAL;
+    if (c->dtype == OPT_FP8E4M3 && (!c->k_scale || !c->v_scale))
+        return OPT_EINVAL;
+    if (c->layout != OPT_KV_NHD && c->layout != OPT_KV_HND && c->layout != OPT_KV_SHUFFLED)
+        return OPT_EINVAL;
+    if (c->head_dim != 64 && c->head_dim != 128 && c->head_dim != 256)
+        return OPT_EINVAL;
+    if (c->block_size <= 0 || c->heads <= 0 ||
+        (c->layout == OPT_KV_SHUFFLED && c->block_size % pkv_x(c->dtype) != 0))
+        return OPT_EINVAL;
+    if (a->hq <= 0 || a->hq % c->heads != 0 || a->max_blocks < 0 ||
+        (long long)a->max_blocks * c->block_size > PSPLIT_MAX_TOKENS)
+        return OPT_EINVAL;
+    if (!(a->softcap >= 0.0f && a->softcap <= FLT_MAX) || !(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+        return OPT_EINVAL;
+    if (a->batch == 0)
+        return OPT_OK;
+    if (!a->q || !c->k || !c->v || !a->block_table || !a->seq_lens || !a->out || !a->lse)
+        return OPT_EINVAL;
+#if !defined(GPU_VENDOR_NVIDIA)
+    return OPT_EINVAL; /* opt_paged_decode_mma_unsupported() says why */
+#else
+    int sms = 0;
+    int rc = psplit_sm_count(&sms);
+    if (rc)
+        return rc;
+    const psplit_plan p = pdm__plan(a->batch, a->hq, c->heads, c->head_dim,
+                                    (long long)a->max_blocks * c->block_size, sms);
+    if (p.ws_bytes > workspace_bytes || (p.ws_bytes && !workspace))
+        return OPT_EINVAL;
+    const long long blocks = (long long)a->batch * c->heads * p.n_hg * p.n_split;
+    if (blocks > INT32_MAX || (long long)a->batch * a->hq > INT32_MAX)
+        return OPT_EINVAL;
+    float *ws_o = (float *)workspace;
+    float *ws_lse = ws_o ? ws_o + (size_t)a->batch * a->hq * p.n_split * c->head_dim : NULL;
+    const hipStream_t st = (hipStream_t)stream;
+    const unsigned grid = (unsigned)blocks;
+    const bool f16 = a->dtype == OPT_F16;
+    rc = c->dtype == OPT_FP8E4M3 ? (f16 ? pdm__launch_d<OPT_FP8E4M3, true>(a, p, ws_o, ws_lse, grid, st)
+                                        : pdm__launch_d<OPT_FP8E4M3, false>(a, p, ws_o, ws_lse, grid, st))
+         : f16                   ? pdm__launch_d<OPT_F16, true>(a, p, ws_o, ws_lse, grid, st)
+                                 : pdm__launch_d<OPT_BF16, false>(a, p, ws_o, ws_lse, grid, st);
+    if (rc)
+        return rc;
+    return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch, a->hq,
+                          c->head_dim, st);
+#endif
+}
