@@ -19,17 +19,19 @@
  *            [dim] rows and V as [token][dim] (nhd, hnd) or [dim][token] (shuffled: x = 8
  *            consecutive tokens of a dim are one 16-byte vector, the B operand's k-pairs), in
  *            16-byte words XOR-swizzled by row. fp8 tiles land as raw codes and one pass
- *            decodes them into a 16-bit copy of the same shape (paged_kv.h: code * 2^-120 as
- *            bf16 for bf16 queries, code * 2^-8 as f16 for f16 queries, exact; the power of
- *            two is folded back into the logit and the output, k_scale into the logit, v_scale
- *            into the output).
+ *            decodes them into an f16 copy of the same shape (exact: one cvt per pair on
+ *            sm_89+); k_scale goes into the logit and v_scale into the output.
  *   math     warp w takes tokens 16 w .. 16 w + 15 of the tile: S = Q K^T (16 heads x 16
  *            tokens, Q in registers for the whole split as the A operand, K by ldmatrix), an
  *            online softmax per head in f32 (base 2; the quad of lanes sharing a head reduces
- *            with two shuffles), P rounded to the query dtype as the A operand of O += P V
- *            (V by ldmatrix.trans, or plain ldmatrix for the shuffled [dim][token] tiles).
- *            Heads past the group's count are zero rows; with one head (MHA) 15 of 16 MMA rows
- *            idle, which costs nothing that matters: the matrix cores run at a few % here.
+ *            with two shuffles; O is rescaled only when some head's running max grew), P
+ *            rounded to the MMA type as the A operand of O += P V (V by ldmatrix.trans, or
+ *            plain ldmatrix for the shuffled [dim][token] tiles). The MMAs run in the query
+ *            dtype over 16-bit caches and in f16 over fp8 ones: a bf16 query row is then
+ *            scaled by a power of two into f16's range (exact but for parts below 2^-39 of the
+ *            row's largest element, under f32's rounding of the dot product), the logit takes
+ *            the power back. Heads past the group's count are zero rows; with one head (MHA)
+ *            15 of 16 MMA rows idle, which costs nothing that matters here.
  * The four warps' (m, l, O) merge in shared memory at the end; the split writes its
  * normalised output and LSE to the workspace, or, when it is its sequence's only split, the
  * final out (rounded once into the query dtype) and lse. Empty sequences: out = 0,
@@ -62,10 +64,14 @@ template <int KVT, bool F16_, int D_, bool SHUF_>
 struct pdm__cfg {
     static constexpr int D = D_;
     static constexpr bool F16 = F16_, SHUF = SHUF_, FP8 = KVT == OPT_FP8E4M3;
+    /* The MMAs run in f16 for f16 queries and for fp8 caches (fp8 -> f16 is one exact
+     * conversion per pair; a bf16 query row is scaled by a power of two into f16's range). */
+    static constexpr bool MF16 = F16 || FP8;
     static constexpr int ES = FP8 ? 1 : 2;                 /* bytes per cache element */
     static constexpr int GX = 16 / ES;                     /* elements per 16-byte vector: x */
     static constexpr int CPR = D / GX;                     /* vectors per (token, head) row */
     static constexpr int NCH = PDM__BN * CPR;              /* vectors of K (and of V) per tile */
+    static constexpr int NJ = NCH / PDM__THREADS;          /* ... per thread */
     static constexpr int KW = D / 8;                       /* 16-byte words per staged K row */
     static constexpr int VW = SHUF ? PDM__BN / 8 : D / 8;  /* per staged V row */
     static constexpr int MAT = PDM__BN * D * 2;            /* bytes of one staged 16-bit matrix */
@@ -74,14 +80,9 @@ struct pdm__cfg {
     static constexpr int CONV = STAGES * STAGE;            /* offset of the decoded fp8 tile */
     static constexpr int SMEM = CONV + (FP8 ? 2 * MAT : 0);
     static constexpr int MERGE = PDM__WARPS * PDM__ROWS * (D + 2) * 4;
-    /* fp8: staged value = code * 2^-SH; the query carries QFIX of the 2^SH, the logit LFIX;
-     * P carries PFIX into P.V and the output OFIX back (bf16: 2^60 each, keeping every product
-     * in f32's normal range; f16: the 2^8 only in the logit and the output). */
-    static constexpr float QFIX = FP8 && !F16 ? 0x1p60f : 1.0f;
-    static constexpr float LFIX = !FP8 ? 1.0f : F16 ? 0x1p8f : 0x1p60f;
-    static constexpr float PFIX = QFIX;
-    static constexpr float OFIX = LFIX;
     static_assert(D % 16 == 0 && KW % 8 == 0 && VW % 8 == 0, "swizzle: 8 words per row at least");
+    static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
+                      PDM__THREADS % CPR == 0, "whole vectors per thread, affine in j");
     static_assert(MERGE <= SMEM, "the warps' merge fits in the staging area");
 };
 
@@ -92,51 +93,60 @@ __device__ __forceinline__ int pdm__swz(int r, int w, int W)
     return r * W + (w ^ (r & 7));
 }
 
-/* Vector i of a tile's K (IS_V 0) or V: tok, the tile token of its row (shuffled V: the first
- * of its x tokens); g, its element offset from that token's row start; (row, word), its first
- * 16-bit word in the staged matrix (fp8: two words, word and word + 1). Consecutive i are
- * consecutive 16 bytes of the cache wherever the layout allows (coalesced copies). */
+/* Vector j (0 .. NJ - 1) of thread tid in a tile's K (IS_V 0) or V: vector i = tid + THREADS j
+ * of the tile. tok, the tile token of its row (shuffled V: the first of its x tokens); g, its
+ * element offset from that token's row start; (row, word), its first 16-bit word in the staged
+ * matrix (fp8: two words, word and word + 1). Consecutive i are consecutive 16 bytes of the
+ * cache wherever the layout allows (coalesced copies). j is a compile-time constant once
+ * unrolled, so all of it but the table read folds into per-thread constants. */
 template <class C, int IS_V>
-__device__ __forceinline__ void pdm__vec(int i, int bs, int &tok, long long &g, int &row, int &word)
+__device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &g, int &row, int &word)
 {
     constexpr int WPV = C::GX / 8; /* staged words per cache vector */
     if (C::SHUF && IS_V) {         /* [bs/x][D][x]: dim fastest */
-        const int og = i / C::D, d = i % C::D;
-        tok = og * C::GX, g = (long long)d * C::GX, row = d, word = og * WPV;
+        int og, d;
+        if (C::D >= PDM__THREADS) {
+            constexpr int PER = C::D >= PDM__THREADS ? C::D / PDM__THREADS : 1; /* per token group */
+            og = j / PER, d = tid + PDM__THREADS * (j % PER);
+        } else {
+            constexpr int GPT = C::D < PDM__THREADS ? PDM__THREADS / C::D : 1; /* groups per pass */
+            og = tid / C::D + GPT * j, d = tid % C::D;
+        }
+        tok = og * C::GX, g = d * C::GX, row = d, word = og * WPV;
     } else if (C::SHUF) {          /* [D/x][bs][x]: token fastest */
-        const int c = i / PDM__BN;
-        tok = i % PDM__BN, g = (long long)c * bs * C::GX, row = tok, word = c * WPV;
+        const int c = tid / PDM__BN + (PDM__THREADS / PDM__BN) * j;
+        tok = tid % PDM__BN, g = c * bs * C::GX, row = tok, word = c * WPV;
     } else {                       /* row layouts: dims of a token row fastest */
-        const int c = i % C::CPR;
-        tok = i / C::CPR, g = (long long)c * C::GX, row = tok, word = c * WPV;
+        const int c = tid % C::CPR;
+        tok = tid / C::CPR + (PDM__THREADS / C::CPR) * j, g = c * C::GX, row = tok, word = c * WPV;
     }
 }
 
 /* Issue the copies of one tile (first token tok0, tokens < t_end only) into stage `st` (K
- * matrix then V matrix). koff/voff: the tile's row starts, elements. */
+ * matrix then V matrix). koff/voff: the tile's row starts, elements (row layouts: one array). */
 template <class C>
 __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const uint8_t *__restrict__ vc,
                                            const long long *koff, const long long *voff, int tok0,
                                            int t_end, int bs, uint8_t *st, int tid)
 {
 #if defined(GPU_HAS_MMA_SYNC)
+    const uint32_t sbase = gpu_smem_addr(st);
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         const uint8_t *src = h ? vc : kc;
-        const long long *off = h ? voff : koff;
-        uint8_t *dst = st + h * C::NCH * 16;
-#pragma unroll 4
-        for (int i = tid; i < C::NCH; i += PDM__THREADS) {
-            int tok, row, word;
-            long long g;
+        const long long *off = h && C::SHUF ? voff : koff;
+#pragma unroll
+        for (int j = 0; j < C::NJ; j++) {
+            int tok, row, word, g;
             if (h)
-                pdm__vec<C, 1>(i, bs, tok, g, row, word);
+                pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
             else
-                pdm__vec<C, 0>(i, bs, tok, g, row, word);
+                pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
             const bool ok = tok0 + tok < t_end;
-            const uint8_t *p = ok ? src + (off[tok] + g) * C::ES : src;
-            const int at = C::FP8 ? i : pdm__swz(row, word, h ? C::VW : C::KW);
-            gpu_cp_async16(gpu_smem_addr(dst + at * 16), p, ok ? 16 : 0);
+            const uint8_t *p = src + (off[tok] + g) * C::ES;
+            const int at = h * C::NCH + (C::FP8 ? tid + PDM__THREADS * j
+                                                : pdm__swz(row, word, h ? C::VW : C::KW));
+            gpu_cp_async16(sbase + 16 * at, ok ? p : src, ok ? 16 : 0);
         }
     }
 #endif
@@ -167,8 +177,35 @@ __device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, const int32
     }
 }
 
-/* fp8: decode the raw codes of stage `st` into the 16-bit matrices at `cv`; shuffled V
- * vectors that cross t_end have their tokens from t_end on zeroed. */
+/* 16 fp8e4m3 codes -> 16 f16 of the same values, exactly (NaN codes -> NaN): lo holds codes
+ * 0-7, hi codes 8-15. sm_89+: one cvt per pair; older targets: paged_kv.h's bit moves give
+ * code * 2^-8, times 256 (exact). */
+__device__ __forceinline__ void pdm__fp8x16_f16(uint4 v, uint4 &lo, uint4 &hi)
+{
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    uint32_t r[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const uint16_t pair = (uint16_t)(w[i / 2] >> (16 * (i % 2)));
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r[i]) : "h"(pair));
+    }
+    lo = make_uint4(r[0], r[1], r[2], r[3]);
+    hi = make_uint4(r[4], r[5], r[6], r[7]);
+#else
+    pkv_fp8x16_16bit<true>(v, lo, hi);
+    uint32_t *u[2] = {&lo.x, &hi.x};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 4; i++) { /* times 256 on the exponent: the values are finite */
+            uint32_t &x = u[k][i];
+            const float a = num_f16_to_f32((uint16_t)x) * 256.0f, b = num_f16_to_f32((uint16_t)(x >> 16)) * 256.0f;
+            x = (uint32_t)num_f32_to_f16(a) | (uint32_t)num_f32_to_f16(b) << 16;
+        }
+#endif
+}
+
+/* fp8: decode the raw codes of stage `st` into the f16 matrices at `cv`; shuffled V vectors
+ * that cross t_end have their tokens from t_end on zeroed. */
 template <class C>
 __device__ __forceinline__ void pdm__decode(const uint8_t *st, uint8_t *cv, int tok0, int t_end, int bs,
                                             int tid)
@@ -177,14 +214,14 @@ __device__ __forceinline__ void pdm__decode(const uint8_t *st, uint8_t *cv, int 
     for (int h = 0; h < 2; h++) {
         const uint4 *raw = (const uint4 *)(st + h * C::NCH * 16);
         uint4 *out = (uint4 *)(cv + h * C::MAT);
-        for (int i = tid; i < C::NCH; i += PDM__THREADS) {
-            int tok, row, word;
-            long long g;
+#pragma unroll
+        for (int j = 0; j < C::NJ; j++) {
+            int tok, row, word, g;
             if (h)
-                pdm__vec<C, 1>(i, bs, tok, g, row, word);
+                pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
             else
-                pdm__vec<C, 0>(i, bs, tok, g, row, word);
-            uint4 v = raw[i];
+                pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
+            uint4 v = raw[tid + PDM__THREADS * j];
             if (C::SHUF && h && tok0 + tok + C::GX > t_end) {
                 uint32_t u[4] = {v.x, v.y, v.z, v.w};
                 const int live = t_end - tok0 - tok; /* tokens of the vector before t_end */
@@ -195,7 +232,7 @@ __device__ __forceinline__ void pdm__decode(const uint8_t *st, uint8_t *cv, int 
                 v = make_uint4(u[0], u[1], u[2], u[3]);
             }
             uint4 lo, hi;
-            pkv_fp8x16_16bit<C::F16>(v, lo, hi);
+            pdm__fp8x16_f16(v, lo, hi);
             const int W = h ? C::VW : C::KW;
             out[pdm__swz(row, word, W)] = lo;
             out[pdm__swz(row, word + 1, W)] = hi;
@@ -279,26 +316,65 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
             pdm__rows<C>(cache, bt, kh, t_begin + t * PDM__BN, t_end, tid, koff_s[t][tid],
                          voff_s[t][tid]);
 
-    /* Q as the A operand, rows = heads h0 .. h0 + 15 (zero past gv), for the whole split. */
+    /* Q as the A operand, rows = heads h0 .. h0 + 15 (zero past gv), for the whole split.
+     * bf16 queries over an fp8 cache become f16 times 2^e per row, e chosen so that the row's
+     * largest magnitude lands just under 2^15: a bf16 value is then an f16 value unless it is
+     * 2^-39 of that maximum or smaller, where its share of the dot product is below f32's
+     * rounding anyway; the logit takes 2^-e back. */
     const int lane = tid % 32, w = tid / 32, g = lane / 4, t4 = lane % 4;
     constexpr int KS = D / 16;
     uint32_t qa[KS][4];
+    float qmul0, qmul1; /* logit multiplier of heads g and g + 8, times log2(e) */
     {
+        const float qmul = (C::FP8 ? scale * *cache.k_scale : scale);
         const uint16_t *q16 = (const uint16_t *)q + ((size_t)b * hq + h0) * D;
 #pragma unroll
         for (int ks = 0; ks < KS; ks++) {
 #pragma unroll
             for (int r = 0; r < 4; r++) { /* a0: (g, 2t), a1: (g + 8, 2t), a2: (g, 2t + 8), a3 */
                 const int row = g + 8 * (r % 2), col = 16 * ks + 2 * t4 + 8 * (r / 2);
-                uint32_t x = row < gv ? *(const uint32_t *)(q16 + (size_t)row * D + col) : 0u;
-                if (C::QFIX != 1.0f) /* bf16 times a power of two: exact */
-                    x = gpu_pack2<false>(num_bf16_to_f32((uint16_t)x) * C::QFIX,
-                                         num_bf16_to_f32((uint16_t)(x >> 16)) * C::QFIX);
-                qa[ks][r] = x;
+                qa[ks][r] = row < gv ? *(const uint32_t *)(q16 + (size_t)row * D + col) : 0u;
             }
         }
+        float e0 = 1.0f, e1 = 1.0f; /* 2^e of heads g and g + 8 */
+        if (C::FP8 && !C::F16) {
+            float mx0 = 0.0f, mx1 = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const float x = fmaxf(fabsf(num_bf16_to_f32((uint16_t)qa[ks][r])),
+                                          fabsf(num_bf16_to_f32((uint16_t)(qa[ks][r] >> 16))));
+                    if (r % 2)
+                        mx1 = fmaxf(mx1, x);
+                    else
+                        mx0 = fmaxf(mx0, x);
+                }
+            }
+            mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 1));
+            mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
+            mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
+            mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
+            const int x0 = 141 - (int)((num_f32_bits(mx0) >> 23) & 0xFF); /* 14 - E, biased */
+            const int x1 = 141 - (int)((num_f32_bits(mx1) >> 23) & 0xFF);
+            e0 = num_bits_f32((uint32_t)(x0 < 1 ? 1 : x0 > 254 ? 254 : x0) << 23);
+            e1 = num_bits_f32((uint32_t)(x1 < 1 ? 1 : x1 > 254 ? 254 : x1) << 23);
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const uint32_t x = qa[ks][r];
+                    const float f = r % 2 ? e1 : e0;
+                    qa[ks][r] = gpu_pack2<true>(num_bf16_to_f32((uint16_t)x) * f,
+                                                num_bf16_to_f32((uint16_t)(x >> 16)) * f);
+                }
+            }
+        }
+        qmul0 = qmul / e0;
+        qmul1 = qmul / e1;
+        if (softcap <= 0.0f)
+            qmul0 *= PDM__LOG2E, qmul1 *= PDM__LOG2E;
     }
-    const float qmul = (C::FP8 ? scale * *cache.k_scale : scale) * C::LFIX;
     float o[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
@@ -351,21 +427,24 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
         for (int ks = 0; ks < KS; ks++) {
             uint32_t kb[4];
             gpu_ldmatrix_x4(kb, kbase + 16 * pdm__swz(kr, 2 * ks + kx, C::KW));
-            gpu_mma16816<F16>(sc[0], qa[ks], kb[0], kb[1]);
-            gpu_mma16816<F16>(sc[1], qa[ks], kb[2], kb[3]);
+            gpu_mma16816<C::MF16>(sc[0], qa[ks], kb[0], kb[1]);
+            gpu_mma16816<C::MF16>(sc[1], qa[ks], kb[2], kb[3]);
         }
 
-        /* Online softmax (base 2) for heads g (c0, c1) and g + 8 (c2, c3). */
+        /* Online softmax (base 2) for heads g (c0, c1) and g + 8 (c2, c3); only the tile
+         * that holds t_end masks. */
+        const bool edge = tok0 + PDM__BN > t_end;
         const int base_tok = tok0 + 16 * w + 2 * t4;
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int j = 0; j < 2; j++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float x = sc[j][e] * qmul;
+                float x = sc[j][e] * (e < 2 ? qmul0 : qmul1);
                 if (softcap > 0.0f)
-                    x = softcap * tanhf(x / softcap);
-                x = base_tok + 8 * j + e % 2 < t_end ? x * PDM__LOG2E : -INFINITY;
+                    x = softcap * tanhf(x / softcap) * PDM__LOG2E;
+                if (edge && base_tok + 8 * j + e % 2 >= t_end)
+                    x = -INFINITY;
                 sc[j][e] = x;
             }
             mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
@@ -375,24 +454,28 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
         mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
         mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
         mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        const float a0 = exp2f(m0 - pdm__ref(n0)), a1 = exp2f(m1 - pdm__ref(n1));
-        m0 = n0, m1 = n1;
-        l0 *= a0, l1 *= a1;
+        /* Rescale only when some head's running max grew (rare once a split is under way). */
+        if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            const float a0 = exp2f(m0 - pdm__ref(n0)), a1 = exp2f(m1 - pdm__ref(n1));
+            m0 = n0, m1 = n1;
+            l0 *= a0, l1 *= a1;
 #pragma unroll
-        for (int n = 0; n < D / 8; n++) {
-            o[n][0] *= a0, o[n][1] *= a0;
-            o[n][2] *= a1, o[n][3] *= a1;
+            for (int n = 0; n < D / 8; n++) {
+                o[n][0] *= a0, o[n][1] *= a0;
+                o[n][2] *= a1, o[n][3] *= a1;
+            }
         }
         uint32_t pa[4]; /* P as the A operand: (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8) */
+        const float r0 = pdm__ref(m0), r1 = pdm__ref(m1);
 #pragma unroll
         for (int j = 0; j < 2; j++) {
-            const float p0 = exp2f(sc[j][0] - pdm__ref(m0)), p1 = exp2f(sc[j][1] - pdm__ref(m0));
-            const float p2 = exp2f(sc[j][2] - pdm__ref(m1)), p3 = exp2f(sc[j][3] - pdm__ref(m1));
+            const float p0 = exp2f(sc[j][0] - r0), p1 = exp2f(sc[j][1] - r0);
+            const float p2 = exp2f(sc[j][2] - r1), p3 = exp2f(sc[j][3] - r1);
             l0 += p0 + p1;
             l1 += p2 + p3;
-            pa[2 * j] = gpu_pack2<F16>(p0 * C::PFIX, p1 * C::PFIX);
-            pa[2 * j + 1] = gpu_pack2<F16>(p2 * C::PFIX, p3 * C::PFIX);
+            pa[2 * j] = gpu_pack2<C::MF16>(p0, p1);
+            pa[2 * j + 1] = gpu_pack2<C::MF16>(p2, p3);
         }
 
         /* O += P V, two 8-dim n-tiles per ldmatrix. */
@@ -404,8 +487,8 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
                 gpu_ldmatrix_x4(vb, vbase + 16 * pdm__swz(16 * np + sr, sx, C::VW));
             else
                 gpu_ldmatrix_x4_trans(vb, vbase + 16 * pdm__swz(vr, 2 * np + vx, C::VW));
-            gpu_mma16816<F16>(o[2 * np], pa, vb[0], vb[1]);
-            gpu_mma16816<F16>(o[2 * np + 1], pa, vb[2], vb[3]);
+            gpu_mma16816<C::MF16>(o[2 * np], pa, vb[0], vb[1]);
+            gpu_mma16816<C::MF16>(o[2 * np + 1], pa, vb[2], vb[3]);
         }
 
         if (tn + 1 < n_tiles && tid < PDM__BN) {
@@ -439,7 +522,7 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
 
     /* Merge the warps (one that saw nothing has m = -inf, l = 0, O = 0: weight 0); a sum of 0
      * only when every logit was -inf: the empty-set convention then. */
-    const float vmul = (C::FP8 ? *cache.v_scale : 1.0f) * C::OFIX;
+    const float vmul = C::FP8 ? *cache.v_scale : 1.0f;
     for (int i = tid; i < gv * D; i += PDM__THREADS) {
         const int r = i / D, d = i % D;
         float mx = -INFINITY;
