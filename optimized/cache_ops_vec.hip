@@ -3,46 +3,60 @@
  * rounding steps of cache_ops.hip's simple kernels (the paths are judged bit-exactly); only
  * the access pattern differs.
  *
- * The unit of work is a "chunk": x consecutive dims of one (token, kv head), x = 16 bytes of
- * cache elements (8 bf16/f16, 16 fp8). In every layout but shuffled V a chunk is 16
- * contiguous bytes of the cache (nhd, hnd: part of a head_dim run; shuffled K: one x-group),
- * and x * 2 contiguous bytes of the row tensor, so it moves as one or two 16-byte accesses.
- * Shuffled V stores x consecutive tokens of one dim in 16 bytes, so there a thread moves the
- * tokens of one cache x-group together: x chunks of 16 contiguous bytes on the cache side
- * (x dims of x tokens), transposed in registers against the rows on the other side.
- * fp8 conversions are the costly part (software, bit-exact): gather decodes through a
- * 256-entry table per scale in shared memory, built with the same arithmetic, and the fp8 code
- * paths loop over tokens rather than unroll them, since after each cold-L2 flush every
+ * The unit of work is one warp's: x consecutive token positions (x = 16 bytes of cache
+ * elements: 8 bf16/f16, 16 fp8) of one kv head, K and V, head_dim "pieces" of 16 cache bytes
+ * each per tensor (x tokens x head_dim dims / x dims a piece). Lane l takes pieces l, l + w,
+ * l + 2w, ... (w = warp width) and issues the loads of up to 4 of them per tensor, 128 bytes
+ * a lane (bf16 rows of an fp8 cache: 2 of 32 bytes), before the first store. Which piece is
+ * which (token t, chunk c of x dims) is chosen per layout so that a warp's loads and stores
+ * are runs of whole 32-byte sectors:
+ *   nhd, hnd           chunks fastest: t = p / (head_dim / x), c = p % (head_dim / x), so a
+ *                      token's head row is contiguous on both sides;
+ *   shuffled K         tokens fastest: t = p % x, c = p / x, so x lanes cover one chunk's x
+ *                      contiguous tokens in the cache, and 64 contiguous row bytes a token;
+ *   shuffled V         the cache's x tokens of dim p are one 16-byte piece (contiguous over
+ *                      the lanes); x lanes transpose their x x x tile with warp shuffles
+ *                      (log2 x exchange stages of 8 bytes each way a lane, then byte
+ *                      permutes), after which lane l holds token p % x's chunk p / x, as
+ *                      for shuffled K.
+ * fp8 conversions are software and bit-exact: gather decodes through a 256-entry table per
+ * scale in shared memory, built with the same arithmetic; cache_write encodes branch-free
+ * (integer rounding for normals, one f32 addition for the subnormal range, which rounds the
+ * same way: see cv__f32_to_fp8). The per-piece processing loops are not unrolled (the loaded
+ * pieces shift down a register array instead), since after each cold-L2 flush every
  * instruction of an unrolled body is fetched from DRAM again.
  *
- * cache_write_vec: one block per tile of slabs * x tokens (grid-stride over tiles). The
- *   block first loads the tile's slots into shared memory. One thread per (x-token slab, head,
- *   chunk) copies or quantizes x chunks with 16-byte loads and stores. Shuffled V: the tile's
- *   tokens are cut into segments, runs of consecutive slots inside one cache x-group (a
- *   prefill sequence's tokens give whole groups but at the tile's and block's ends), and one
- *   thread per (head, chunk) walks the segments: loads the segment's rows, transposes them
- *   into the group's x chunks and stores the segment's bytes of each (the whole 16 bytes for
- *   a whole group). A decode batch gives one-token segments: single-element stores.
- *   fp8: fp8(x / scale) with the quotient in f32; for a power-of-two scale it is computed as
- *   x * (1 / scale), the same correctly rounded value without the division.
+ * cache_write_vec: one block per tile of slabs * x input tokens (grid-stride over tiles). The
+ *   block loads the tile's slots and turns them into element indices in shared memory, then
+ *   one warp per (slab, head) moves K, and V but for shuffled V (fp8: f32 quotient x / scale,
+ *   computed as x * (1 / scale) for a power-of-two scale, the same correctly rounded value).
+ *   Shuffled V: the tile's tokens are cut into segments, runs of consecutive slots inside one
+ *   cache x-group (a prefill sequence's tokens give whole groups but at the sequence's and
+ *   tile's ends), listed in shared memory; one warp per (segment, head) loads the segment's
+ *   row chunks at the group lanes of their slots, transposes, and stores the segment's bytes
+ *   of each dim's 16-byte piece (the whole piece for a whole group). A decode batch gives
+ *   one-token segments, single-element stores.
  * gather_cache_vec: the gathered windows are cut into cache x-groups (x aligned token
  *   positions); group slot u of sequence b is u - (cu_out[b] / x + 2 b), a numbering that
  *   leaves room for the at most lens[b] / x + 2 groups of each window without a prefix pass.
- *   One block per run of consecutive group slots: its threads first find each position's
- *   sequence (binary search), output row, physical block and offset, into shared memory; then
- *   one thread per (group, head, chunk) moves x chunks (16-byte loads, one or two 16-byte stores
- *   per row), and for shuffled V loads the group's x chunks of x tokens in one run of 16 * x
- *   bytes and writes each gathered token's row chunk.
+ *   One block per run of G consecutive group slots (G from the size of the gather and the
+ *   GPU: many small blocks for a small gather, fewer setups per byte for a large one). The
+ *   block stages cu_out and starts in shared memory once (batch <= CV__MAX_SEQ; else it
+ *   searches them in global memory), finds each position's sequence, output row and cache
+ *   element indices, then one warp per (group, head) moves its x positions.
  */
 #include "paged_kv.h"
 
 #include <stdint.h>
 
 enum {
-    CV__THREADS = 256,     /* most threads a block has */
-    CV__UNITS = 128,       /* work units a block is sized for, at least */
-    CV__MAX_ROWS = 256,    /* token positions a block handles: shared-memory tables */
-    CV__MAX_GRID = 1 << 20 /* grid-stride loops cover the rest */
+    CV__THREADS = 256,      /* most threads a block has */
+    CV__MAX_ROWS = 256,     /* token positions a block could take (the int-range check) */
+    CV__MAX_POS = 128,      /* token positions a block takes: shared-memory tables */
+    CV__MAX_SEQ = 256,      /* gather: sequences whose cu_out and starts a block stages */
+    CV__NB = 4,             /* pieces a lane loads per tensor before storing (bf16 rows) */
+    CV__BLOCKS_PER_SM = 4,  /* grid sizing: blocks resident at once, about */
+    CV__MAX_GRID = 1 << 20  /* grid-stride loops cover the rest */
 };
 
 /* ------------------------------------------------------------ 16-byte words */
@@ -64,23 +78,6 @@ __device__ inline void cv__st16(void *p, const uint32_t *w)
     *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-/* Element e (of EB bytes) of a word array; e is a compile-time constant in the unrolled loops,
- * so the arrays stay in registers. cv__set ORs into zeroed words. */
-template <int EB>
-__device__ inline uint32_t cv__get(const uint32_t *w, int e)
-{
-    return EB == 1 ? (w[e / 4] >> (8 * (e % 4))) & 0xFFu : (w[e / 2] >> (16 * (e % 2))) & 0xFFFFu;
-}
-
-template <int EB>
-__device__ inline void cv__set(uint32_t *w, int e, uint32_t v)
-{
-    if (EB == 1)
-        w[e / 4] |= v << (8 * (e % 4));
-    else
-        w[e / 2] |= v << (16 * (e % 2));
-}
-
 /* Bytes [lo, hi) of the 16-byte word w to the 16-byte aligned dst: the whole word in one
  * store, else whole 32-bit words where the range covers them and single bytes at its ends.
  * Other threads own the other bytes (disjoint), so nothing outside the range is touched. */
@@ -100,6 +97,90 @@ __device__ inline void cv__st16_range(char *dst, const uint32_t *w, int lo, int 
                 dst[b] = (char)(w[q] >> (8 * (b - a)));
         }
     }
+}
+
+/* Transposes the x x x tile held by x aligned lanes, x elements of 16 / x bytes a lane: lane
+ * l's element at position q becomes lane q's element at position l. Stage k exchanges, with
+ * lane l ^ k, the elements at positions whose bit k differs from l's (k = x/2, x/4 move whole
+ * words; the 2- and 1-byte stages pack the half-words or bytes to send into two words).
+ * Every lane of the warp must call it (shuffles). */
+template <int X>
+__device__ inline void cv__transpose(uint32_t *w, int lane)
+{
+    int k = X / 2;
+#pragma unroll
+    for (int m = 2; m >= 1; m /= 2, k /= 2) { /* word distance m within the lane */
+        const bool up = lane & k;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (j & m)
+                continue;
+            const uint32_t r = GPU_SHFL_XOR(up ? w[j] : w[j | m], k);
+            if (up)
+                w[j] = r;
+            else
+                w[j | m] = r;
+        }
+    }
+    { /* half-words: the lower lane sends its high halves, the upper its low ones */
+        const bool up = lane & k;
+        const uint32_t sel = up ? 0x5410u : 0x7632u;
+        const uint32_t ra = GPU_SHFL_XOR(__byte_perm(w[0], w[1], sel), k);
+        const uint32_t rb = GPU_SHFL_XOR(__byte_perm(w[2], w[3], sel), k);
+        const uint32_t s0 = up ? 0x3254u : 0x5410u, s1 = up ? 0x3276u : 0x7610u;
+        w[0] = __byte_perm(w[0], ra, s0), w[1] = __byte_perm(w[1], ra, s1);
+        w[2] = __byte_perm(w[2], rb, s0), w[3] = __byte_perm(w[3], rb, s1);
+        k /= 2;
+    }
+    if (X == 16) { /* bytes: the lower lane sends its odd bytes, the upper its even ones */
+        const bool up = lane & k;
+        const uint32_t sel = up ? 0x6420u : 0x7531u;
+        const uint32_t ra = GPU_SHFL_XOR(__byte_perm(w[0], w[1], sel), k);
+        const uint32_t rb = GPU_SHFL_XOR(__byte_perm(w[2], w[3], sel), k);
+        const uint32_t s0 = up ? 0x3514u : 0x5240u, s1 = up ? 0x3716u : 0x7260u;
+        w[0] = __byte_perm(w[0], ra, s0), w[1] = __byte_perm(w[1], ra, s1);
+        w[2] = __byte_perm(w[2], rb, s0), w[3] = __byte_perm(w[3], rb, s1);
+    }
+}
+
+/* ------------------------------------------------------------ a unit's pieces */
+/* Where piece p of a unit is: token t of its x, chunk c (dims c * x .. c * x + x - 1); tf
+ * (shuffled layouts) = tokens fastest, else chunks fastest (cpt = head_dim / x chunks a
+ * token, cshift = log2 cpt when that is a power of two, else -1). */
+struct cv__pieces {
+    bool tf;
+    int cpt, cshift;
+};
+
+__device__ inline cv__pieces cv__pieces_of(const opt_kv_cache &c, int x)
+{
+    const int cpt = c.head_dim / x;
+    cv__pieces q = {c.layout == OPT_KV_SHUFFLED, cpt, (cpt & (cpt - 1)) ? -1 : (int)__ffs(cpt) - 1};
+    return q;
+}
+
+template <int X>
+__device__ inline void cv__piece(const cv__pieces &q, int p, int &t, int &ch)
+{
+    if (q.tf)
+        t = p % X, ch = p / X;
+    else if (q.cshift >= 0)
+        t = p >> q.cshift, ch = p & (q.cpt - 1);
+    else
+        t = p / q.cpt, ch = p % q.cpt;
+}
+
+/* Element strides of a layout from a (block, offset, head 0, dim 0) index: hs per head, cs per
+ * chunk of x dims (K, and V but shuffled; shuffled V moves by dim, x elements a dim). */
+__device__ inline size_t cv__head_stride(const opt_kv_cache &c)
+{
+    const size_t d = (size_t)c.head_dim;
+    return c.layout == OPT_KV_NHD ? d : (size_t)c.block_size * d; /* hnd, shuffled K and V */
+}
+
+__device__ inline size_t cv__chunk_stride(const opt_kv_cache &c, int x)
+{
+    return c.layout == OPT_KV_SHUFFLED ? (size_t)c.block_size * x : (size_t)x;
 }
 
 /* ------------------------------------------------------------ element codes */
@@ -129,148 +210,199 @@ __device__ inline cv__quant cv__quant_of(float s)
     return q;
 }
 
-/* Row bits of DT as a cache code: a copy, or fp8(x / scale) with the quotient in f32 (as
- * cache_write simple does). */
-template <int DT, int KVT>
+/* num_f32_to_fp8e4m3 without branches, the same code for every input. Normal range (|x| >=
+ * 2^-6): the same integer rounding, and the saturation to 448 as a minimum (every finite |x|
+ * >= 448 and inf round to 0x7E or past it). Below 2^-6 the code is |x| / 2^-9 rounded to
+ * nearest even, which is what adding 2^14 does in f32 (its ulp is 2^-9; the sum stays below
+ * 2^15): the sum's low bits are the code, 8 being the smallest normal. A flushed subnormal |x|
+ * changes nothing there (it rounds to 0 either way). */
+__device__ inline uint32_t cv__f32_to_fp8(float f)
+{
+    const uint32_t u = num_f32_bits(f), a = u & 0x7FFFFFFFu;
+    const uint32_t nrm = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
+    const uint32_t sub = num_f32_bits(num_bits_f32(a) + 16384.0f) - 0x46800000u;
+    const uint32_t code = a > 0x7F800000u ? 0x7Fu : a >= 0x3C800000u ? min(nrm, 0x7Eu) : sub;
+    return code | ((u >> 24) & 0x80u);
+}
+
+/* Row bits of DT as an fp8 code: fp8(x / scale) with the quotient in f32 (as cache_write
+ * simple does). */
+template <int DT>
 __device__ inline uint32_t cv__encode(uint32_t bits, const cv__quant &q)
 {
-    if (KVT == DT)
-        return bits;
     const float f = DT == OPT_BF16 ? num_bf16_to_f32((uint16_t)bits) : num_f16_to_f32((uint16_t)bits);
-    float x;
-    if (q.pow2)
-        x = f * q.inv;
-    else
-        x = f / q.scale;
-    return num_f32_to_fp8e4m3(x);
+    return cv__f32_to_fp8(q.pow2 ? f * q.inv : f / q.scale);
+}
+
+/* 16 row elements (32 bytes) as 16 fp8 codes (16 bytes), one output word at a time. */
+template <int DT>
+__device__ inline void cv__encode16(const uint32_t *p, const cv__quant &q, uint32_t *w)
+{
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        w[e] = cv__encode<DT>(p[2 * e] & 0xFFFFu, q) | cv__encode<DT>(p[2 * e] >> 16, q) << 8 |
+               cv__encode<DT>(p[2 * e + 1] & 0xFFFFu, q) << 16 |
+               cv__encode<DT>(p[2 * e + 1] >> 16, q) << 24;
+}
+
+/* Launch shape: SMs of the current device (cached per device id). */
+static int cv__sms(void)
+{
+    static int known[64];
+    int dev = 0, n = 0;
+    if (hipGetDevice(&dev) != hipSuccess)
+        return 1;
+    if (dev >= 0 && dev < 64 && known[dev] > 0)
+        return known[dev];
+    if (hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, dev) != hipSuccess || n < 1)
+        n = 1;
+    if (dev >= 0 && dev < 64)
+        known[dev] = n;
+    return n;
+}
+
+/* Runs of x tokens (slabs, groups) a block takes, in [at_least, most]: enough blocks to fill
+ * the GPU about CV__BLOCKS_PER_SM deep (a small job: one run a block, every block's loads in
+ * flight at once), and the fewer setups the more runs there are. */
+static int cv__per_block(int64_t runs, int at_least, int most)
+{
+    const int64_t want = (int64_t)cv__sms() * CV__BLOCKS_PER_SM;
+    int64_t g = (runs + want - 1) / want;
+    if (g < at_least)
+        g = at_least;
+    if (g > most)
+        g = most;
+    return g < 1 ? 1 : (int)g;
+}
+
+/* One warp (64 threads: two NVIDIA warps, one AMD wavefront) per unit, up to CV__THREADS. */
+static unsigned cv__threads(int64_t units)
+{
+    const int64_t t = (units * 32 + 63) / 64 * 64;
+    return (unsigned)(t < CV__THREADS ? t : CV__THREADS);
 }
 
 /* ---------------------------------------------------------------- cache_write */
-/* Tables of a tile's tokens i in [0, slabs * x): s_slot[i] = -1 for no write (slot -1, or
- * past the last token); s_blk, s_off: the slot's block and offset; s_seg[i]: the length of
- * the segment that starts at token i (shuffled V), 0 where none starts. */
+/* Tables of a tile's tokens i in [0, slabs * x): s_ok[i] = the token is written (slot >= 0,
+ * inside the tile); s_kb[i] = element index of (block, offset, head 0, dim 0) in K, and in V
+ * but shuffled; s_vb[i] (shuffled) = V's index of the slot's x-group (offset rounded down to
+ * x); s_seg: the segments' first tokens, s_len their lengths. */
 
-/* (slab, head, chunk) of K in any layout, or V in nhd/hnd: x tokens, 16-byte stores.
- * bf16/f16 caches (copies): tokens in batches of 8, all loads of a batch in flight before its
- * first store. fp8: one token at a time with the next one's row chunk (32 bytes) loaded ahead,
- * and the 16 codes made 4 at a time (one output word) in a loop, to keep the body small. */
+/* (slab, head) of K in any layout, and of V in nhd/hnd. bf16/f16 caches: CV__NB pieces of
+ * 16 bytes a lane and tensor loaded, then stored; fp8: half as many, of 32 row bytes. */
 template <int DT, int KVT>
-__device__ inline void cw__rows(const opt_kv_cache &c, int is_v,
-                                const uint16_t *__restrict__ src, /* src: [tokens, heads, head_dim] */
-                                const cv__quant &qs, const int64_t *s_slot, const int64_t *s_blk,
-                                const int *s_off, int64_t t0, int slab, int head, int chunk)
+__device__ inline void cw__unit(const opt_kv_cache &c, const uint16_t *__restrict__ k,
+                                const uint16_t *__restrict__ v, /* k, v: [tokens, heads, head_dim] */
+                                const cv__quant &kq, const cv__quant &vq, const int *s_ok,
+                                const size_t *s_kb, int64_t t0, int slab, int head, int lane)
 {
-    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES;
-    const size_t h = (size_t)c.heads, d = (size_t)c.head_dim;
-    char *dst = (char *)(is_v ? c.v : c.k);
-    const uint16_t *row0 = src + (((size_t)(t0 + slab * X) * h + head) * d + (size_t)chunk * X);
-    const size_t row_stride = h * d; /* elements from one token to the next */
-    if (KVT == DT) {
-        uint32_t p[8][4];
+    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES, W = GPU_WARP_SIZE;
+    constexpr bool FP8 = KVT != DT;
+    constexpr int NB = FP8 ? CV__NB / 2 : CV__NB, RW = FP8 ? 8 : 4; /* pieces, row words */
+    const int d = c.head_dim, h = c.heads;
+    const bool both = c.layout != OPT_KV_SHUFFLED; /* V here too (same element index as K) */
+    const cv__pieces pq = cv__pieces_of(c, X);
+    const size_t hs = cv__head_stride(c) * head, cs = cv__chunk_stride(c, X);
+    char *ck = (char *)c.k, *cvv = (char *)c.v;
+    const int *ok = s_ok + slab * X;
+    const size_t *kb = s_kb + slab * X;
+    const size_t row0 = ((size_t)(t0 + slab * X) * h + head) * d, rs = (size_t)h * d;
+    for (int i0 = 0; i0 * W < d; i0 += NB) {
+        uint32_t kw[NB][RW], vw[NB][RW];
 #pragma unroll
-        for (int l = 0; l < 8; l++) {
-            p[l][0] = p[l][1] = p[l][2] = p[l][3] = 0;
-            if (s_slot[slab * X + l] >= 0)
-                cv__ld16(row0 + l * row_stride, p[l]);
-        }
+        for (int i = 0; i < NB; i++) {
+            const int p = lane + (i0 + i) * W;
 #pragma unroll
-        for (int l = 0; l < 8; l++) {
-            const int i = slab * X + l;
-            if (s_slot[i] >= 0)
-                cv__st16(dst + pkv_index(c, is_v, s_blk[i], s_off[i], head, chunk * X) * KB, p[l]);
-        }
-    } else {
-        uint32_t nxt[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (s_slot[slab * X] >= 0) {
-            cv__ld16(row0, &nxt[0]);
-            cv__ld16(row0 + 8, &nxt[4]);
+            for (int e = 0; e < RW; e++)
+                kw[i][e] = vw[i][e] = 0;
+            int t = 0, ch = 0;
+            if (p < d)
+                cv__piece<X>(pq, p, t, ch);
+            if (p < d && ok[t]) {
+                const size_t r = row0 + (size_t)t * rs + (size_t)ch * X;
+                cv__ld16(k + r, kw[i]);
+                if (FP8)
+                    cv__ld16(k + r + 8, kw[i] + 4 * FP8);
+                if (both) {
+                    cv__ld16(v + r, vw[i]);
+                    if (FP8)
+                        cv__ld16(v + r + 8, vw[i] + 4 * FP8);
+                }
+            }
         }
 #pragma unroll 1
-        for (int l = 0; l < X; l++) {
-            const int i = slab * X + l;
-            uint32_t p[8];
-#pragma unroll
-            for (int e = 0; e < 8; e++)
-                p[e] = nxt[e];
-            if (l + 1 < X && s_slot[i + 1] >= 0) {
-                cv__ld16(row0 + (l + 1) * row_stride, &nxt[0]);
-                cv__ld16(row0 + (l + 1) * row_stride + 8, &nxt[4]);
+        for (int i = 0; i < NB && (i0 + i) * W < d; i++) {
+            const int p = lane + (i0 + i) * W;
+            int t = 0, ch = 0;
+            if (p < d)
+                cv__piece<X>(pq, p, t, ch);
+            if (p < d && ok[t]) {
+                const size_t e = kb[t] + hs + (size_t)ch * cs;
+                uint32_t w[4];
+                if (FP8)
+                    cv__encode16<DT>(kw[0], kq, w);
+                cv__st16(ck + e * KB, FP8 ? w : kw[0]);
+                if (both) {
+                    if (FP8)
+                        cv__encode16<DT>(vw[0], vq, w);
+                    cv__st16(cvv + e * KB, FP8 ? w : vw[0]);
+                }
             }
-            if (s_slot[i] < 0)
-                continue;
-            /* Output word q holds elements 4q .. 4q + 3 = the halves of p[2q], p[2q + 1]:
-             * each step codes p[0], p[1], then shifts both arrays by one word. */
-            uint32_t w[4] = {0, 0, 0, 0};
-#pragma unroll 1
-            for (int q = 0; q < 4; q++) {
-                const uint32_t word = cv__encode<DT, KVT>(p[0] & 0xFFFFu, qs) |
-                                      cv__encode<DT, KVT>(p[0] >> 16, qs) << 8 |
-                                      cv__encode<DT, KVT>(p[1] & 0xFFFFu, qs) << 16 |
-                                      cv__encode<DT, KVT>(p[1] >> 16, qs) << 24;
 #pragma unroll
-                for (int e = 0; e < 6; e++)
-                    p[e] = p[e + 2];
-                w[0] = w[1], w[1] = w[2], w[2] = w[3], w[3] = word;
-            }
-            cv__st16(dst + pkv_index(c, is_v, s_blk[i], s_off[i], head, chunk * X) * KB, w);
+            for (int j = 0; j + 1 < NB; j++)
+#pragma unroll
+                for (int e = 0; e < RW; e++)
+                    kw[j][e] = kw[j + 1][e], vw[j][e] = vw[j + 1][e];
         }
     }
 }
 
-/* (segment, head, chunk) of shuffled V: tokens i .. i + len - 1 of the tile, consecutive slots
- * at lanes [a, a + len) of one cache x-group, whose x chunks (dims chunk * x + j, 16 bytes of
- * x tokens each) are contiguous. The row side goes in passes of JP dims, x tokens x 16 bytes
- * (bf16 cache: 8 dims) or x 8 bytes (fp8: 4 dims of 16 tokens) in registers at a time, and
- * within a pass one dim at a time (x codes per step, not JP * x, in the body). */
+/* (segment, head) of shuffled V: tile tokens i .. i + len - 1, consecutive slots at lanes
+ * [a, a + len) of one cache x-group, whose pieces (dim p: x tokens, 16 bytes) are
+ * contiguous. Lane l loads token i + (l % x - a)'s row chunk p / x (dims p - l % x ..), codes it
+ * (fp8), the x lanes transpose, and lane l stores the segment's bytes of dim p's piece. */
 template <int DT, int KVT>
 __device__ inline void cw__v_segment(const opt_kv_cache &c,
-                                     const uint16_t *__restrict__ src, /* src: [tokens, heads, head_dim] */
-                                     const cv__quant &qs, const int64_t *s_slot, const int64_t *s_blk,
-                                     const int *s_off, int64_t t0, int i, int len, int head, int chunk)
+                                     const uint16_t *__restrict__ v, /* v: [tokens, heads, head_dim] */
+                                     const cv__quant &vq, int64_t gbase, int64_t t0, int i, int a,
+                                     int len, int head, int lane)
 {
-    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES;
-    constexpr int JP = X == 8 ? 8 : 4;
-    const size_t h = (size_t)c.heads, d = (size_t)c.head_dim;
-    const int a = (int)(s_slot[i] % X), b = a + len;
-    const int64_t i0 = (int64_t)i - a; /* tile index of lane 0 (negative when the segment starts inside) */
-    /* bs % x == 0: the group is x consecutive offsets of one block. */
-    const size_t base = pkv_index(c, 1, s_blk[i], s_off[i] - a, head, chunk * X);
-    char *dst = (char *)c.v + base * KB;
-#pragma unroll 1
-    for (int j0 = 0; j0 < X; j0 += JP) {
-        uint32_t p[X][JP / 2];
+    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES, W = GPU_WARP_SIZE;
+    constexpr bool FP8 = KVT != DT;
+    constexpr int NB = FP8 ? CV__NB / 2 : CV__NB, RW = FP8 ? 8 : 4;
+    const int d = c.head_dim, h = c.heads;
+    const int j = lane % X, b = a + len;
+    const bool mine = j >= a && j < b;
+    char *dst = (char *)c.v + ((size_t)gbase + cv__head_stride(c) * head) * KB;
+    const uint16_t *row = v + ((size_t)(t0 + i + (mine ? j - a : 0)) * h + head) * d;
+    for (int i0 = 0; i0 * W < d; i0 += NB) {
+        uint32_t vw[NB][RW];
 #pragma unroll
-        for (int l = 0; l < X; l++) {
+        for (int n = 0; n < NB; n++) {
+            const int p = lane + (i0 + n) * W;
 #pragma unroll
-            for (int q = 0; q < JP / 2; q++)
-                p[l][q] = 0;
-            if (l >= a && l < b) {
-                const uint16_t *s = src + (((size_t)(t0 + i0 + l) * h + head) * d + (size_t)chunk * X + j0);
-                if (JP == 8) {
-                    cv__ld16(s, p[l]);
-                } else {
-                    const uint2 r = *(const uint2 *)s;
-                    p[l][0] = r.x, p[l][1] = r.y;
-                }
+            for (int e = 0; e < RW; e++)
+                vw[n][e] = 0;
+            if (p < d && mine) {
+                cv__ld16(row + (p - j), vw[n]);
+                if (FP8)
+                    cv__ld16(row + (p - j) + 8, vw[n] + 4 * FP8);
             }
         }
-        /* One dim at a time: each token's next element is shifted down to the low half of
-         * p[l][0]. */
 #pragma unroll 1
-        for (int j = 0; j < JP; j++) {
-            uint32_t w[4] = {0, 0, 0, 0};
+        for (int n = 0; n < NB && (i0 + n) * W < d; n++) {
+            const int p = lane + (i0 + n) * W;
+            uint32_t w[4] = {vw[0][0], vw[0][1], vw[0][2], vw[0][3]};
+            if (FP8)
+                cv__encode16<DT>(vw[0], vq, w);
+            cv__transpose<X>(w, lane);
+            if (p < d)
+                cv__st16_range(dst + (size_t)p * X * KB, w, a * KB, b * KB);
 #pragma unroll
-            for (int l = 0; l < X; l++) {
-                /* Lanes outside the segment are not coded (a partial group at a tile's or
-                 * a block's end); the condition is the same for a warp's threads, which
-                 * share the segment. */
-                if (l >= a && l < b)
-                    cv__set<KB>(w, l, cv__encode<DT, KVT>(p[l][0] & 0xFFFFu, qs));
+            for (int m = 0; m + 1 < NB; m++)
 #pragma unroll
-                for (int q = 0; q < JP / 2; q++)
-                    p[l][q] = (p[l][q] >> 16) | (q + 1 < JP / 2 ? p[l][q + 1] << 16 : 0u);
-            }
-            cv__st16_range(dst + (size_t)(j0 + j) * X * KB, w, a * KB, b * KB);
+                for (int e = 0; e < RW; e++)
+                    vw[m][e] = vw[m + 1][e];
         }
     }
 }
@@ -283,183 +415,146 @@ cache_write_vec_kernel(const uint16_t *__restrict__ k,            /* k: [tokens,
                        const int64_t *__restrict__ slot_mapping, /* slot_mapping: [tokens] */
                        opt_kv_cache cache, int tokens, int slabs)
 {
-    constexpr int X = cv__elem<KVT>::X;
-    __shared__ int64_t s_slot[CV__MAX_ROWS], s_blk[CV__MAX_ROWS];
-    __shared__ int s_off[CV__MAX_ROWS], s_seg[CV__MAX_ROWS];
-    const int h = cache.heads, dc = cache.head_dim / X;
+    constexpr int X = cv__elem<KVT>::X, W = GPU_WARP_SIZE;
+    __shared__ size_t s_kb[CV__MAX_POS], s_vb[CV__MAX_POS];
+    __shared__ int64_t s_slot[CV__MAX_POS];
+    __shared__ int s_ok[CV__MAX_POS], s_seg[CV__MAX_POS], s_len[CV__MAX_POS], s_nseg;
+    const int h = cache.heads, bs = cache.block_size;
     const cv__quant kq = cv__quant_of(KVT == OPT_FP8E4M3 ? *cache.k_scale : 1.0f);
     const cv__quant vq = cv__quant_of(KVT == OPT_FP8E4M3 ? *cache.v_scale : 1.0f);
     const bool shuffled = cache.layout == OPT_KV_SHUFFLED;
-    const int nt = slabs * X, per_slab = h * dc;
+    const int nt = slabs * X, lane = threadIdx.x % W, warp = threadIdx.x / W;
+    const int nwarps = blockDim.x / W;
     for (int64_t t0 = (int64_t)blockIdx.x * nt; t0 < tokens; t0 += (int64_t)gridDim.x * nt) {
         const int n = tokens - t0 < nt ? (int)(tokens - t0) : nt;
         __syncthreads(); /* the previous tile's units are done with the tables */
+        if (threadIdx.x == 0)
+            s_nseg = 0;
         for (int i = threadIdx.x; i < nt; i += blockDim.x) {
             const int64_t s = i < n ? slot_mapping[t0 + i] : -1;
+            const int64_t blk = s >= 0 ? s / bs : 0;
+            const int off = s >= 0 ? (int)(s % bs) : 0;
             s_slot[i] = s;
-            s_blk[i] = s >= 0 ? s / cache.block_size : 0;
-            s_off[i] = s >= 0 ? (int)(s % cache.block_size) : 0;
+            s_ok[i] = s >= 0;
+            s_kb[i] = pkv_index(cache, 0, blk, off, 0, 0);
+            /* bs % x == 0 (shuffled): the group is x consecutive offsets of one block. */
+            s_vb[i] = shuffled ? pkv_index(cache, 1, blk, off - off % X, 0, 0) : 0;
         }
         __syncthreads();
         if (shuffled) {
             /* A segment starts at a written token whose slot starts a group or does not
              * follow the previous token's, and runs while the slots do, inside the group. */
-            for (int i = threadIdx.x; i < nt; i += blockDim.x) {
+            for (int i = threadIdx.x; i < n; i += blockDim.x) {
                 const int64_t s = s_slot[i];
-                int len = 0;
                 if (s >= 0 && (i == 0 || s % X == 0 || s_slot[i - 1] != s - 1)) {
                     const int room = X - (int)(s % X);
-                    len = 1;
+                    int len = 1;
                     while (len < room && i + len < n && s_slot[i + len] == s + len)
                         len++;
+                    const int q = atomicAdd(&s_nseg, 1);
+                    s_seg[q] = i;
+                    s_len[q] = len;
                 }
-                s_seg[i] = len;
             }
             __syncthreads();
         }
-        /* (slab, head, chunk) units of K, and of V but for shuffled V. */
-        const int nrows = (shuffled ? 1 : 2) * slabs * per_slab;
-        for (int u = threadIdx.x; u < nrows; u += blockDim.x) {
-            const int is_v = u >= slabs * per_slab;
-            const int w = is_v ? u - slabs * per_slab : u;
-            const int chunk = w % dc, q = w / dc, head = q % h, i = q / h;
-            cw__rows<DT, KVT>(cache, is_v, is_v ? v : k, is_v ? vq : kq, s_slot, s_blk, s_off, t0,
-                              i, head, chunk);
+        /* (slab, head) units of K, and of V but for shuffled V. */
+        for (int u = warp; u < slabs * h; u += nwarps) {
+            const int slab = u / h, head = u % h;
+            if (slab * X < n)
+                cw__unit<DT, KVT>(cache, k, v, kq, vq, s_ok, s_kb, t0, slab, head, lane);
         }
         if (!shuffled)
             continue;
-        /* Shuffled V: (token, head, chunk) units, live where a segment starts at the token
-         * (a warp's threads share the token while h * head_dim / x >= 32). */
-        for (int u = threadIdx.x; u < n * per_slab; u += blockDim.x) {
-            const int i = u / per_slab, len = s_seg[i];
-            if (!len)
-                continue;
-            const int w = u - i * per_slab, chunk = w % dc, head = w / dc;
-            cw__v_segment<DT, KVT>(cache, v, vq, s_slot, s_blk, s_off, t0, i, len, head, chunk);
+        for (int u = warp; u < s_nseg * h; u += nwarps) {
+            const int q = u / h, head = u % h, i = s_seg[q];
+            cw__v_segment<DT, KVT>(cache, v, vq, (int64_t)s_vb[i], t0, i, (int)(s_slot[i] % X),
+                                   s_len[q], head, lane);
         }
     }
 }
 
 /* ---------------------------------------------------------------- gather_cache */
-/* Tables of a block's token positions p in [0, groups * x) (group p / x, lane p % x):
- * s_row[p] = output row, or -1 where the position is outside its sequence's window;
- * s_blk[p], s_off[p] = its physical block and offset. fp8 caches: lut = the output bits of
- * each code, K's [0, 256) and V's [256, 512). */
+/* Tables of a block's token positions p in [0, G * x) (group p / x, lane p % x): s_row[p] =
+ * output row, or -1 where the position is outside its sequence's window; s_kb[p] = element
+ * index of (block, offset, head 0, dim 0) in K (and V but shuffled) for a row; s_vb[g]
+ * (shuffled) = V's index of group g, s_gv[g] = whether any of the group's rows exist. fp8
+ * caches: lut = the output bits of each code, K's [0, 256) and V's [256, 512). */
 
-/* (group, head, chunk) of K in any layout, or V in nhd/hnd: one 16-byte chunk per token.
- * Copies: all x loads in flight before the first store. fp8: one token at a time with the
- * next one's chunk loaded ahead, each code through the table. */
+/* Piece bits to an output row chunk: 16 bytes of the same dtype, or 16 fp8 codes through the
+ * table into 32 bytes. */
 template <int DT, int KVT>
-__device__ inline void gc__rows(const opt_kv_cache &c, int is_v, uint16_t *__restrict__ out,
-                                const uint16_t *lut, const int *s_row, const int *s_blk,
-                                const int *s_off, int group, int head, int chunk)
+__device__ inline void gc__put(uint16_t *o, const uint32_t *ch, const uint16_t *lut)
 {
-    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES;
-    const size_t h = (size_t)c.heads, d = (size_t)c.head_dim;
-    const char *src = (const char *)(is_v ? c.v : c.k);
     if (KVT == DT) {
-        uint32_t ch[X][4];
-#pragma unroll
-        for (int l = 0; l < X; l++) {
-            const int p = group * X + l;
-            if (s_row[p] >= 0)
-                cv__ld16(src + pkv_index(c, is_v, s_blk[p], s_off[p], head, chunk * X) * KB, ch[l]);
-        }
-#pragma unroll
-        for (int l = 0; l < X; l++) {
-            const int row = s_row[group * X + l];
-            if (row >= 0)
-                cv__st16(out + (((size_t)row * h + head) * d + (size_t)chunk * X), ch[l]);
-        }
+        cv__st16(o, ch);
     } else {
-        uint32_t nxt[4] = {0, 0, 0, 0};
-        int p = group * X;
-        if (s_row[p] >= 0)
-            cv__ld16(src + pkv_index(c, is_v, s_blk[p], s_off[p], head, chunk * X) * KB, nxt);
-#pragma unroll 1
-        for (int l = 0; l < X; l++, p++) {
-            const uint32_t ch[4] = {nxt[0], nxt[1], nxt[2], nxt[3]};
-            if (l + 1 < X && s_row[p + 1] >= 0)
-                cv__ld16(src + pkv_index(c, is_v, s_blk[p + 1], s_off[p + 1], head, chunk * X) * KB, nxt);
-            const int row = s_row[p];
-            if (row < 0)
-                continue;
-            uint32_t r[X / 2];
+        uint32_t r[8];
 #pragma unroll
-            for (int e = 0; e < X / 2; e++)
-                r[e] = lut[cv__get<1>(ch, 2 * e)] | (uint32_t)lut[cv__get<1>(ch, 2 * e + 1)] << 16;
-            uint16_t *o = out + (((size_t)row * h + head) * d + (size_t)chunk * X);
-#pragma unroll
-            for (int q = 0; q < X / 8; q++)
-                cv__st16(o + 8 * q, &r[4 * q]);
+        for (int e = 0; e < 8; e++) {
+            const uint32_t wd = ch[e / 2] >> (16 * (e % 2));
+            r[e] = lut[wd & 0xFFu] | (uint32_t)lut[(wd >> 8) & 0xFFu] << 16;
         }
+        cv__st16(o, r);
+        cv__st16(o + 8, r + 4);
     }
 }
 
-/* (group, head, chunk) of shuffled V: the group's x chunks (dims chunk * x + j, x tokens
- * each) are one run of 16 * x bytes of a single block (bs % x == 0); lanes outside the window
- * are loaded with it but never written out. fp8: in two halves of 8 dims (8 chunks, 128
- * bytes), tokens 4 at a time (one word of every chunk), each code through the table. */
+/* (group, head): K's and V's pieces, CV__NB a lane and tensor loaded before the first store. */
 template <int DT, int KVT>
-__device__ inline void gc__v_group(const opt_kv_cache &c, uint16_t *__restrict__ out,
-                                   const uint16_t *lut, const int *s_row, const int *s_blk,
-                                   const int *s_off, int group, int head, int chunk)
+__device__ inline void gc__unit(const opt_kv_cache &c, uint16_t *__restrict__ k,
+                                uint16_t *__restrict__ v, /* k, v: [rows, heads, head_dim] */
+                                const uint16_t *lut, const int *row, const size_t *kb,
+                                size_t vgroup, int head, int lane)
 {
-    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES;
-    const size_t h = (size_t)c.heads, d = (size_t)c.head_dim;
-    int a = 0;
-    while (a < X && s_row[group * X + a] < 0)
-        a++;
-    if (a == X)
-        return;
-    const int p = group * X + a;
-    const char *src =
-        (const char *)c.v + pkv_index(c, 1, s_blk[p], s_off[p] - a, head, chunk * X) * KB;
-    if (KVT == DT) {
-        uint32_t ch[X][4];
+    constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES, W = GPU_WARP_SIZE;
+    constexpr int NB = CV__NB;
+    const int d = c.head_dim;
+    const bool shuffled = c.layout == OPT_KV_SHUFFLED;
+    const cv__pieces pq = cv__pieces_of(c, X);
+    const size_t hs = cv__head_stride(c) * head, cs = cv__chunk_stride(c, X);
+    const char *ck = (const char *)c.k, *cvv = (const char *)c.v;
+    const char *vg = cvv + (vgroup + hs) * KB; /* shuffled V: dim p's piece at vg + 16 p */
+    const size_t rs = (size_t)c.heads * d, o0 = (size_t)head * d;
+    for (int i0 = 0; i0 * W < d; i0 += NB) {
+        uint32_t kw[NB][4], vw[NB][4];
 #pragma unroll
-        for (int j = 0; j < X; j++)
-            cv__ld16(src + (size_t)j * 16, ch[j]);
+        for (int i = 0; i < NB; i++) {
+            const int p = lane + (i0 + i) * W;
 #pragma unroll
-        for (int l = 0; l < X; l++) {
-            const int row = s_row[group * X + l];
-            if (row < 0)
-                continue;
-            uint32_t r[X / 2];
-#pragma unroll
-            for (int e = 0; e < X / 2; e++)
-                r[e] = 0;
-#pragma unroll
-            for (int j = 0; j < X; j++)
-                cv__set<2>(r, j, cv__get<KB>(ch[j], l));
-            cv__st16(out + (((size_t)row * h + head) * d + (size_t)chunk * X), r);
-        }
-    } else {
-#pragma unroll 1
-        for (int j0 = 0; j0 < X; j0 += 8) {
-            uint32_t ch[8][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                cv__ld16(src + (size_t)(j0 + j) * 16, ch[j]);
-#pragma unroll 1
-            for (int l0 = 0; l0 < X; l0 += 4) {
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    const int row = s_row[group * X + l0 + t];
-                    if (row < 0)
-                        continue;
-                    uint32_t r[4];
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        r[e] = lut[(ch[2 * e][0] >> (8 * t)) & 0xFFu] |
-                               (uint32_t)lut[(ch[2 * e + 1][0] >> (8 * t)) & 0xFFu] << 16;
-                    cv__st16(out + (((size_t)row * h + head) * d + (size_t)chunk * X + j0), r);
-                }
-                /* The next 4 tokens' bytes into word 0 of every chunk. */
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-                    ch[j][0] = ch[j][1], ch[j][1] = ch[j][2], ch[j][2] = ch[j][3];
+            for (int e = 0; e < 4; e++)
+                kw[i][e] = vw[i][e] = 0;
+            int t = 0, ch = 0;
+            if (p < d)
+                cv__piece<X>(pq, p, t, ch);
+            if (p < d && row[t] >= 0) {
+                const size_t e = kb[t] + hs + (size_t)ch * cs;
+                cv__ld16(ck + e * KB, kw[i]);
+                if (!shuffled)
+                    cv__ld16(cvv + e * KB, vw[i]);
             }
+            if (p < d && shuffled)
+                cv__ld16(vg + (size_t)p * 16, vw[i]);
+        }
+#pragma unroll 1
+        for (int i = 0; i < NB && (i0 + i) * W < d; i++) {
+            const int p = lane + (i0 + i) * W;
+            if (shuffled)
+                cv__transpose<X>(vw[0], lane);
+            int t = 0, ch = 0;
+            if (p < d)
+                cv__piece<X>(pq, p, t, ch);
+            const int r = p < d ? row[t] : -1;
+            if (r >= 0) {
+                const size_t o = (size_t)r * rs + o0 + (size_t)ch * X;
+                gc__put<DT, KVT>(k + o, kw[0], lut);
+                gc__put<DT, KVT>(v + o, vw[0], lut + (KVT == DT ? 0 : 256));
+            }
+#pragma unroll
+            for (int j = 0; j + 1 < NB; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    kw[j][e] = kw[j + 1][e], vw[j][e] = vw[j + 1][e];
         }
     }
 }
@@ -474,6 +569,21 @@ __device__ inline int64_t gc__base(const int32_t *cu_out, int b)
     return (int64_t)cu_out[b] / X + 2 * (int64_t)b;
 }
 
+/* The last b with base(b) <= u; base(batch) = slots > u closes the last sequence. */
+template <int X>
+__device__ inline int gc__find(const int32_t *cu_out, int batch, int64_t u)
+{
+    int lo = 0, hi = batch;
+    while (hi - lo > 1) {
+        const int mid = lo + (hi - lo) / 2;
+        if (gc__base<X>(cu_out, mid) <= u)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* DT: dtype of the output k, v (bf16/f16); KVT: the cache's (DT or fp8). */
 template <int DT, int KVT>
 __global__ void __launch_bounds__(CV__THREADS)
@@ -485,57 +595,68 @@ gather_cache_vec_kernel(opt_kv_cache cache,
                         uint16_t *__restrict__ v,                /* v: [rows, heads, head_dim] */
                         int batch, int max_blocks, int groups)
 {
-    constexpr int X = cv__elem<KVT>::X;
-    __shared__ int s_row[CV__MAX_ROWS], s_blk[CV__MAX_ROWS], s_off[CV__MAX_ROWS];
+    constexpr int X = cv__elem<KVT>::X, W = GPU_WARP_SIZE;
+    __shared__ int s_row[CV__MAX_POS];
+    __shared__ size_t s_kb[CV__MAX_POS], s_vb[CV__MAX_POS / X];
+    __shared__ int s_gv[CV__MAX_POS / X];
+    __shared__ int32_t s_cu[CV__MAX_SEQ + 1], s_st[CV__MAX_SEQ];
     __shared__ uint16_t s_lut[KVT == DT ? 1 : 512];
-    const uint16_t *k_lut = s_lut, *v_lut = s_lut + (KVT == DT ? 0 : 256);
-    const int h = cache.heads, dc = cache.head_dim / X;
+    const int h = cache.heads, bs = cache.block_size;
+    const int lane = threadIdx.x % W, warp = threadIdx.x / W, nwarps = blockDim.x / W;
+    /* Both ordered before their first use by the barrier that opens the loop below. */
     if (KVT != DT) {
-        /* Ordered before the first use by the barrier that opens the loop below. */
         const float ks = *cache.k_scale, vs = *cache.v_scale;
         for (int i = threadIdx.x; i < 512; i += blockDim.x)
             s_lut[i] = (uint16_t)cv__decode<DT, KVT>((uint32_t)i & 0xFFu, i < 256 ? ks : vs);
     }
+    const bool staged = batch <= CV__MAX_SEQ;
+    if (staged)
+        for (int i = threadIdx.x; i <= batch; i += blockDim.x) {
+            s_cu[i] = cu_out[i];
+            if (i < batch)
+                s_st[i] = starts[i];
+        }
+    const int32_t *cu = staged ? s_cu : cu_out, *st = staged ? s_st : starts;
     const int64_t slots = gc__base<X>(cu_out, batch);
-    const int npos = groups * X, per_group = h * dc;
+    const bool shuffled = cache.layout == OPT_KV_SHUFFLED;
     for (int64_t u0 = (int64_t)blockIdx.x * groups; u0 < slots; u0 += (int64_t)gridDim.x * groups) {
         __syncthreads(); /* the previous groups' units are done with the tables */
-        for (int p = threadIdx.x; p < npos; p += blockDim.x) {
+        for (int p = threadIdx.x; p < groups * X; p += blockDim.x) {
             const int64_t u = u0 + p / X;
-            int row = -1, blk = 0, off = 0;
+            int row = -1, gv = 0;
+            size_t kb = 0, vb = 0;
             if (u < slots) {
-                /* The last b with base(b) <= u; base(batch) = slots > u closes the last one. */
-                int lo = 0, hi = batch;
-                while (hi - lo > 1) {
-                    const int mid = lo + (hi - lo) / 2;
-                    if (gc__base<X>(cu_out, mid) <= u)
-                        lo = mid;
-                    else
-                        hi = mid;
-                }
-                const int64_t s = starts[lo], len = cu_out[lo + 1] - cu_out[lo];
-                const int64_t pos = (s / X + (u - gc__base<X>(cu_out, lo))) * X + p % X;
-                if (pos >= s && pos < s + len) {
-                    row = cu_out[lo] + (int)(pos - s);
-                    blk = block_table[(size_t)lo * max_blocks + (size_t)(pos / cache.block_size)];
-                    off = (int)(pos % cache.block_size);
+                const int b = gc__find<X>(cu, batch, u);
+                const int64_t s = st[b], len = cu[b + 1] - cu[b];
+                const int64_t g0 = (s / X + (u - gc__base<X>(cu, b))) * X, pos = g0 + p % X;
+                if (len > 0 && g0 < s + len) {
+                    gv = 1;
+                    /* A position of the window in the same group: with bs % x == 0
+                     * (shuffled), in the same block as every position of the group. */
+                    const int64_t pc = pos < s ? s : pos < s + len ? pos : s + len - 1;
+                    const int64_t blk = block_table[(size_t)b * max_blocks + (size_t)(pc / bs)];
+                    const int off = (int)(pc % bs);
+                    if (pc == pos) {
+                        row = cu[b] + (int)(pos - s);
+                        kb = pkv_index(cache, 0, blk, off, 0, 0);
+                    }
+                    if (shuffled)
+                        vb = pkv_index(cache, 1, blk, off - off % X, 0, 0);
                 }
             }
             s_row[p] = row;
-            s_blk[p] = blk;
-            s_off[p] = off;
+            s_kb[p] = kb;
+            if (p % X == 0) {
+                s_vb[p / X] = vb;
+                s_gv[p / X] = gv;
+            }
         }
         __syncthreads();
-        for (int u = threadIdx.x; u < 2 * groups * per_group; u += blockDim.x) {
-            const int is_v = u >= groups * per_group;
-            const int w = is_v ? u - groups * per_group : u;
-            const int chunk = w % dc, q = w / dc, head = q % h, group = q / h;
-            if (!is_v)
-                gc__rows<DT, KVT>(cache, 0, k, k_lut, s_row, s_blk, s_off, group, head, chunk);
-            else if (cache.layout != OPT_KV_SHUFFLED)
-                gc__rows<DT, KVT>(cache, 1, v, v_lut, s_row, s_blk, s_off, group, head, chunk);
-            else
-                gc__v_group<DT, KVT>(cache, v, v_lut, s_row, s_blk, s_off, group, head, chunk);
+        for (int w = warp; w < groups * h; w += nwarps) {
+            const int g = w / h, head = w % h;
+            if (s_gv[g])
+                gc__unit<DT, KVT>(cache, k, v, s_lut, s_row + g * X, s_kb + g * X, s_vb[g], head,
+                                  lane);
         }
     }
 }
@@ -544,7 +665,7 @@ gather_cache_vec_kernel(opt_kv_cache cache,
 /* What the vec kernels need beyond cache_ops.hip's checks (repeated here: a known layout, an
  * element dtype of `dtype` or fp8 with both scales, positive sizes, shuffled extents divisible
  * by x): head_dim a multiple of x (chunks), 16-byte aligned tensors, and (token, head,
- * chunk) counts of a block's CV__MAX_ROWS tokens that fit in int. */
+ * chunk) counts of CV__MAX_ROWS tokens that fit in int. */
 static int cv__check(const opt_kv_cache *c, int dtype, const void *a, const void *b)
 {
     if (dtype != OPT_BF16 && dtype != OPT_F16)
@@ -567,35 +688,17 @@ static int cv__check(const opt_kv_cache *c, int dtype, const void *a, const void
     return OPT_OK;
 }
 
-/* Units per x-token slab or group, K and V: a block takes enough of them for CV__UNITS
- * threads' work, up to CV__MAX_ROWS positions, and as many threads as units up to CV__THREADS. */
-static int cv__per_block(int per_group, int x, int at_least)
-{
-    int g = CV__UNITS / per_group;
-    if (g < at_least)
-        g = at_least;
-    if (g > CV__MAX_ROWS / x)
-        g = CV__MAX_ROWS / x;
-    return g < 1 ? 1 : g;
-}
-
-static unsigned cv__threads(int64_t units)
-{
-    const int64_t t = (units + 31) / 32 * 32;
-    return (unsigned)(t < CV__THREADS ? t : CV__THREADS);
-}
-
 template <int DT, int KVT>
 static int cw__launch(const opt_cache_write_args *a, hipStream_t stream)
 {
     constexpr int X = cv__elem<KVT>::X;
-    const int per_slab = 2 * a->cache.heads * (a->cache.head_dim / X);
-    /* Shuffled V segments are cut at tile ends into partial x-groups; two slabs at least
-     * keep most groups whole. */
-    const int slabs = cv__per_block(per_slab, X, a->cache.layout == OPT_KV_SHUFFLED ? 2 : 1);
-    const int64_t tiles = ((int64_t)a->tokens + slabs * X - 1) / (slabs * X);
+    /* Shuffled V segments are cut at tile ends into partial x-groups: longer tiles keep
+     * most groups whole. */
+    const int64_t runs = ((int64_t)a->tokens + X - 1) / X;
+    const int slabs = cv__per_block(runs, a->cache.layout == OPT_KV_SHUFFLED ? 4 : 1, CV__MAX_POS / X);
+    const int64_t tiles = (runs + slabs - 1) / slabs;
     const unsigned grid = (unsigned)(tiles < CV__MAX_GRID ? tiles : CV__MAX_GRID);
-    cache_write_vec_kernel<DT, KVT><<<grid, cv__threads((int64_t)slabs * per_slab), 0, stream>>>(
+    cache_write_vec_kernel<DT, KVT><<<grid, cv__threads((int64_t)slabs * a->cache.heads), 0, stream>>>(
         (const uint16_t *)a->k, (const uint16_t *)a->v, a->slot_mapping, a->cache, a->tokens, slabs);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
@@ -623,12 +726,11 @@ template <int DT, int KVT>
 static int gc__launch(const opt_gather_cache_args *a, hipStream_t stream)
 {
     constexpr int X = cv__elem<KVT>::X;
-    const int per_group = 2 * a->cache.heads * (a->cache.head_dim / X);
-    const int groups = cv__per_block(per_group, X, 1);
     const int64_t slots = (int64_t)a->rows / X + 2 * (int64_t)a->batch; /* gc__base(batch) */
+    const int groups = cv__per_block(slots, 1, CV__MAX_POS / X);
     const int64_t blocks = (slots + groups - 1) / groups;
     const unsigned grid = (unsigned)(blocks < CV__MAX_GRID ? blocks : CV__MAX_GRID);
-    gather_cache_vec_kernel<DT, KVT><<<grid, cv__threads((int64_t)groups * per_group), 0, stream>>>(
+    gather_cache_vec_kernel<DT, KVT><<<grid, cv__threads((int64_t)groups * a->cache.heads), 0, stream>>>(
         a->cache, a->block_table, a->starts, a->cu_out, (uint16_t *)a->k, (uint16_t *)a->v,
         a->batch, a->max_blocks, groups);
     GPU_CHECK(hipGetLastError());
