@@ -51,8 +51,9 @@ enum {
     PDM__THREADS = 32 * PDM__WARPS,
     PDM__BN = 16 * PDM__WARPS,  /* tokens per tile: 16 per warp */
     PDM__ROWS = 16,             /* query heads per block: one MMA row tile */
-    PDM__MIN_SPLIT = 256,       /* tokens: four tiles at least per split */
-    PDM__BLOCKS_PER_SM = 8,     /* about four waves of two resident blocks */
+    PDM__MIN_SPLIT = 512,       /* tokens: eight tiles at least per split (the ring's fill and
+                                   the final merge are paid once per split) */
+    PDM__BLOCKS_PER_SM = 4,     /* about two waves of two resident blocks */
 };
 
 #define PDM__LOG2E 1.4426950408889634f
@@ -355,8 +356,9 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
             mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
             mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
             mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
-            const int x0 = 141 - (int)((num_f32_bits(mx0) >> 23) & 0xFF); /* 14 - E, biased */
-            const int x1 = 141 - (int)((num_f32_bits(mx1) >> 23) & 0xFF);
+            /* max = 2^E (1.f): 2^e with e = 14 - E, i.e. biased 127 + 14 - (E_biased - 127) */
+            const int x0 = 268 - (int)((num_f32_bits(mx0) >> 23) & 0xFF);
+            const int x1 = 268 - (int)((num_f32_bits(mx1) >> 23) & 0xFF);
             e0 = num_bits_f32((uint32_t)(x0 < 1 ? 1 : x0 > 254 ? 254 : x0) << 23);
             e1 = num_bits_f32((uint32_t)(x1 < 1 ? 1 : x1 > 254 ? 254 : x1) << 23);
 #pragma unroll
