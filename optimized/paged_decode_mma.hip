@@ -80,7 +80,7 @@ struct pdm__cfg {
     static constexpr int STAGES = D > 128 ? 2 : FP8 ? 4 : 3;
     static constexpr int CONV = STAGES * STAGE;            /* offset of the decoded fp8 tile */
     static constexpr int SMEM = CONV + (FP8 ? 2 * MAT : 0);
-    static constexpr int MERGE = PDM__WARPS * PDM__ROWS * (D + 2) * 4;
+    static constexpr int MERGE = (PDM__WARPS * PDM__ROWS * (D + 3) + PDM__ROWS) * 4;
     static_assert(D % 16 == 0 && KW % 8 == 0 && VW % 8 == 0, "swizzle: 8 words per row at least");
     static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
                       PDM__THREADS % CPR == 0, "whole vectors per thread, affine in j");
@@ -523,39 +523,54 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
     __syncthreads();
 
     /* Merge the warps (one that saw nothing has m = -inf, l = 0, O = 0: weight 0); a sum of 0
-     * only when every logit was -inf: the empty-set convention then. */
-    const float vmul = C::FP8 ? *cache.v_scale : 1.0f;
-    for (int i = tid; i < gv * D; i += PDM__THREADS) {
-        const int r = i / D, d = i % D;
+     * only when every logit was -inf: the empty-set convention then. A thread per head first
+     * turns the warps' (m, l) into output weights and the LSE; then every output element is a
+     * four-term sum, four elements at a time. */
+    float *wt = a_w + PDM__WARPS * PDM__ROWS * D; /* wt: [WARPS][ROWS], weights of the partials */
+    float *ls_s = wt + PDM__WARPS * PDM__ROWS;    /* ls_s: [ROWS], natural-log LSE */
+    if (tid < gv) {
+        const int r = tid;
         float mx = -INFINITY;
 #pragma unroll
         for (int k = 0; k < PDM__WARPS; k++)
             mx = fmaxf(mx, m_w[k * PDM__ROWS + r]);
         const float mr = pdm__ref(mx);
-        float sl = 0.0f, so = 0.0f;
+        float f[PDM__WARPS], sl = 0.0f;
 #pragma unroll
         for (int k = 0; k < PDM__WARPS; k++) {
-            const float f = exp2f(m_w[k * PDM__ROWS + r] - mr);
-            sl += f * l_w[k * PDM__ROWS + r];
-            so += f * a_w[(k * PDM__ROWS + r) * D + d];
+            f[k] = exp2f(m_w[k * PDM__ROWS + r] - mr);
+            sl += f[k] * l_w[k * PDM__ROWS + r];
         }
-        float ov = 0.0f, ls = -INFINITY;
-        if (sl != 0.0f) {
-            ov = so / sl;
-            if (C::FP8)
-                ov *= vmul;
-            ls = (mr + log2f(sl)) * PDM__LN2;
+        const float mul = sl != 0.0f ? (C::FP8 ? *cache.v_scale : 1.0f) / sl : 0.0f;
+#pragma unroll
+        for (int k = 0; k < PDM__WARPS; k++)
+            wt[k * PDM__ROWS + r] = f[k] * mul;
+        ls_s[r] = sl != 0.0f ? (mr + log2f(sl)) * PDM__LN2 : -INFINITY;
+    }
+    __syncthreads();
+    for (int i = tid; i < gv * D / 4; i += PDM__THREADS) {
+        const int r = i / (D / 4), d = 4 * (i % (D / 4));
+        float4 ov = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int k = 0; k < PDM__WARPS; k++) {
+            const float wk = wt[k * PDM__ROWS + r];
+            const float4 x = *(const float4 *)(a_w + (k * PDM__ROWS + r) * D + d);
+            ov.x += wk * x.x, ov.y += wk * x.y, ov.z += wk * x.z, ov.w += wk * x.w;
         }
         const int h = h0 + r;
         if (n_valid == 1) {
-            num_store_f32(QT, out, ((size_t)b * hq + h) * D + d, ov);
+            const size_t o0 = ((size_t)b * hq + h) * D + d;
+            num_store_f32(QT, out, o0, ov.x);
+            num_store_f32(QT, out, o0 + 1, ov.y);
+            num_store_f32(QT, out, o0 + 2, ov.z);
+            num_store_f32(QT, out, o0 + 3, ov.w);
             if (d == 0)
-                lse[(size_t)h * batch + b] = ls;
+                lse[(size_t)h * batch + b] = ls_s[r];
         } else {
             const size_t row = ((size_t)b * hq + h) * n_split + s;
-            ws_o[row * D + d] = ov;
+            *(float4 *)(ws_o + row * D + d) = ov;
             if (d == 0)
-                ws_lse[row] = ls;
+                ws_lse[row] = ls_s[r];
         }
     }
 #else
