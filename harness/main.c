@@ -44,7 +44,7 @@ static const char *const usage_run =
     "  -p, --path NAME       only cases of this path\n"
     "      --cpu-only        no GPU variants (the emulated reference is still judged)\n"
     "      --seed N          XOR N into every case seed (default 0); printed in each row\n"
-    "      --shard I/N       run only cases k with k %% N == I (0-based), for job arrays\n"
+    "      --shard I/N       run only cases k with k % N == I (0-based), for job arrays\n"
     "      --json FILE       write JSON Lines records (written to a temp name, renamed at end)\n"
     "      --csv FILE        write a flat CSV for gnuplot\n"
     "      --dump DIR        write inputs, reference and candidate outputs as DIR/CASE/*.npy\n"
@@ -70,7 +70,7 @@ static const char *const usage_run =
     "  -h, --help            this text\n"
     "\n"
     "Columns: status, max_abs (worst output), cos_diff (of `out`), headroom (worst err/tol;\n"
-    "> 1 fails), median time, TFLOP/s and GB/s (SPEC.md cost model), %% of the measured peak\n"
+    "> 1 fails), median time, TFLOP/s and GB/s (SPEC.md cost model), % of the measured peak\n"
     "(OpenBLAS dgemm for CPU rows), seed. Exit: 0 pass/skip, 1 failure, 2 bad case file, 3 runtime.\n";
 
 static const char *const usage_list =
@@ -94,7 +94,7 @@ static const char *const usage_roofline =
     "loads), copy bandwidth (read + write), bf16 matrix throughput (mma.sync on NVIDIA, MFMA on\n"
     "AMD), each the best of 10 launches; then the timing self-test: an empty kernel must time\n"
     "in microseconds (< 50 us) and a cold 256 MiB copy timed like a kernel must reach 70% of the\n"
-    "copy peak. Every `run` measures the same peaks for its %% of peak column.\n"
+    "copy peak. Every `run` measures the same peaks for its % of peak column.\n"
     "Exit: 0 self-test passed, 1 failed, 3 no GPU or runtime error.\n";
 
 static const char *const usage_plot =
