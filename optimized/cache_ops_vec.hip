@@ -4,10 +4,13 @@
  * the access pattern differs.
  *
  * The unit of work is one warp's: x consecutive token positions (x = 16 bytes of cache
- * elements: 8 bf16/f16, 16 fp8) of one kv head, K and V, head_dim "pieces" of 16 cache bytes
- * each per tensor (x tokens x head_dim dims / x dims a piece). Lane l takes pieces l, l + w,
- * l + 2w, ... (w = warp width) and issues the loads of up to 4 of them per tensor, 128 bytes
- * a lane (bf16 rows of an fp8 cache: 2 of 32 bytes), before the first store. Which piece is
+ * elements: 8 bf16/f16, 16 fp8) of one kv head, K and V, and a part of the head_dim "pieces"
+ * of 16 cache bytes each per tensor (x tokens x head_dim dims / x dims a piece): nb * w of
+ * them (w = warp width), lane l taking pieces p0 + l, p0 + l + w, ... and issuing all its
+ * loads, nb <= 4 pieces per tensor, 128 bytes a lane (bf16 rows of an fp8 cache: nb <= 2 of
+ * 32 bytes), before the first store. nb is the most unless the job has fewer units than
+ * CV__WARPS_PER_SM warps an SM, then halved until it has (or nb = 1): a small job spreads
+ * over many warps and blocks rather than a few warps looping over whole heads. Which piece is
  * which (token t, chunk c of x dims) is chosen per layout so that a warp's loads and stores
  * are runs of whole 32-byte sectors:
  *   nhd, hnd           chunks fastest: t = p / (head_dim / x), c = p % (head_dim / x), so a
@@ -19,8 +22,11 @@
  *                      (log2 x exchange stages of 8 bytes each way a lane, then byte
  *                      permutes), after which lane l holds token p % x's chunk p / x, as
  *                      for shuffled K.
- * fp8 conversions are software and bit-exact: gather decodes through a 256-entry table per
- * scale in shared memory, built with the same arithmetic; cache_write encodes branch-free
+ * fp8 conversions are software and bit-exact: gather into bf16 with a power-of-two scale
+ * 2^-117 .. 2^7 (the default 1/64 included) decodes with two bit operations and one f32
+ * multiplication a code, exact (gc__fast_mul); other scales, f16 rows and pieces holding a
+ * NaN code go through a 256-entry table per scale in shared memory, built with the same
+ * arithmetic as the simple kernel; cache_write encodes branch-free
  * (integer rounding for normals, one f32 addition for the subnormal range, which rounds the
  * same way: see cv__f32_to_fp8). The per-piece processing loops are not unrolled (the loaded
  * pieces shift down a register array instead), since after each cold-L2 flush every
@@ -28,13 +34,15 @@
  *
  * cache_write_vec: one block per tile of slabs * x input tokens (grid-stride over tiles). The
  *   block loads the tile's slots and turns them into element indices in shared memory, then
- *   one warp per (slab, head) moves K, and V but for shuffled V (fp8: f32 quotient x / scale,
- *   computed as x * (1 / scale) for a power-of-two scale, the same correctly rounded value).
+ *   one warp per (slab, head, part) moves K, and V but for shuffled V (fp8: f32 quotient
+ *   x / scale, computed as x * (1 / scale) for a power-of-two scale, the same correctly
+ *   rounded value). Shuffled tiles are 4 slabs (2) where the job has 4 (2) slabs an SM, else
+ *   1: a small job takes partial groups at tile ends rather than leave SMs idle.
  *   Shuffled V: the tile's tokens are cut into segments, runs of consecutive slots inside one
  *   cache x-group (a prefill sequence's tokens give whole groups but at the sequence's and
- *   tile's ends), listed in shared memory; one warp per (segment, head) loads the segment's
- *   row chunks at the group lanes of their slots, transposes, and stores the segment's bytes
- *   of each dim's 16-byte piece (the whole piece for a whole group). A decode batch gives
+ *   tile's ends), listed in shared memory; one warp per (segment, head, part) loads the
+ *   segment's row chunks at the group lanes of their slots, transposes, and stores the
+ *   segment's bytes of each dim's 16-byte piece (the whole piece for a whole group). A decode batch gives
  *   one-token segments, single-element stores.
  * gather_cache_vec: the gathered windows are cut into cache x-groups (x aligned token
  *   positions); group slot u of sequence b is u - (cu_out[b] / x + 2 b), a numbering that
@@ -43,7 +51,7 @@
  *   GPU: many small blocks for a small gather, fewer setups per byte for a large one). The
  *   block stages cu_out and starts in shared memory once (batch <= CV__MAX_SEQ; else it
  *   searches them in global memory), finds each position's sequence, output row and cache
- *   element indices, then one warp per (group, head) moves its x positions.
+ *   element indices, then one warp per (group, head, part) moves its x positions.
  */
 #include "paged_kv.h"
 
@@ -56,6 +64,7 @@ enum {
     CV__MAX_SEQ = 256,      /* gather: sequences whose cu_out and starts a block stages */
     CV__NB = 4,             /* pieces a lane loads per tensor before storing (bf16 rows) */
     CV__BLOCKS_PER_SM = 4,  /* grid sizing: blocks resident at once, about */
+    CV__WARPS_PER_SM = 16,  /* unit sizing: a job of fewer units splits heads into parts */
     CV__MAX_GRID = 1 << 20  /* grid-stride loops cover the rest */
 };
 
@@ -275,6 +284,25 @@ static int cv__per_block(int64_t runs, int at_least, int most)
     return g < 1 ? 1 : (int)g;
 }
 
+/* Pieces a lane takes per unit, at most `most`: fewer (a unit then covers 1/2, 1/4 .. of a
+ * head's pieces) while the job's runs * heads * parts units come to fewer than CV__WARPS_PER_SM
+ * warps an SM, so that a small job spreads over the GPU instead of a few warps' loops. */
+static int cv__lane_pieces(int64_t runs, int heads, int head_dim, int most)
+{
+    const int64_t want = (int64_t)cv__sms() * CV__WARPS_PER_SM, pieces = head_dim; /* a run's */
+    int nb = most;
+    while (nb > 1 && runs * heads * ((pieces + (int64_t)GPU_WARP_SIZE * nb - 1) /
+                                     ((int64_t)GPU_WARP_SIZE * nb)) < want)
+        nb /= 2;
+    return nb;
+}
+
+static int64_t cv__parts(int head_dim, int nb)
+{
+    const int64_t pw = (int64_t)GPU_WARP_SIZE * nb;
+    return (head_dim + pw - 1) / pw;
+}
+
 /* One warp (64 threads: two NVIDIA warps, one AMD wavefront) per unit, up to CV__THREADS. */
 static unsigned cv__threads(int64_t units)
 {
@@ -294,7 +322,8 @@ template <int DT, int KVT>
 __device__ inline void cw__unit(const opt_kv_cache &c, const uint16_t *__restrict__ k,
                                 const uint16_t *__restrict__ v, /* k, v: [tokens, heads, head_dim] */
                                 const cv__quant &kq, const cv__quant &vq, const int *s_ok,
-                                const size_t *s_kb, int64_t t0, int slab, int head, int lane)
+                                const size_t *s_kb, int64_t t0, int slab, int head, int p0,
+                                int p1, int lane)
 {
     constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES, W = GPU_WARP_SIZE;
     constexpr bool FP8 = KVT != DT;
@@ -307,18 +336,18 @@ __device__ inline void cw__unit(const opt_kv_cache &c, const uint16_t *__restric
     const int *ok = s_ok + slab * X;
     const size_t *kb = s_kb + slab * X;
     const size_t row0 = ((size_t)(t0 + slab * X) * h + head) * d, rs = (size_t)h * d;
-    for (int i0 = 0; i0 * W < d; i0 += NB) {
+    for (int b0 = p0; b0 < p1; b0 += NB * W) {
         uint32_t kw[NB][RW], vw[NB][RW];
 #pragma unroll
         for (int i = 0; i < NB; i++) {
-            const int p = lane + (i0 + i) * W;
+            const int p = b0 + lane + i * W;
 #pragma unroll
             for (int e = 0; e < RW; e++)
                 kw[i][e] = vw[i][e] = 0;
             int t = 0, ch = 0;
-            if (p < d)
+            if (p < p1)
                 cv__piece<X>(pq, p, t, ch);
-            if (p < d && ok[t]) {
+            if (p < p1 && ok[t]) {
                 const size_t r = row0 + (size_t)t * rs + (size_t)ch * X;
                 cv__ld16(k + r, kw[i]);
                 if (FP8)
@@ -331,12 +360,12 @@ __device__ inline void cw__unit(const opt_kv_cache &c, const uint16_t *__restric
             }
         }
 #pragma unroll 1
-        for (int i = 0; i < NB && (i0 + i) * W < d; i++) {
-            const int p = lane + (i0 + i) * W;
+        for (int i = 0; i < NB && b0 + i * W < p1; i++) {
+            const int p = b0 + lane + i * W;
             int t = 0, ch = 0;
-            if (p < d)
+            if (p < p1)
                 cv__piece<X>(pq, p, t, ch);
-            if (p < d && ok[t]) {
+            if (p < p1 && ok[t]) {
                 const size_t e = kb[t] + hs + (size_t)ch * cs;
                 uint32_t w[4];
                 if (FP8)
@@ -365,7 +394,7 @@ template <int DT, int KVT>
 __device__ inline void cw__v_segment(const opt_kv_cache &c,
                                      const uint16_t *__restrict__ v, /* v: [tokens, heads, head_dim] */
                                      const cv__quant &vq, int64_t gbase, int64_t t0, int i, int a,
-                                     int len, int head, int lane)
+                                     int len, int head, int p0, int p1, int lane)
 {
     constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES, W = GPU_WARP_SIZE;
     constexpr bool FP8 = KVT != DT;
@@ -375,28 +404,28 @@ __device__ inline void cw__v_segment(const opt_kv_cache &c,
     const bool mine = j >= a && j < b;
     char *dst = (char *)c.v + ((size_t)gbase + cv__head_stride(c) * head) * KB;
     const uint16_t *row = v + ((size_t)(t0 + i + (mine ? j - a : 0)) * h + head) * d;
-    for (int i0 = 0; i0 * W < d; i0 += NB) {
+    for (int b0 = p0; b0 < p1; b0 += NB * W) {
         uint32_t vw[NB][RW];
 #pragma unroll
         for (int n = 0; n < NB; n++) {
-            const int p = lane + (i0 + n) * W;
+            const int p = b0 + lane + n * W;
 #pragma unroll
             for (int e = 0; e < RW; e++)
                 vw[n][e] = 0;
-            if (p < d && mine) {
+            if (p < p1 && mine) {
                 cv__ld16(row + (p - j), vw[n]);
                 if (FP8)
                     cv__ld16(row + (p - j) + 8, vw[n] + 4 * FP8);
             }
         }
 #pragma unroll 1
-        for (int n = 0; n < NB && (i0 + n) * W < d; n++) {
-            const int p = lane + (i0 + n) * W;
+        for (int n = 0; n < NB && b0 + n * W < p1; n++) {
+            const int p = b0 + lane + n * W;
             uint32_t w[4] = {vw[0][0], vw[0][1], vw[0][2], vw[0][3]};
             if (FP8)
                 cv__encode16<DT>(vw[0], vq, w);
             cv__transpose<X>(w, lane);
-            if (p < d)
+            if (p < p1)
                 cv__st16_range(dst + (size_t)p * X * KB, w, a * KB, b * KB);
 #pragma unroll
             for (int m = 0; m + 1 < NB; m++)
@@ -413,7 +442,7 @@ __global__ void __launch_bounds__(CV__THREADS)
 cache_write_vec_kernel(const uint16_t *__restrict__ k,            /* k: [tokens, heads, head_dim] */
                        const uint16_t *__restrict__ v,            /* v: [tokens, heads, head_dim] */
                        const int64_t *__restrict__ slot_mapping, /* slot_mapping: [tokens] */
-                       opt_kv_cache cache, int tokens, int slabs)
+                       opt_kv_cache cache, int tokens, int slabs, int nb)
 {
     constexpr int X = cv__elem<KVT>::X, W = GPU_WARP_SIZE;
     __shared__ size_t s_kb[CV__MAX_POS], s_vb[CV__MAX_POS];
@@ -424,7 +453,8 @@ cache_write_vec_kernel(const uint16_t *__restrict__ k,            /* k: [tokens,
     const cv__quant vq = cv__quant_of(KVT == OPT_FP8E4M3 ? *cache.v_scale : 1.0f);
     const bool shuffled = cache.layout == OPT_KV_SHUFFLED;
     const int nt = slabs * X, lane = threadIdx.x % W, warp = threadIdx.x / W;
-    const int nwarps = blockDim.x / W;
+    const int nwarps = blockDim.x / W, d = cache.head_dim;
+    const int pw = nb * W, parts = (d + pw - 1) / pw, hp = h * parts; /* pieces a unit */
     for (int64_t t0 = (int64_t)blockIdx.x * nt; t0 < tokens; t0 += (int64_t)gridDim.x * nt) {
         const int n = tokens - t0 < nt ? (int)(tokens - t0) : nt;
         __syncthreads(); /* the previous tile's units are done with the tables */
@@ -459,17 +489,18 @@ cache_write_vec_kernel(const uint16_t *__restrict__ k,            /* k: [tokens,
             __syncthreads();
         }
         /* (slab, head) units of K, and of V but for shuffled V. */
-        for (int u = warp; u < slabs * h; u += nwarps) {
-            const int slab = u / h, head = u % h;
+        for (int u = warp; u < slabs * hp; u += nwarps) {
+            const int slab = u / hp, head = u % hp / parts, p0 = u % parts * pw;
             if (slab * X < n)
-                cw__unit<DT, KVT>(cache, k, v, kq, vq, s_ok, s_kb, t0, slab, head, lane);
+                cw__unit<DT, KVT>(cache, k, v, kq, vq, s_ok, s_kb, t0, slab, head, p0,
+                                  min(d, p0 + pw), lane);
         }
         if (!shuffled)
             continue;
-        for (int u = warp; u < s_nseg * h; u += nwarps) {
-            const int q = u / h, head = u % h, i = s_seg[q];
+        for (int u = warp; u < s_nseg * hp; u += nwarps) {
+            const int q = u / hp, head = u % hp / parts, p0 = u % parts * pw, i = s_seg[q];
             cw__v_segment<DT, KVT>(cache, v, vq, (int64_t)s_vb[i], t0, i, (int)(s_slot[i] % X),
-                                   s_len[q], head, lane);
+                                   s_len[q], head, p0, min(d, p0 + pw), lane);
         }
     }
 }
@@ -481,19 +512,55 @@ cache_write_vec_kernel(const uint16_t *__restrict__ k,            /* k: [tokens,
  * (shuffled) = V's index of group g, s_gv[g] = whether any of the group's rows exist. fp8
  * caches: lut = the output bits of each code, K's [0, 256) and V's [256, 512). */
 
-/* Piece bits to an output row chunk: 16 bytes of the same dtype, or 16 fp8 codes through the
- * table into 32 bytes. */
+/* The multiplier of gc__put's fast fp8 -> bf16 decode for scale s, or 0 where there is none.
+ * For s = 2^k, -117 <= k <= 7: the f32 whose bits are the code's magnitude bits moved 20
+ * places up (its exponent field the code's, a subnormal f32 for a subnormal code) and the sign
+ * 24 is code * 2^-120 exactly, and times 2^(120 + k) (a normal f32) it is code * s exactly: a
+ * normal f32 (|code| >= 2^-9 but zero) with 3 mantissa bits, so its top half is the bf16 that
+ * rounding code * s to f32 then bf16 gives (pkv_load, num_f32_to_bf16). NaN codes excepted:
+ * gc__put sends a piece holding one to the table. (f32 subnormals are not flushed: neither
+ * build asks for it.) */
 template <int DT, int KVT>
-__device__ inline void gc__put(uint16_t *o, const uint32_t *ch, const uint16_t *lut)
+__device__ inline float gc__fast_mul(float s)
+{
+    const uint32_t b = num_f32_bits(s), e = (b >> 23) & 0xFFu;
+    if (DT != OPT_BF16 || KVT != OPT_FP8E4M3 || (b & 0x807FFFFFu) || e < 127 - 117 || e > 127 + 7)
+        return 0.0f;
+    return num_bits_f32((e + 120u) << 23);
+}
+
+/* Piece bits to an output row chunk: 16 bytes of the same dtype, or 16 fp8 codes into 32
+ * bytes, by the multiplier m (gc__fast_mul, nonzero) when no code is a NaN, else through the
+ * table. */
+template <int DT, int KVT>
+__device__ inline void gc__put(uint16_t *o, const uint32_t *ch, const uint16_t *lut, float m)
 {
     if (KVT == DT) {
         cv__st16(o, ch);
     } else {
         uint32_t r[8];
+        /* A byte whose low 7 bits are all set (0x7F, 0xFF: NaN) carries into its top bit. */
+        uint32_t nan = 0;
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-            const uint32_t wd = ch[e / 2] >> (16 * (e % 2));
-            r[e] = lut[wd & 0xFFu] | (uint32_t)lut[(wd >> 8) & 0xFFu] << 16;
+        for (int e = 0; e < 4; e++)
+            nan |= ((ch[e] & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u;
+        if (m != 0.0f && nan == 0) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const uint32_t wd = ch[e];
+                const float f0 = num_bits_f32((wd << 20 & 0x07F00000u) | (wd << 24 & 0x80000000u)) * m;
+                const float f1 = num_bits_f32((wd << 12 & 0x07F00000u) | (wd << 16 & 0x80000000u)) * m;
+                const float f2 = num_bits_f32((wd << 4 & 0x07F00000u) | (wd << 8 & 0x80000000u)) * m;
+                const float f3 = num_bits_f32((wd >> 4 & 0x07F00000u) | (wd & 0x80000000u)) * m;
+                r[2 * e] = __byte_perm(num_f32_bits(f0), num_f32_bits(f1), 0x7632);
+                r[2 * e + 1] = __byte_perm(num_f32_bits(f2), num_f32_bits(f3), 0x7632);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const uint32_t wd = ch[e / 2] >> (16 * (e % 2));
+                r[e] = lut[wd & 0xFFu] | (uint32_t)lut[(wd >> 8) & 0xFFu] << 16;
+            }
         }
         cv__st16(o, r);
         cv__st16(o + 8, r + 4);
@@ -504,8 +571,9 @@ __device__ inline void gc__put(uint16_t *o, const uint32_t *ch, const uint16_t *
 template <int DT, int KVT>
 __device__ inline void gc__unit(const opt_kv_cache &c, uint16_t *__restrict__ k,
                                 uint16_t *__restrict__ v, /* k, v: [rows, heads, head_dim] */
-                                const uint16_t *lut, const int *row, const size_t *kb,
-                                size_t vgroup, int head, int lane)
+                                const uint16_t *lut, float km, float vm, const int *row,
+                                const size_t *kb, size_t vgroup, int head, int p0, int p1,
+                                int lane)
 {
     constexpr int X = cv__elem<KVT>::X, KB = cv__elem<KVT>::BYTES, W = GPU_WARP_SIZE;
     constexpr int NB = CV__NB;
@@ -516,39 +584,39 @@ __device__ inline void gc__unit(const opt_kv_cache &c, uint16_t *__restrict__ k,
     const char *ck = (const char *)c.k, *cvv = (const char *)c.v;
     const char *vg = cvv + (vgroup + hs) * KB; /* shuffled V: dim p's piece at vg + 16 p */
     const size_t rs = (size_t)c.heads * d, o0 = (size_t)head * d;
-    for (int i0 = 0; i0 * W < d; i0 += NB) {
+    for (int b0 = p0; b0 < p1; b0 += NB * W) {
         uint32_t kw[NB][4], vw[NB][4];
 #pragma unroll
         for (int i = 0; i < NB; i++) {
-            const int p = lane + (i0 + i) * W;
+            const int p = b0 + lane + i * W;
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 kw[i][e] = vw[i][e] = 0;
             int t = 0, ch = 0;
-            if (p < d)
+            if (p < p1)
                 cv__piece<X>(pq, p, t, ch);
-            if (p < d && row[t] >= 0) {
+            if (p < p1 && row[t] >= 0) {
                 const size_t e = kb[t] + hs + (size_t)ch * cs;
                 cv__ld16(ck + e * KB, kw[i]);
                 if (!shuffled)
                     cv__ld16(cvv + e * KB, vw[i]);
             }
-            if (p < d && shuffled)
+            if (p < p1 && shuffled)
                 cv__ld16(vg + (size_t)p * 16, vw[i]);
         }
 #pragma unroll 1
-        for (int i = 0; i < NB && (i0 + i) * W < d; i++) {
-            const int p = lane + (i0 + i) * W;
+        for (int i = 0; i < NB && b0 + i * W < p1; i++) {
+            const int p = b0 + lane + i * W;
             if (shuffled)
                 cv__transpose<X>(vw[0], lane);
             int t = 0, ch = 0;
-            if (p < d)
+            if (p < p1)
                 cv__piece<X>(pq, p, t, ch);
-            const int r = p < d ? row[t] : -1;
+            const int r = p < p1 ? row[t] : -1;
             if (r >= 0) {
                 const size_t o = (size_t)r * rs + o0 + (size_t)ch * X;
-                gc__put<DT, KVT>(k + o, kw[0], lut);
-                gc__put<DT, KVT>(v + o, vw[0], lut + (KVT == DT ? 0 : 256));
+                gc__put<DT, KVT>(k + o, kw[0], lut, km);
+                gc__put<DT, KVT>(v + o, vw[0], lut + (KVT == DT ? 0 : 256), vm);
             }
 #pragma unroll
             for (int j = 0; j + 1 < NB; j++)
@@ -593,7 +661,7 @@ gather_cache_vec_kernel(opt_kv_cache cache,
                         const int32_t *__restrict__ cu_out,      /* cu_out: [batch + 1] */
                         uint16_t *__restrict__ k,                /* k: [rows, heads, head_dim] */
                         uint16_t *__restrict__ v,                /* v: [rows, heads, head_dim] */
-                        int batch, int max_blocks, int groups)
+                        int batch, int max_blocks, int groups, int nb)
 {
     constexpr int X = cv__elem<KVT>::X, W = GPU_WARP_SIZE;
     __shared__ int s_row[CV__MAX_POS];
@@ -603,9 +671,12 @@ gather_cache_vec_kernel(opt_kv_cache cache,
     __shared__ uint16_t s_lut[KVT == DT ? 1 : 512];
     const int h = cache.heads, bs = cache.block_size;
     const int lane = threadIdx.x % W, warp = threadIdx.x / W, nwarps = blockDim.x / W;
+    const int d = cache.head_dim, pw = nb * W, parts = (d + pw - 1) / pw, hp = h * parts;
+    float km = 0.0f, vm = 0.0f;
     /* Both ordered before their first use by the barrier that opens the loop below. */
     if (KVT != DT) {
         const float ks = *cache.k_scale, vs = *cache.v_scale;
+        km = gc__fast_mul<DT, KVT>(ks), vm = gc__fast_mul<DT, KVT>(vs);
         for (int i = threadIdx.x; i < 512; i += blockDim.x)
             s_lut[i] = (uint16_t)cv__decode<DT, KVT>((uint32_t)i & 0xFFu, i < 256 ? ks : vs);
     }
@@ -652,11 +723,11 @@ gather_cache_vec_kernel(opt_kv_cache cache,
             }
         }
         __syncthreads();
-        for (int w = warp; w < groups * h; w += nwarps) {
-            const int g = w / h, head = w % h;
+        for (int w = warp; w < groups * hp; w += nwarps) {
+            const int g = w / hp, head = w % hp / parts, p0 = w % parts * pw;
             if (s_gv[g])
-                gc__unit<DT, KVT>(cache, k, v, s_lut, s_row + g * X, s_kb + g * X, s_vb[g], head,
-                                  lane);
+                gc__unit<DT, KVT>(cache, k, v, s_lut, km, vm, s_row + g * X, s_kb + g * X, s_vb[g],
+                                  head, p0, min(d, p0 + pw), lane);
         }
     }
 }
@@ -692,14 +763,23 @@ template <int DT, int KVT>
 static int cw__launch(const opt_cache_write_args *a, hipStream_t stream)
 {
     constexpr int X = cv__elem<KVT>::X;
+    constexpr int NB = KVT == DT ? CV__NB : CV__NB / 2;
     /* Shuffled V segments are cut at tile ends into partial x-groups: longer tiles keep
-     * most groups whole. */
-    const int64_t runs = ((int64_t)a->tokens + X - 1) / X;
-    const int slabs = cv__per_block(runs, a->cache.layout == OPT_KV_SHUFFLED ? 4 : 1, CV__MAX_POS / X);
+     * most groups whole, as long as there are tiles enough for every SM (a small job takes
+     * one slab a tile and the partial groups). */
+    const bool shuffled = a->cache.layout == OPT_KV_SHUFFLED;
+    const int64_t runs = ((int64_t)a->tokens + X - 1) / X, sms = cv__sms();
+    const int at_least = !shuffled ? 1 : runs >= 4 * sms ? 4 : runs >= 2 * sms ? 2 : 1;
+    const int slabs = cv__per_block(runs, at_least, CV__MAX_POS / X);
+    const int nb = cv__lane_pieces(runs, a->cache.heads, a->cache.head_dim, NB);
     const int64_t tiles = (runs + slabs - 1) / slabs;
     const unsigned grid = (unsigned)(tiles < CV__MAX_GRID ? tiles : CV__MAX_GRID);
-    cache_write_vec_kernel<DT, KVT><<<grid, cv__threads((int64_t)slabs * a->cache.heads), 0, stream>>>(
-        (const uint16_t *)a->k, (const uint16_t *)a->v, a->slot_mapping, a->cache, a->tokens, slabs);
+    /* Shuffled: about as many V segment units as K units. */
+    const int64_t units = (int64_t)slabs * a->cache.heads * cv__parts(a->cache.head_dim, nb) *
+                          (shuffled ? 2 : 1);
+    cache_write_vec_kernel<DT, KVT><<<grid, cv__threads(units), 0, stream>>>(
+        (const uint16_t *)a->k, (const uint16_t *)a->v, a->slot_mapping, a->cache, a->tokens,
+        slabs, nb);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
 }
@@ -728,11 +808,13 @@ static int gc__launch(const opt_gather_cache_args *a, hipStream_t stream)
     constexpr int X = cv__elem<KVT>::X;
     const int64_t slots = (int64_t)a->rows / X + 2 * (int64_t)a->batch; /* gc__base(batch) */
     const int groups = cv__per_block(slots, 1, CV__MAX_POS / X);
+    const int nb = cv__lane_pieces(slots, a->cache.heads, a->cache.head_dim, CV__NB);
     const int64_t blocks = (slots + groups - 1) / groups;
     const unsigned grid = (unsigned)(blocks < CV__MAX_GRID ? blocks : CV__MAX_GRID);
-    gather_cache_vec_kernel<DT, KVT><<<grid, cv__threads((int64_t)groups * a->cache.heads), 0, stream>>>(
+    const int64_t units = (int64_t)groups * a->cache.heads * cv__parts(a->cache.head_dim, nb);
+    gather_cache_vec_kernel<DT, KVT><<<grid, cv__threads(units), 0, stream>>>(
         a->cache, a->block_table, a->starts, a->cu_out, (uint16_t *)a->k, (uint16_t *)a->v,
-        a->batch, a->max_blocks, groups);
+        a->batch, a->max_blocks, groups, nb);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
 }
