@@ -169,17 +169,23 @@ static size_t pd__split_kv_workspace(const hx_case *c)
                                                pd__split_kv_max_blocks(c), c->block_size);
 }
 
+/* The limits both split-KV variants share (optimized/paged_split.h). */
+static const char *pd__split_limits(const hx_case *c)
+{
+    if ((int64_t)pd__split_kv_max_blocks(c) * c->block_size > INT32_MAX - 1024)
+        return "the split-KV kernels keep token positions in int: contexts up to 2^31 - 1024 tokens";
+    if ((int64_t)c->seq_lens_q.n * c->heads_q > INT32_MAX)
+        return "the split-KV kernels launch one combine block per (sequence, query head): at most 2^31 - 1";
+    return NULL;
+}
+
 static const char *pd__split_kv_unsupported(const hx_case *c, const hx_gpu *g)
 {
     (void)g;
     const char *why = opt_paged_decode_split_kv_unsupported(c->head_dim, (int)c->kv_dtype, c->layout);
     if (why)
         return why;
-    if ((int64_t)pd__split_kv_max_blocks(c) * c->block_size > INT32_MAX - 1024)
-        return "split_kv keeps token positions in int: contexts up to 2^31 - 1024 tokens";
-    if ((int64_t)c->seq_lens_q.n * c->heads_q > INT32_MAX)
-        return "split_kv launches one combine block per (sequence, query head): at most 2^31 - 1";
-    return NULL;
+    return pd__split_limits(c);
 }
 
 static int pd__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
@@ -200,11 +206,7 @@ static const char *pd__mma_unsupported(const hx_case *c, const hx_gpu *g)
                                                        g->cc_major);
     if (why)
         return why;
-    if ((int64_t)pd__split_kv_max_blocks(c) * c->block_size > INT32_MAX - 1024)
-        return "mma keeps token positions in int: contexts up to 2^31 - 1024 tokens";
-    if ((int64_t)c->seq_lens_q.n * c->heads_q > INT32_MAX)
-        return "mma launches one combine block per (sequence, query head): at most 2^31 - 1";
-    return NULL;
+    return pd__split_limits(c);
 }
 
 static int pd__mma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
