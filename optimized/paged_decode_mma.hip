@@ -657,31 +657,13 @@ extern "C" size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int
 extern "C" int opt_paged_decode_mma(const opt_paged_decode_args *a, void *workspace,
                                     size_t workspace_bytes, void *stream)
 {
-    if (!a || a->batch < 0)
+    if (psplit_check_args(a) != OPT_OK)
         return OPT_EINVAL;
     const opt_kv_cache *c = &a->cache;
-    if (a->dtype != OPT_BF16 && a->dtype != OPT_F16)
-        return OPT_EINVAL;
-    if (c->dtype != a->dtype && c->dtype != OPT_FP8E4M3)
-        return OPT_EINVAL;
-    if (c->dtype == OPT_FP8E4M3 && (!c->k_scale || !c->v_scale))
-        return OPT_EINVAL;
-    if (c->layout != OPT_KV_NHD && c->layout != OPT_KV_HND && c->layout != OPT_KV_SHUFFLED)
-        return OPT_EINVAL;
     if (c->head_dim != 64 && c->head_dim != 128 && c->head_dim != 256)
-        return OPT_EINVAL;
-    if (c->block_size <= 0 || c->heads <= 0 ||
-        (c->layout == OPT_KV_SHUFFLED && c->block_size % pkv_x(c->dtype) != 0))
-        return OPT_EINVAL;
-    if (a->hq <= 0 || a->hq % c->heads != 0 || a->max_blocks < 0 ||
-        (long long)a->max_blocks * c->block_size > PSPLIT_MAX_TOKENS)
-        return OPT_EINVAL;
-    if (!(a->softcap >= 0.0f && a->softcap <= FLT_MAX) || !(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
         return OPT_EINVAL;
     if (a->batch == 0)
         return OPT_OK;
-    if (!a->q || !c->k || !c->v || !a->block_table || !a->seq_lens || !a->out || !a->lse)
-        return OPT_EINVAL;
 #if !defined(GPU_VENDOR_NVIDIA)
     return OPT_EINVAL; /* opt_paged_decode_mma_unsupported() says why */
 #else

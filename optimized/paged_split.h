@@ -39,6 +39,11 @@ struct psplit_plan {
 psplit_plan psplit_make_plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms,
                              int heads_per_block, int blocks_per_sm, int min_split, int align);
 
+/* The contract checks both variants share (SPEC section 5 arguments, the layout's x dividing
+ * block_size, contexts inside PSPLIT_MAX_TOKENS, pointers when batch > 0): OPT_OK or
+ * OPT_EINVAL. Each variant adds the head_dim it is built for. */
+int psplit_check_args(const opt_paged_decode_args *a);
+
 /* SM (CU) count of the current device, read once per device. */
 int psplit_sm_count(int *sms);
 
