@@ -16,6 +16,7 @@
  * is exercised without a faulty kernel.
  */
 #include "run.h"
+#include "attn_git_rev.h" // ATTN_GIT_REV, written at build time by cmake/git_rev.cmake
 
 #ifdef ATTN_HAVE_GPU
 #include "opt.h"
@@ -28,9 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef ATTN_GIT_REV
-#define ATTN_GIT_REV "unknown"
-#endif
 #ifndef ATTN_BUILD_INFO
 #define ATTN_BUILD_INFO "unknown"
 #endif
