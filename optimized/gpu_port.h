@@ -115,9 +115,11 @@ typedef cudaDeviceAttr hipDeviceAttribute_t;
 #define GPU_WARP_SIZE 64
 #endif // __AMDGCN_WAVEFRONT_SIZE
 #define GPU_SHFL_XOR(v, m) __shfl_xor((v), (m))
+#define GPU_SHFL32(v, l) __shfl((v), (l), 32) /* lane l of this thread's 32-lane group */
 #else
 #define GPU_WARP_SIZE 32
 #define GPU_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#define GPU_SHFL32(v, l) __shfl_sync(0xffffffffu, (v), (l))
 #endif // GPU_VENDOR_AMD
 
 /* A kernel compiled for a target that lacks what it needs stops the device loudly rather

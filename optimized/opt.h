@@ -229,6 +229,20 @@ size_t opt_mixed_routed_workspace(const opt_mixed_args *a, const int32_t *host_c
 int opt_mixed_routed(const opt_mixed_args *a, const int32_t *host_ctx, const int32_t *host_new,
                      int chunk_tokens, void *workspace, size_t workspace_bytes, void *stream);
 
+/* mixed unified (issue 7): SPEC section 7's unified design on the matrix cores -- one kernel
+ * for every token (varlen queries over the paged cache, bottom-right causal, every key from the
+ * cache), paged_mma.h's engine with 16-row blocks for requests whose new tokens times the group
+ * size fit 16 rows and 64-row blocks for the rest, split-KV over long key ranges with a combine
+ * kernel (mixed_unified.hip). host_ctx, host_new: context_lens and new tokens on the host, the
+ * same values as on the device, for the plan's sizes. Supported where paged_decode mma is
+ * (NVIDIA sm_80+, bf16/f16 queries over a cache of their dtype or fp8e4m3, head_dim 64/128/256).
+ * Deterministic; not batch invariant (the split length follows the batch). */
+const char *opt_mixed_unified_unsupported(const opt_mixed_args *a, int cc_major);
+size_t opt_mixed_unified_workspace(const opt_mixed_args *a, const int32_t *host_ctx,
+                                   const int32_t *host_new);
+int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ctx, const int32_t *host_new,
+                      void *workspace, size_t workspace_bytes, void *stream);
+
 /* extend chunked (issue 6): SPEC section 6's algorithm from this library's kernels -- mha_varlen
  * mma causal over the new tokens; the contexts end to end in chunks of at most chunk_tokens,
  * each gathered (gather_cache vec/simple) into standard layout, attended without a mask (mma)

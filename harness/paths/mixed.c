@@ -266,12 +266,39 @@ static int mx__routed_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
                             hx_dptr(out, "workspace"), mx__routed_workspace(c), stream);
 }
 
+static const char *mx__unified_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
+    return opt_mixed_unified_unsupported(&a, g->cc_major);
+}
+
+static size_t mx__unified_workspace(const hx_case *c)
+{
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
+    return opt_mixed_unified_workspace(&a, c->context_lens.v, c->seq_lens_q.v);
+}
+
+static int mx__unified_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mixed_args a = hx_kv_gpu_attn_args(c, in, out);
+    return opt_mixed_unified(&a, c->context_lens.v, c->seq_lens_q.v, hx_dptr(out, "workspace"),
+                             mx__unified_workspace(c), stream);
+}
+
 static const hx_variant mx__variants[] = {
     {.name = "simple",
-     .summary = "SPEC 7's unified design: one kernel for every token, one block per (token, "
+     .summary = "baseline of SPEC 7's unified design: one kernel for every token, one block per (token, "
                 "head), every key from the paged cache, bottom-right causal, online softmax in f32",
      .unsupported = hx_kv_simple_unsupported,
      .run = mx__simple_run},
+    {.name = "unified",
+     .summary = "SPEC 7's unified design on the matrix cores: one kernel for every token, "
+                "blocks of (token, head) rows of a KV head's group (16 rows for decodes, 64 for "
+                "the rest), paged keys by cp.async, mma.sync, split-KV + combine",
+     .unsupported = mx__unified_unsupported,
+     .run = mx__unified_run,
+     .workspace = mx__unified_workspace,
+     .batch_invariant = 0 /* the split length follows the batch */},
     {.name = "routed",
      .summary = "SPEC 7's routed design: requests partitioned on the device into [decode : "
                 "extend : prefill], rows gathered; paged_decode split_kv, extend chunked, "

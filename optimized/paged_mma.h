@@ -1,0 +1,605 @@
+/* paged_mma.h - the paged-KV attention engine on the matrix cores that paged_decode's `mma`
+ * variant (paged_decode_mma.hip) and mixed's `unified` variant (mixed_unified.hip) share:
+ * flash attention over a paged cache behind a deep asynchronous copy pipeline. NVIDIA sm_80+ only (mma.sync,
+ * ldmatrix, cp.async; gpu_port.h GPU_HAS_MMA_SYNC); elsewhere the kernel traps and
+ * opt_paged_decode_mma_unsupported() says so before any launch.
+ *
+ * Decode is a stream: every cached K/V byte of a sequence is read once per step, and the
+ * kernel is as fast as the bytes it keeps in flight. Work: one block of 4 warps per (sequence,
+ * KV head, split, group of up to 16 of the KV head's query heads) -- the split plan, the
+ * workspace and the LSE combine are paged_split.h's, shared with split_kv. The block walks its
+ * split in tiles of 64 tokens:
+ *   copy     every thread issues 16-byte cp.async copies of the tile's K and V vectors in the
+ *            cache's own layout (nhd, hnd, or AITER's shuffled layout, read natively) into a
+ *            ring of STAGES tiles (3 for 16-bit caches, 4 for fp8, 2 at head_dim 256): while a
+ *            tile is computed the next STAGES - 1 are in flight (about 64 KB per block at
+ *            head_dim 128; two blocks per SM). Row starts (64-bit element offsets) of the
+ *            tile's tokens come from the block table one tile ahead, through shared memory, so
+ *            no copy waits on a table read. Tokens past the split read nothing (zero fill).
+ *   staging  16-bit caches are copied straight into the layout the MMAs read: K as [token]
+ *            [dim] rows and V as [token][dim] (nhd, hnd) or [dim][token] (shuffled: x = 8
+ *            consecutive tokens of a dim are one 16-byte vector, the B operand's k-pairs), in
+ *            16-byte words XOR-swizzled by row. fp8 tiles land as raw codes and one pass
+ *            decodes them into an f16 copy of the same shape (exact: one cvt per pair on
+ *            sm_89+); k_scale goes into the logit and v_scale into the output.
+ *   math     warp w takes tokens 16 w .. 16 w + 15 of the tile: S = Q K^T (16 heads x 16
+ *            tokens, Q in registers for the whole split as the A operand, K by ldmatrix), an
+ *            online softmax per head in f32 (base 2; the quad of lanes sharing a head reduces
+ *            with two shuffles; O is rescaled only when some head's running max grew), P
+ *            rounded to the MMA type as the A operand of O += P V (V by ldmatrix.trans, or
+ *            plain ldmatrix for the shuffled [dim][token] tiles). The MMAs run in the query
+ *            dtype over 16-bit caches and in f16 over fp8 ones: a bf16 query row is then
+ *            scaled by a power of two into f16's range (exact but for parts below 2^-39 of the
+ *            row's largest element, under f32's rounding of the dot product), the logit takes
+ *            the power back. Heads past the group's count are zero rows; with one head (MHA)
+ *            15 of 16 MMA rows idle, which costs nothing that matters here.
+ * The four warps' (m, l, O) merge in shared memory at the end; the split writes its
+ * normalised output and LSE to the workspace, or, when it is its sequence's only split, the
+ * final out (rounded once into the query dtype) and lse. Empty sequences: out = 0,
+ * lse = -inf. Slots past a sequence's end are never used: zero-filled for row layouts; for
+ * shuffled V, whose 16-byte vectors hold x tokens, the tail tokens of the last vector are
+ * zeroed in shared memory before any MMA reads them (0 * NaN would be NaN).
+ */
+#ifndef ATTN_PAGED_MMA_H
+#define ATTN_PAGED_MMA_H
+
+#include "paged_kv.h"
+#include "paged_split.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+enum {
+    PDM__WARPS = 4,
+    PDM__THREADS = 32 * PDM__WARPS,
+    PDM__BN = 16 * PDM__WARPS,  /* tokens per tile: 16 per warp */
+    PDM__ROWS = 16,             /* query heads per block: one MMA row tile */
+    PDM__MIN_SPLIT = 512,       /* tokens: eight tiles at least per split (the ring's fill and
+                                   the final merge are paid once per split) */
+    PDM__BLOCKS_PER_SM = 4,     /* about two waves of two resident blocks */
+};
+
+#define PDM__LOG2E 1.4426950408889634f
+#define PDM__LN2 0.69314718055994531f
+
+/* Compile-time shape of one instantiation: cache dtype KVT, f16 (else bf16) queries, head_dim
+ * D, shuffled layout (else nhd or hnd, which differ only in the row offsets). */
+template <int KVT, bool F16_, int D_, bool SHUF_>
+struct pdm__cfg {
+    static constexpr int D = D_;
+    static constexpr bool F16 = F16_, SHUF = SHUF_, FP8 = KVT == OPT_FP8E4M3;
+    /* The MMAs run in f16 for f16 queries and for fp8 caches (fp8 -> f16 is one exact
+     * conversion per pair; a bf16 query row is scaled by a power of two into f16's range). */
+    static constexpr bool MF16 = F16 || FP8;
+    static constexpr int ES = FP8 ? 1 : 2;                 /* bytes per cache element */
+    static constexpr int GX = 16 / ES;                     /* elements per 16-byte vector: x */
+    static constexpr int CPR = D / GX;                     /* vectors per (token, head) row */
+    static constexpr int NCH = PDM__BN * CPR;              /* vectors of K (and of V) per tile */
+    static constexpr int NJ = NCH / PDM__THREADS;          /* ... per thread */
+    static constexpr int KW = D / 8;                       /* 16-byte words per staged K row */
+    static constexpr int VW = SHUF ? PDM__BN / 8 : D / 8;  /* per staged V row */
+    static constexpr int MAT = PDM__BN * D * 2;            /* bytes of one staged 16-bit matrix */
+    static constexpr int STAGE = 2 * NCH * 16;             /* bytes of a tile's K and V as cached */
+    static constexpr int STAGES = D > 128 ? 2 : FP8 ? 4 : 3;
+    static constexpr int CONV = STAGES * STAGE;            /* offset of the decoded fp8 tile */
+    static constexpr int SMEM = CONV + (FP8 ? 2 * MAT : 0);
+    static constexpr int MERGE = (PDM__WARPS * PDM__ROWS * (D + 3) + PDM__ROWS) * 4;
+    static_assert(D % 16 == 0 && KW % 8 == 0 && VW % 8 == 0, "swizzle: 8 words per row at least");
+    static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
+                      PDM__THREADS % CPR == 0, "whole vectors per thread, affine in j");
+    static_assert(MERGE <= SMEM, "the warps' merge fits in the staging area");
+};
+
+/* Word (16 bytes) w of row r of a staged matrix of W words per row, XOR-swizzled so that the
+ * 8 rows an ldmatrix phase reads hit 8 different bank groups. */
+__device__ __forceinline__ int pdm__swz(int r, int w, int W)
+{
+    return r * W + (w ^ (r & 7));
+}
+
+/* Vector j (0 .. NJ - 1) of thread tid in a tile's K (IS_V 0) or V: vector i = tid + THREADS j
+ * of the tile. tok, the tile token of its row (shuffled V: the first of its x tokens); g, its
+ * element offset from that token's row start; (row, word), its first 16-bit word in the staged
+ * matrix (fp8: two words, word and word + 1). Consecutive i are consecutive 16 bytes of the
+ * cache wherever the layout allows (coalesced copies). j is a compile-time constant once
+ * unrolled, so all of it but the table read folds into per-thread constants. */
+template <class C, int IS_V>
+__device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &g, int &row, int &word)
+{
+    constexpr int WPV = C::GX / 8; /* staged words per cache vector */
+    if (C::SHUF && IS_V) {         /* [bs/x][D][x]: dim fastest */
+        int og, d;
+        if (C::D >= PDM__THREADS) {
+            constexpr int PER = C::D >= PDM__THREADS ? C::D / PDM__THREADS : 1; /* per token group */
+            og = j / PER, d = tid + PDM__THREADS * (j % PER);
+        } else {
+            constexpr int GPT = C::D < PDM__THREADS ? PDM__THREADS / C::D : 1; /* groups per pass */
+            og = tid / C::D + GPT * j, d = tid % C::D;
+        }
+        tok = og * C::GX, g = d * C::GX, row = d, word = og * WPV;
+    } else if (C::SHUF) {          /* [D/x][bs][x]: token fastest */
+        const int c = tid / PDM__BN + (PDM__THREADS / PDM__BN) * j;
+        tok = tid % PDM__BN, g = c * bs * C::GX, row = tok, word = c * WPV;
+    } else {                       /* row layouts: dims of a token row fastest */
+        const int c = tid % C::CPR;
+        tok = tid / C::CPR + (PDM__THREADS / C::CPR) * j, g = c * C::GX, row = tok, word = c * WPV;
+    }
+}
+
+/* Issue the copies of one tile (first token tok0, tokens < t_end only) into stage `st` (K
+ * matrix then V matrix). koff/voff: the tile's row starts, elements (row layouts: one array). */
+template <class C>
+__device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const uint8_t *__restrict__ vc,
+                                           const long long *koff, const long long *voff, int tok0,
+                                           int t_end, int bs, uint8_t *st, int tid)
+{
+#if defined(GPU_HAS_MMA_SYNC)
+    const uint32_t sbase = gpu_smem_addr(st);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *src = h ? vc : kc;
+        const long long *off = h && C::SHUF ? voff : koff;
+#pragma unroll
+        for (int j = 0; j < C::NJ; j++) {
+            int tok, row, word, g;
+            if (h)
+                pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
+            else
+                pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
+            const bool ok = tok0 + tok < t_end;
+            const uint8_t *p = src + (off[tok] + g) * C::ES;
+            const int at = h * C::NCH + (C::FP8 ? tid + PDM__THREADS * j
+                                                : pdm__swz(row, word, h ? C::VW : C::KW));
+            gpu_cp_async16(sbase + 16 * at, ok ? p : src, ok ? 16 : 0);
+        }
+    }
+#endif
+}
+
+/* Row starts of the tokens of the tile at tok0 (thread j < BN: token tok0 + j), as the
+ * copies need them: K row (shuffled: dim-group 0 of the token), V row (shuffled: the token's
+ * x-group). kh is the KV head. */
+template <class C>
+__device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, const int32_t *__restrict__ bt, int kh,
+                                          int tok0, int t_end, int j, long long &ko, long long &vo)
+{
+    ko = vo = 0;
+    const int pos = tok0 + j;
+    if (j >= PDM__BN || pos >= t_end)
+        return;
+    const int bs = cache.block_size, hkv = cache.heads;
+    const long long n = bt[pos / bs];
+    const int o = pos % bs;
+    if (C::SHUF) {
+        const long long base = (n * hkv + kh) * (long long)bs * C::D;
+        ko = base + (long long)o * C::GX;
+        vo = base + (long long)(o / C::GX) * C::D * C::GX;
+    } else if (cache.layout == OPT_KV_NHD) {
+        ko = vo = ((n * bs + o) * hkv + kh) * (long long)C::D;
+    } else {
+        ko = vo = ((n * hkv + kh) * (long long)bs + o) * C::D;
+    }
+}
+
+/* 16 fp8e4m3 codes -> 16 f16 of the same values, exactly (NaN codes -> NaN): lo holds codes
+ * 0-7, hi codes 8-15. sm_89+: one cvt per pair; older targets: paged_kv.h's bit moves give
+ * code * 2^-8, times 256 (exact). */
+__device__ __forceinline__ void pdm__fp8x16_f16(uint4 v, uint4 &lo, uint4 &hi)
+{
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    uint32_t r[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const uint16_t pair = (uint16_t)(w[i / 2] >> (16 * (i % 2)));
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r[i]) : "h"(pair));
+    }
+    lo = make_uint4(r[0], r[1], r[2], r[3]);
+    hi = make_uint4(r[4], r[5], r[6], r[7]);
+#else
+    pkv_fp8x16_16bit<true>(v, lo, hi);
+    uint32_t *u[2] = {&lo.x, &hi.x};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 4; i++) { /* times 256 on the exponent: the values are finite */
+            uint32_t &x = u[k][i];
+            const float a = num_f16_to_f32((uint16_t)x) * 256.0f, b = num_f16_to_f32((uint16_t)(x >> 16)) * 256.0f;
+            x = (uint32_t)num_f32_to_f16(a) | (uint32_t)num_f32_to_f16(b) << 16;
+        }
+#endif
+}
+
+/* fp8: decode the raw codes of stage `st` into the f16 matrices at `cv`; shuffled V vectors
+ * that cross t_end have their tokens from t_end on zeroed. */
+template <class C>
+__device__ __forceinline__ void pdm__decode(const uint8_t *st, uint8_t *cv, int tok0, int t_end, int bs,
+                                            int tid)
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint4 *raw = (const uint4 *)(st + h * C::NCH * 16);
+        uint4 *out = (uint4 *)(cv + h * C::MAT);
+#pragma unroll
+        for (int j = 0; j < C::NJ; j++) {
+            int tok, row, word, g;
+            if (h)
+                pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
+            else
+                pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
+            uint4 v = raw[tid + PDM__THREADS * j];
+            if (C::SHUF && h && tok0 + tok + C::GX > t_end) {
+                uint32_t u[4] = {v.x, v.y, v.z, v.w};
+                const int live = t_end - tok0 - tok; /* tokens of the vector before t_end */
+#pragma unroll
+                for (int b = 0; b < 16; b++)
+                    if (b >= live)
+                        u[b / 4] &= ~(0xFFu << (8 * (b % 4)));
+                v = make_uint4(u[0], u[1], u[2], u[3]);
+            }
+            uint4 lo, hi;
+            pdm__fp8x16_f16(v, lo, hi);
+            const int W = h ? C::VW : C::KW;
+            out[pdm__swz(row, word, W)] = lo;
+            out[pdm__swz(row, word + 1, W)] = hi;
+        }
+    }
+}
+
+/* 16-bit shuffled V: zero the staged tokens [t_end, next multiple of 8) of the tile. */
+template <class C>
+__device__ __forceinline__ void pdm__zero_tail(uint8_t *vmat, int tok0, int t_end, int tid)
+{
+    const int p0 = t_end - tok0, n = 8 - p0 % 8;
+    uint16_t *v = (uint16_t *)vmat;
+    for (int i = tid; i < C::D * n; i += PDM__THREADS) {
+        const int d = i / n, t = p0 + i % n;
+        v[pdm__swz(d, t / 8, C::VW) * 8 + t % 8] = 0;
+    }
+}
+
+__device__ __forceinline__ float pdm__ref(float x)
+{
+    return x == -INFINITY ? 0.0f : x; /* never exp(-inf - -inf) */
+}
+
+
+/* One block's work for pdm__attend: rows = (local token i, head h0 + j) for i < n_tok,
+ * j < gv, row index i * gv + j; local token i is global token q_tok + i (q, out: [T, hq, D],
+ * lse: [hq, T]) and sees the keys [0, vis0 + i) of the sequence; the block attends keys
+ * [t_begin, t_end) of them, split s of n_split of split_tokens keys each. A row whose keys fit
+ * one split (vis0 + i <= split_tokens) is finished here (split 0 writes out and lse); the
+ * others write split s's normalised partial and LSE to workspace row ws_base + ((ws_tok + i) *
+ * hq + h) * n_split + s (ws_o rows of D floats, ws_lse the same rows), if the split holds some
+ * of the row's keys. */
+struct pdm__job {
+    const void *q;
+    void *out;
+    float *lse, *ws_o, *ws_lse;
+    long long q_tok, ws_base;
+    int ws_tok, n_tok, T, hq, h0, gv, kh;
+    int t_begin, t_end, vis0, split_tokens, s, n_split;
+    float scale, softcap;
+};
+
+/* The engine: one block of PDM__WARPS warps attends job jb's rows over the keys of
+ * [t_begin, t_end) (non-empty) of the sequence whose block-table row is bt. WQ = 1: one MMA
+ * row tile (16 rows), the four warps take 16 tokens each of every 64-token tile and merge at
+ * the end (decode: rows are the group's heads). WQ = 4: 64 rows, warp w takes rows 16 w ..
+ * 16 w + 15 over every token of the tile (prefill and extend: rows are (token, head) pairs).
+ * Rows past n_tok * gv are zero queries whose results are dropped. */
+template <class C, int WQ>
+__device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cache &cache,
+                                            const int32_t *__restrict__ bt, uint8_t *smem,
+                                            long long (*koff_s)[PDM__BN], long long (*voff_s)[PDM__BN])
+{
+#if defined(GPU_HAS_MMA_SYNC)
+    constexpr int D = C::D, KS = D / 16;
+    constexpr int QT = C::F16 ? OPT_F16 : OPT_BF16;
+    constexpr int KWARPS = PDM__WARPS / WQ; /* warps sharing a row tile, splitting the tokens */
+    constexpr int BM = 16 * WQ;             /* rows of the block */
+    constexpr int NS = WQ;                  /* 16-token sub-tiles per warp per tile */
+    static_assert(PDM__WARPS % WQ == 0 && KWARPS * BM == PDM__WARPS * PDM__ROWS,
+                  "the merge area holds KWARPS x BM rows");
+    const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, g = lane / 4, t4 = lane % 4;
+    const int rg = w % WQ, kw = w / WQ; /* row tile, token group */
+    const int t_begin = jb.t_begin, t_end = jb.t_end, gv = jb.gv, hq = jb.hq;
+    const int n_rows = jb.n_tok * gv;
+    const int n_tiles = (t_end - t_begin + PDM__BN - 1) / PDM__BN;
+    const int bs = cache.block_size, kh = jb.kh;
+    const uint8_t *kc = (const uint8_t *)cache.k, *vc = (const uint8_t *)cache.v;
+
+#pragma unroll
+    for (int t = 0; t < C::STAGES; t++)
+        if (tid < PDM__BN)
+            pdm__rows<C>(cache, bt, kh, t_begin + t * PDM__BN, t_end, tid, koff_s[t][tid],
+                         voff_s[t][tid]);
+
+    /* This lane's rows a = 16 rg + g and b = a + 8: their q rows and key limits (a row sees
+     * the keys before lim; rows past n_rows: t_end, results dropped). */
+    const int ra = 16 * rg + g, rb = ra + 8;
+    const int ia = ra / gv, ib = rb / gv;
+    const bool va = ra < n_rows, vb = rb < n_rows;
+    const int lim_a = va && jb.vis0 + ia < t_end ? jb.vis0 + ia : t_end;
+    const int lim_b = vb && jb.vis0 + ib < t_end ? jb.vis0 + ib : t_end;
+    const int lim_blk = jb.vis0 < t_end ? jb.vis0 : t_end; /* the block's first row's limit */
+
+    /* Q as the A operand for the whole split. bf16 queries over an fp8 cache become f16 times
+     * 2^e per row, e chosen so that the row's largest magnitude lands just under 2^15: a bf16
+     * value is then an f16 value unless it is 2^-39 of that maximum or smaller, where its
+     * share of the dot product is below f32's rounding anyway; the logit takes 2^-e back. */
+    uint32_t qa[KS][4];
+    float qmul0, qmul1; /* logit multiplier of rows a and b, times log2(e) */
+    {
+        const float qmul = (C::FP8 ? jb.scale * *cache.k_scale : jb.scale);
+        const uint16_t *q16 = (const uint16_t *)jb.q;
+        const uint16_t *qra = q16 + ((size_t)(jb.q_tok + ia) * hq + jb.h0 + ra % gv) * D;
+        const uint16_t *qrb = q16 + ((size_t)(jb.q_tok + ib) * hq + jb.h0 + rb % gv) * D;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) { /* a0: (g, 2t), a1: (g + 8, 2t), a2: (g, 2t + 8), a3 */
+                const int col = 16 * ks + 2 * t4 + 8 * (r / 2);
+                const bool ok = r % 2 ? vb : va;
+                qa[ks][r] = ok ? *(const uint32_t *)((r % 2 ? qrb : qra) + col) : 0u;
+            }
+        }
+        float e0 = 1.0f, e1 = 1.0f; /* 2^e of rows a and b */
+        if (C::FP8 && !C::F16) {
+            float mx0 = 0.0f, mx1 = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const float x = fmaxf(fabsf(num_bf16_to_f32((uint16_t)qa[ks][r])),
+                                          fabsf(num_bf16_to_f32((uint16_t)(qa[ks][r] >> 16))));
+                    if (r % 2)
+                        mx1 = fmaxf(mx1, x);
+                    else
+                        mx0 = fmaxf(mx0, x);
+                }
+            }
+            mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 1));
+            mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
+            mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
+            mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
+            /* max = 2^E (1.f): 2^e with e = 14 - E, i.e. biased 127 + 14 - (E_biased - 127) */
+            const int x0 = 268 - (int)((num_f32_bits(mx0) >> 23) & 0xFF);
+            const int x1 = 268 - (int)((num_f32_bits(mx1) >> 23) & 0xFF);
+            e0 = num_bits_f32((uint32_t)(x0 < 1 ? 1 : x0 > 254 ? 254 : x0) << 23);
+            e1 = num_bits_f32((uint32_t)(x1 < 1 ? 1 : x1 > 254 ? 254 : x1) << 23);
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const uint32_t x = qa[ks][r];
+                    const float f = r % 2 ? e1 : e0;
+                    qa[ks][r] = gpu_pack2<true>(num_bf16_to_f32((uint16_t)x) * f,
+                                                num_bf16_to_f32((uint16_t)(x >> 16)) * f);
+                }
+            }
+        }
+        qmul0 = qmul / e0;
+        qmul1 = qmul / e1;
+        if (jb.softcap <= 0.0f)
+            qmul0 *= PDM__LOG2E, qmul1 *= PDM__LOG2E;
+    }
+    const float softcap = jb.softcap;
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows a and b */
+
+    __syncthreads(); /* row starts visible */
+#pragma unroll
+    for (int t = 0; t < C::STAGES - 1; t++) {
+        if (t < n_tiles)
+            pdm__issue<C>(kc, vc, koff_s[t], voff_s[t], t_begin + t * PDM__BN, t_end, bs,
+                          smem + t * C::STAGE, tid);
+        gpu_cp_async_commit();
+    }
+
+    /* Per-lane ldmatrix coordinates (rows of the 8x8 matrices this lane addresses) in the
+     * warp's first sub-tile; sub-tile jj adds 16 jj tokens. */
+    const int tw = 16 * NS * kw; /* the warp's first token of a tile */
+    const int kr = tw + 8 * (lane / 16) + lane % 8, kx = (lane / 8) % 2; /* K: token, word */
+    const int vr = tw + 8 * ((lane / 8) % 2) + lane % 8, vx = lane / 16;  /* V rows: token */
+    const int sr = 8 * (lane / 16) + lane % 8, sx = tw / 8 + (lane / 8) % 2; /* V shuffled: dim */
+
+    for (int t = 0; t < n_tiles; t++) {
+        gpu_cp_async_wait<C::STAGES - 2>();
+        __syncthreads(); /* tile t landed for every thread; tile t - 1's buffers are free */
+        const int tn = t + C::STAGES - 1, tok0 = t_begin + t * PDM__BN;
+        if (tn < n_tiles)
+            pdm__issue<C>(kc, vc, koff_s[tn % C::STAGES], voff_s[tn % C::STAGES],
+                          t_begin + tn * PDM__BN, t_end, bs, smem + (tn % C::STAGES) * C::STAGE, tid);
+        gpu_cp_async_commit();
+        /* Row starts of tile tn + 1, stored after this tile's math (the load's latency hides
+         * behind it) into the slot of tile t, whose copies were issued long ago. */
+        long long nko = 0, nvo = 0;
+        if (tn + 1 < n_tiles)
+            pdm__rows<C>(cache, bt, kh, t_begin + (tn + 1) * PDM__BN, t_end, tid, nko, nvo);
+
+        uint8_t *kmat = smem + (t % C::STAGES) * C::STAGE, *vmat = kmat + C::NCH * 16;
+        if (C::FP8) {
+            pdm__decode<C>(kmat, smem + C::CONV, tok0, t_end, bs, tid);
+            kmat = smem + C::CONV;
+            vmat = kmat + C::MAT;
+            __syncthreads();
+        } else if (C::SHUF && t_end - tok0 < PDM__BN && (t_end - tok0) % 8 != 0) {
+            pdm__zero_tail<C>(vmat, tok0, t_end, tid);
+            __syncthreads();
+        }
+
+        /* S = Q K^T over this warp's tokens: sc[j] = n-tile j (tokens tw + 8 j ..). */
+        float sc[2 * NS][4];
+#pragma unroll
+        for (int j = 0; j < 2 * NS; j++)
+            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+        const uint32_t kbase = gpu_smem_addr(kmat);
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+            for (int jj = 0; jj < NS; jj++) {
+                uint32_t kb[4];
+                gpu_ldmatrix_x4(kb, kbase + 16 * pdm__swz(kr + 16 * jj, 2 * ks + kx, C::KW));
+                gpu_mma16816<C::MF16>(sc[2 * jj], qa[ks], kb[0], kb[1]);
+                gpu_mma16816<C::MF16>(sc[2 * jj + 1], qa[ks], kb[2], kb[3]);
+            }
+        }
+
+        /* Online softmax (base 2) for rows a (c0, c1) and b (c2, c3); only a tile that holds
+         * some row's limit masks. */
+        const bool edge = tok0 + PDM__BN > lim_blk;
+        const int base_tok = tok0 + tw + 2 * t4;
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 2 * NS; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sc[j][e] * (e < 2 ? qmul0 : qmul1);
+                if (softcap > 0.0f)
+                    x = softcap * tanhf(x / softcap) * PDM__LOG2E;
+                if (edge && base_tok + 8 * j + e % 2 >= (e < 2 ? lim_a : lim_b))
+                    x = -INFINITY;
+                sc[j][e] = x;
+            }
+            mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
+            mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
+        }
+        mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 1));
+        mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
+        mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
+        mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
+        /* Rescale only when some row's running max grew (rare once a split is under way). */
+        if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            const float a0 = exp2f(m0 - pdm__ref(n0)), a1 = exp2f(m1 - pdm__ref(n1));
+            m0 = n0, m1 = n1;
+            l0 *= a0, l1 *= a1;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                o[n][0] *= a0, o[n][1] *= a0;
+                o[n][2] *= a1, o[n][3] *= a1;
+            }
+        }
+        /* P as the A operand of sub-tile jj: (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8) */
+        uint32_t pa[NS][4];
+        const float r0 = pdm__ref(m0), r1 = pdm__ref(m1);
+#pragma unroll
+        for (int j = 0; j < 2 * NS; j++) {
+            const float p0 = exp2f(sc[j][0] - r0), p1 = exp2f(sc[j][1] - r0);
+            const float p2 = exp2f(sc[j][2] - r1), p3 = exp2f(sc[j][3] - r1);
+            l0 += p0 + p1;
+            l1 += p2 + p3;
+            pa[j / 2][2 * (j % 2)] = gpu_pack2<C::MF16>(p0, p1);
+            pa[j / 2][2 * (j % 2) + 1] = gpu_pack2<C::MF16>(p2, p3);
+        }
+
+        /* O += P V, two 8-dim n-tiles per ldmatrix. */
+        const uint32_t vbase = gpu_smem_addr(vmat);
+#pragma unroll
+        for (int jj = 0; jj < NS; jj++) {
+#pragma unroll
+            for (int np = 0; np < D / 16; np++) {
+                uint32_t vb[4];
+                if (C::SHUF)
+                    gpu_ldmatrix_x4(vb, vbase + 16 * pdm__swz(16 * np + sr, sx + 2 * jj, C::VW));
+                else
+                    gpu_ldmatrix_x4_trans(vb, vbase + 16 * pdm__swz(vr + 16 * jj, 2 * np + vx, C::VW));
+                gpu_mma16816<C::MF16>(o[2 * np], pa[jj], vb[0], vb[1]);
+                gpu_mma16816<C::MF16>(o[2 * np + 1], pa[jj], vb[2], vb[3]);
+            }
+        }
+
+        if (tn + 1 < n_tiles && tid < PDM__BN) {
+            koff_s[t % C::STAGES][tid] = nko;
+            voff_s[t % C::STAGES][tid] = nvo;
+        }
+    }
+    gpu_cp_async_wait<0>();
+    __syncthreads(); /* every warp done with the staging area: it becomes the merge area */
+
+    float *m_w = (float *)smem;                  /* m_w: [KWARPS][BM] */
+    float *l_w = m_w + KWARPS * BM;              /* l_w: [KWARPS][BM] */
+    float *a_w = l_w + KWARPS * BM;              /* a_w: [KWARPS][BM][D] */
+    l0 += GPU_SHFL_XOR(l0, 1);
+    l0 += GPU_SHFL_XOR(l0, 2);
+    l1 += GPU_SHFL_XOR(l1, 1);
+    l1 += GPU_SHFL_XOR(l1, 2);
+    {
+        float *r0 = a_w + (kw * BM + ra) * D, *r1 = r0 + 8 * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            *(float2 *)(r0 + 8 * n + 2 * t4) = make_float2(o[n][0], o[n][1]);
+            *(float2 *)(r1 + 8 * n + 2 * t4) = make_float2(o[n][2], o[n][3]);
+        }
+        if (t4 == 0) {
+            m_w[kw * BM + ra] = m0, m_w[kw * BM + rb] = m1;
+            l_w[kw * BM + ra] = l0, l_w[kw * BM + rb] = l1;
+        }
+    }
+    __syncthreads();
+
+    /* Merge the token groups (one that saw nothing has m = -inf, l = 0, O = 0: weight 0); a
+     * sum of 0 only when every logit was -inf: the empty-set convention then. A thread per row
+     * first turns the groups' (m, l) into output weights and the LSE; then every output
+     * element is a KWARPS-term sum, four elements at a time. */
+    float *wt = a_w + KWARPS * BM * D; /* wt: [KWARPS][BM], weights of the partials */
+    float *ls_s = wt + KWARPS * BM;    /* ls_s: [BM], natural-log LSE */
+    if (tid < n_rows && tid < BM) {
+        const int r = tid;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < KWARPS; k++)
+            mx = fmaxf(mx, m_w[k * BM + r]);
+        const float mr = pdm__ref(mx);
+        float f[KWARPS], sl = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KWARPS; k++) {
+            f[k] = exp2f(m_w[k * BM + r] - mr);
+            sl += f[k] * l_w[k * BM + r];
+        }
+        const float mul = sl != 0.0f ? (C::FP8 ? *cache.v_scale : 1.0f) / sl : 0.0f;
+#pragma unroll
+        for (int k = 0; k < KWARPS; k++)
+            wt[k * BM + r] = f[k] * mul;
+        ls_s[r] = sl != 0.0f ? (mr + log2f(sl)) * PDM__LN2 : -INFINITY;
+    }
+    __syncthreads();
+    const int rows = n_rows < BM ? n_rows : BM;
+    for (int i = tid; i < rows * D / 4; i += PDM__THREADS) {
+        const int r = i / (D / 4), d = 4 * (i % (D / 4));
+        const int ti = r / gv, h = jb.h0 + r % gv, vis = jb.vis0 + ti;
+        const bool direct = vis <= jb.split_tokens;
+        if (direct ? jb.s != 0 : (long long)jb.s * jb.split_tokens >= vis)
+            continue; /* the row's keys are all in another split */
+        float4 ov = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int k = 0; k < KWARPS; k++) {
+            const float wk = wt[k * BM + r];
+            const float4 x = *(const float4 *)(a_w + (k * BM + r) * D + d);
+            ov.x += wk * x.x, ov.y += wk * x.y, ov.z += wk * x.z, ov.w += wk * x.w;
+        }
+        if (direct) {
+            const long long tok = jb.q_tok + ti;
+            const size_t o0 = ((size_t)tok * hq + h) * D + d;
+            num_store_f32(QT, jb.out, o0, ov.x);
+            num_store_f32(QT, jb.out, o0 + 1, ov.y);
+            num_store_f32(QT, jb.out, o0 + 2, ov.z);
+            num_store_f32(QT, jb.out, o0 + 3, ov.w);
+            if (d == 0)
+                jb.lse[(size_t)h * jb.T + tok] = ls_s[r];
+        } else {
+            const size_t row = (size_t)jb.ws_base + ((size_t)(jb.ws_tok + ti) * hq + h) * jb.n_split + jb.s;
+            *(float4 *)(jb.ws_o + row * D + d) = ov;
+            if (d == 0)
+                jb.ws_lse[row] = ls_s[r];
+        }
+    }
+#else
+    (void)jb, (void)cache, (void)bt, (void)smem, (void)koff_s, (void)voff_s;
+#endif // GPU_HAS_MMA_SYNC
+}
+
+#endif /* ATTN_PAGED_MMA_H */
