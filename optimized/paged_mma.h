@@ -1,44 +1,45 @@
 /* paged_mma.h - the paged-KV attention engine on the matrix cores that paged_decode's `mma`
  * variant (paged_decode_mma.hip) and mixed's `unified` variant (mixed_unified.hip) share:
- * flash attention over a paged cache behind a deep asynchronous copy pipeline. NVIDIA sm_80+ only (mma.sync,
- * ldmatrix, cp.async; gpu_port.h GPU_HAS_MMA_SYNC); elsewhere the kernel traps and
- * opt_paged_decode_mma_unsupported() says so before any launch.
+ * flash attention of a block of query rows over a range of a paged cache's keys, behind a deep
+ * asynchronous copy pipeline. NVIDIA sm_80+ only (mma.sync, ldmatrix, cp.async; gpu_port.h
+ * GPU_HAS_MMA_SYNC); the kernels that use it trap elsewhere and their unsupported() says so.
  *
- * Decode is a stream: every cached K/V byte of a sequence is read once per step, and the
- * kernel is as fast as the bytes it keeps in flight. Work: one block of 4 warps per (sequence,
- * KV head, split, group of up to 16 of the KV head's query heads) -- the split plan, the
- * workspace and the LSE combine are paged_split.h's, shared with split_kv. The block walks its
- * split in tiles of 64 tokens:
+ * A block of 4 warps serves a pdm__job: rows = (query token, query head) pairs of one KV head's
+ * group, head fastest, so every K/V byte the block reads serves all of its rows. The block walks
+ * its key range in tiles of 64 tokens:
  *   copy     every thread issues 16-byte cp.async copies of the tile's K and V vectors in the
  *            cache's own layout (nhd, hnd, or AITER's shuffled layout, read natively) into a
  *            ring of STAGES tiles (3 for 16-bit caches, 4 for fp8, 2 at head_dim 256): while a
  *            tile is computed the next STAGES - 1 are in flight (about 64 KB per block at
  *            head_dim 128; two blocks per SM). Row starts (64-bit element offsets) of the
  *            tile's tokens come from the block table one tile ahead, through shared memory, so
- *            no copy waits on a table read. Tokens past the split read nothing (zero fill).
+ *            no copy waits on a table read. Tokens past the range read nothing (zero fill).
  *   staging  16-bit caches are copied straight into the layout the MMAs read: K as [token]
  *            [dim] rows and V as [token][dim] (nhd, hnd) or [dim][token] (shuffled: x = 8
  *            consecutive tokens of a dim are one 16-byte vector, the B operand's k-pairs), in
  *            16-byte words XOR-swizzled by row. fp8 tiles land as raw codes and one pass
  *            decodes them into an f16 copy of the same shape (exact: one cvt per pair on
  *            sm_89+); k_scale goes into the logit and v_scale into the output.
- *   math     warp w takes tokens 16 w .. 16 w + 15 of the tile: S = Q K^T (16 heads x 16
- *            tokens, Q in registers for the whole split as the A operand, K by ldmatrix), an
- *            online softmax per head in f32 (base 2; the quad of lanes sharing a head reduces
- *            with two shuffles; O is rescaled only when some head's running max grew), P
- *            rounded to the MMA type as the A operand of O += P V (V by ldmatrix.trans, or
- *            plain ldmatrix for the shuffled [dim][token] tiles). The MMAs run in the query
- *            dtype over 16-bit caches and in f16 over fp8 ones: a bf16 query row is then
- *            scaled by a power of two into f16's range (exact but for parts below 2^-39 of the
- *            row's largest element, under f32's rounding of the dot product), the logit takes
- *            the power back. Heads past the group's count are zero rows; with one head (MHA)
- *            15 of 16 MMA rows idle, which costs nothing that matters here.
- * The four warps' (m, l, O) merge in shared memory at the end; the split writes its
- * normalised output and LSE to the workspace, or, when it is its sequence's only split, the
- * final out (rounded once into the query dtype) and lse. Empty sequences: out = 0,
- * lse = -inf. Slots past a sequence's end are never used: zero-filled for row layouts; for
- * shuffled V, whose 16-byte vectors hold x tokens, the tail tokens of the last vector are
- * zeroed in shared memory before any MMA reads them (0 * NaN would be NaN).
+ *   math     two shapes (template WQ): WQ = 1, one 16-row MMA tile whose four warps take 16
+ *            tokens each of every tile and merge at the end (decode: the rows are a group's
+ *            heads); WQ = 4, 64 rows, a warp per 16 rows over every token of the tile
+ *            (prefill, extend). S = Q K^T with Q in registers for the whole range as the A
+ *            operand and K by ldmatrix; an online softmax per row in f32 (base 2; the quad of
+ *            lanes sharing a row reduces with two shuffles; O is rescaled only when some row's
+ *            running max grew); a row sees the keys before its causal limit, masked only on the
+ *            tiles that cross some row's limit; P rounded to the MMA type as the A operand of
+ *            O += P V (V by ldmatrix.trans, or plain ldmatrix for the shuffled [dim][token]
+ *            tiles). The MMAs run in the query dtype over 16-bit caches and in f16 over fp8
+ *            ones: a bf16 query row is then scaled by a power of two into f16's range (exact
+ *            but for parts below 2^-39 of the row's largest element, under f32's rounding of
+ *            the dot product), the logit takes the power back. Rows past the job's count are
+ *            zero queries whose results are dropped.
+ * The warps' (m, l, O) merge in shared memory at the end; each row is written as its final out
+ * (rounded once into the query dtype) and lse when all of its keys are in this range's split,
+ * else as a normalised partial and LSE in the caller's workspace for a combine kernel. Slots
+ * past the range's end are never used: zero-filled for row layouts; for shuffled V, whose
+ * 16-byte vectors hold x tokens, the tail tokens of the last vector are zeroed in shared memory
+ * before any MMA reads them (0 * NaN would be NaN).
  */
 #ifndef ATTN_PAGED_MMA_H
 #define ATTN_PAGED_MMA_H
