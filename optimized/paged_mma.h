@@ -78,37 +78,63 @@ struct pdm__cfg {
     static constexpr int CPR = D / GX;                     /* vectors per (token, head) row */
     static constexpr int NCH = PDM__BN * CPR;              /* vectors of K (and of V) per tile */
     static constexpr int NJ = NCH / PDM__THREADS;          /* ... per thread */
-    static constexpr int KW = D / 8;                       /* 16-byte words per staged K row */
-    static constexpr int VW = SHUF ? PDM__BN / 8 : D / 8;  /* per staged V row */
-    static constexpr int MAT = PDM__BN * D * 2;            /* bytes of one staged 16-bit matrix */
+    static constexpr int KW = CPR;                         /* 16-byte words per staged K row */
+    static constexpr int VW = SHUF ? PDM__BN / GX : CPR;   /* per staged V row */
+    /* fp8 over the shuffled layout reads K's tokens permuted (pdm__attend: the order that
+     * makes S's accumulator the k order of the V fragments); pdm__kword stages them to match. */
+    static constexpr bool KPERM = FP8 && SHUF;
     static constexpr int STAGE = 2 * NCH * 16;             /* bytes of a tile's K and V as cached */
-    static constexpr int STAGES = D > 128 ? 2 : FP8 ? 4 : 3;
-    static constexpr int CONV = STAGES * STAGE;            /* offset of the decoded fp8 tile */
-    static constexpr int SMEM = CONV + (FP8 ? 2 * MAT : 0);
+    static constexpr int STAGES = FP8 ? (D > 128 ? 3 : 4) : (D > 128 ? 2 : 3);
+    static constexpr int SMEM = STAGES * STAGE;
     static constexpr int MERGE = (PDM__WARPS * PDM__ROWS * (D + 3) + PDM__ROWS) * 4;
-    static_assert(D % 16 == 0 && KW % 8 == 0 && VW % 8 == 0, "swizzle: 8 words per row at least");
+    static_assert(D % 32 == 0 && (KW == 4 || KW % 8 == 0) && (VW == 4 || VW % 8 == 0),
+                  "swizzle: 4 words per row or a multiple of 8");
     static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
                       PDM__THREADS % CPR == 0, "whole vectors per thread, affine in j");
     static_assert(MERGE <= SMEM, "the warps' merge fits in the staging area");
 };
 
-/* Word (16 bytes) w of row r of a staged matrix of W words per row, XOR-swizzled so that the
- * 8 rows an ldmatrix phase reads hit 8 different bank groups. */
+/* Word (16 bytes) w of row r of a staged matrix of W words per row (4, or a multiple of 8),
+ * XOR-swizzled so that the 8 consecutive rows an ldmatrix phase reads hit 8 different bank
+ * groups (W = 4: two rows share a 128-byte bank line). Row layouts (nhd, hnd) stage K and V
+ * this way: a copy's 8 threads of a phase fill one row, 128 contiguous bytes. */
 __device__ __forceinline__ int pdm__swz(int r, int w, int W)
 {
-    return r * W + (w ^ (r & 7));
+    return r * W + (w ^ (W >= 8 ? r & 7 : (r >> 1) & 3));
+}
+
+/* The staged words of a tile's K (token tok, word w: dims w * x ..) and V (row: the token, or
+ * for shuffled V the dim; word w). The shuffled layout is staged in its own order -- K as
+ * [word][token], V as [token group][dim] -- so that the 8 threads of a copy phase, which read 8
+ * consecutive 16-byte vectors of the cache, also write 128 contiguous bytes of shared memory
+ * (scattered destinations split a cp.async into one L2 request per vector), and the 8 rows an
+ * ldmatrix phase reads are consecutive words. fp8 K over the shuffled layout is read with its
+ * tokens permuted ({0, 1, 4, 5, 8, 9, 12, 13} + 2 j of 16, pdm__attend): the tokens of the
+ * second 8 of every 16 swap their bit 1, which keeps both those reads and the copies'
+ * 128-byte groups conflict-free. */
+template <class C>
+__device__ __forceinline__ int pdm__kword(int tok, int w)
+{
+    if (!C::SHUF)
+        return pdm__swz(tok, w, C::KW);
+    return w * PDM__BN + (C::KPERM ? tok ^ ((tok >> 2) & 2) : tok);
+}
+
+template <class C>
+__device__ __forceinline__ int pdm__vword(int row, int w)
+{
+    return C::SHUF ? w * C::D + row : pdm__swz(row, w, C::VW);
 }
 
 /* Vector j (0 .. NJ - 1) of thread tid in a tile's K (IS_V 0) or V: vector i = tid + THREADS j
  * of the tile. tok, the tile token of its row (shuffled V: the first of its x tokens); g, its
- * element offset from that token's row start; (row, word), its first 16-bit word in the staged
- * matrix (fp8: two words, word and word + 1). Consecutive i are consecutive 16 bytes of the
+ * element offset from that token's row start; (row, word), its 16-byte word in the staged
+ * matrix (the cache's bytes as they are, fp8 codes too). Consecutive i are consecutive 16 bytes of the
  * cache wherever the layout allows (coalesced copies). j is a compile-time constant once
  * unrolled, so all of it but the table read folds into per-thread constants. */
 template <class C, int IS_V>
 __device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &g, int &row, int &word)
 {
-    constexpr int WPV = C::GX / 8; /* staged words per cache vector */
     if (C::SHUF && IS_V) {         /* [bs/x][D][x]: dim fastest */
         int og, d;
         if (C::D >= PDM__THREADS) {
@@ -118,13 +144,13 @@ __device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &
             constexpr int GPT = C::D < PDM__THREADS ? PDM__THREADS / C::D : 1; /* groups per pass */
             og = tid / C::D + GPT * j, d = tid % C::D;
         }
-        tok = og * C::GX, g = d * C::GX, row = d, word = og * WPV;
+        tok = og * C::GX, g = d * C::GX, row = d, word = og;
     } else if (C::SHUF) {          /* [D/x][bs][x]: token fastest */
         const int c = tid / PDM__BN + (PDM__THREADS / PDM__BN) * j;
-        tok = tid % PDM__BN, g = c * bs * C::GX, row = tok, word = c * WPV;
+        tok = tid % PDM__BN, g = c * bs * C::GX, row = tok, word = c;
     } else {                       /* row layouts: dims of a token row fastest */
         const int c = tid % C::CPR;
-        tok = tid / C::CPR + (PDM__THREADS / C::CPR) * j, g = c * C::GX, row = tok, word = c * WPV;
+        tok = tid / C::CPR + (PDM__THREADS / C::CPR) * j, g = c * C::GX, row = tok, word = c;
     }
 }
 
@@ -150,8 +176,7 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
                 pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
             const bool ok = tok0 + tok < t_end;
             const uint8_t *p = src + (off[tok] + g) * C::ES;
-            const int at = h * C::NCH + (C::FP8 ? tid + PDM__THREADS * j
-                                                : pdm__swz(row, word, h ? C::VW : C::KW));
+            const int at = h * C::NCH + (h ? pdm__vword<C>(row, word) : pdm__kword<C>(row, word));
             gpu_cp_async16(sbase + 16 * at, ok ? p : src, ok ? 16 : 0);
         }
     }
@@ -183,78 +208,40 @@ __device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, const int32
     }
 }
 
-/* 16 fp8e4m3 codes -> 16 f16 of the same values, exactly (NaN codes -> NaN): lo holds codes
- * 0-7, hi codes 8-15. sm_89+: one cvt per pair; older targets: paged_kv.h's bit moves give
- * code * 2^-8, times 256 (exact). */
-__device__ __forceinline__ void pdm__fp8x16_f16(uint4 v, uint4 &lo, uint4 &hi)
+/* 4 fp8e4m3 codes (bytes 0-3 of w) -> 4 f16 of the same values, exactly (NaN codes -> NaN):
+ * lo holds codes 0 and 1, hi codes 2 and 3 (first code in the low half). sm_89+: one cvt per
+ * pair; older targets: paged_kv.h's bit moves give code * 2^-8, times 256 (exact). */
+__device__ __forceinline__ void pdm__fp8x4_f16(uint32_t w, uint32_t &lo, uint32_t &hi)
 {
 #if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-    uint32_t r[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const uint16_t pair = (uint16_t)(w[i / 2] >> (16 * (i % 2)));
-        asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r[i]) : "h"(pair));
-    }
-    lo = make_uint4(r[0], r[1], r[2], r[3]);
-    hi = make_uint4(r[4], r[5], r[6], r[7]);
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(lo) : "h"((uint16_t)w));
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(hi) : "h"((uint16_t)(w >> 16)));
 #else
-    pkv_fp8x16_16bit<true>(v, lo, hi);
-    uint32_t *u[2] = {&lo.x, &hi.x};
-    for (int k = 0; k < 2; k++)
-        for (int i = 0; i < 4; i++) { /* times 256 on the exponent: the values are finite */
-            uint32_t &x = u[k][i];
-            const float a = num_f16_to_f32((uint16_t)x) * 256.0f, b = num_f16_to_f32((uint16_t)(x >> 16)) * 256.0f;
-            x = (uint32_t)num_f32_to_f16(a) | (uint32_t)num_f32_to_f16(b) << 16;
-        }
+    uint4 l4, h4;
+    pkv_fp8x16_16bit<true>(make_uint4(w, 0u, 0u, 0u), l4, h4);
+    uint32_t u[2] = {l4.x, l4.y};
+    for (int i = 0; i < 2; i++) { /* times 256 on the exponent (NaN stays NaN) */
+        const float x = num_f16_to_f32((uint16_t)u[i]) * 256.0f;
+        const float y = num_f16_to_f32((uint16_t)(u[i] >> 16)) * 256.0f;
+        u[i] = (uint32_t)num_f32_to_f16(x) | (uint32_t)num_f32_to_f16(y) << 16;
+    }
+    lo = u[0], hi = u[1];
 #endif
 }
 
-/* fp8: decode the raw codes of stage `st` into the f16 matrices at `cv`; shuffled V vectors
- * that cross t_end have their tokens from t_end on zeroed. */
-template <class C>
-__device__ __forceinline__ void pdm__decode(const uint8_t *st, uint8_t *cv, int tok0, int t_end, int bs,
-                                            int tid)
-{
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const uint4 *raw = (const uint4 *)(st + h * C::NCH * 16);
-        uint4 *out = (uint4 *)(cv + h * C::MAT);
-#pragma unroll
-        for (int j = 0; j < C::NJ; j++) {
-            int tok, row, word, g;
-            if (h)
-                pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
-            else
-                pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
-            uint4 v = raw[tid + PDM__THREADS * j];
-            if (C::SHUF && h && tok0 + tok + C::GX > t_end) {
-                uint32_t u[4] = {v.x, v.y, v.z, v.w};
-                const int live = t_end - tok0 - tok; /* tokens of the vector before t_end */
-#pragma unroll
-                for (int b = 0; b < 16; b++)
-                    if (b >= live)
-                        u[b / 4] &= ~(0xFFu << (8 * (b % 4)));
-                v = make_uint4(u[0], u[1], u[2], u[3]);
-            }
-            uint4 lo, hi;
-            pdm__fp8x16_f16(v, lo, hi);
-            const int W = h ? C::VW : C::KW;
-            out[pdm__swz(row, word, W)] = lo;
-            out[pdm__swz(row, word + 1, W)] = hi;
-        }
-    }
-}
-
-/* 16-bit shuffled V: zero the staged tokens [t_end, next multiple of 8) of the tile. */
+/* Shuffled V: zero the staged tokens [t_end, next multiple of x) of the tile, whose 16-byte
+ * vectors were copied whole (slots past a context's end may hold anything, NaN too). */
 template <class C>
 __device__ __forceinline__ void pdm__zero_tail(uint8_t *vmat, int tok0, int t_end, int tid)
 {
-    const int p0 = t_end - tok0, n = 8 - p0 % 8;
-    uint16_t *v = (uint16_t *)vmat;
+    const int p0 = t_end - tok0, n = C::GX - p0 % C::GX;
     for (int i = tid; i < C::D * n; i += PDM__THREADS) {
         const int d = i / n, t = p0 + i % n;
-        v[pdm__swz(d, t / 8, C::VW) * 8 + t % 8] = 0;
+        uint8_t *e = vmat + 16 * pdm__vword<C>(d, t / C::GX) + (t % C::GX) * C::ES;
+        if (C::ES == 2)
+            *(uint16_t *)e = 0;
+        else
+            *e = 0;
     }
 }
 
@@ -339,7 +326,10 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
         for (int ks = 0; ks < KS; ks++) {
 #pragma unroll
             for (int r = 0; r < 4; r++) { /* a0: (g, 2t), a1: (g + 8, 2t), a2: (g, 2t + 8), a3 */
-                const int col = 16 * ks + 2 * t4 + 8 * (r / 2);
+                /* fp8: the K fragments hold dims 4t .. 4t + 3 (pdm__attend's fp8 K), so the
+                 * k order is permuted alike: k 2t, 2t + 1 -> dims 4t, 4t + 1; 2t + 8, 2t + 9
+                 * -> 4t + 2, 4t + 3. */
+                const int col = C::FP8 ? 16 * ks + 4 * t4 + 2 * (r / 2) : 16 * ks + 2 * t4 + 8 * (r / 2);
                 const bool ok = r % 2 ? vb : va;
                 qa[ks][r] = ok ? *(const uint32_t *)((r % 2 ? qrb : qra) + col) : 0u;
             }
@@ -401,11 +391,27 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     }
 
     /* Per-lane ldmatrix coordinates (rows of the 8x8 matrices this lane addresses) in the
-     * warp's first sub-tile; sub-tile jj adds 16 jj tokens. */
+     * warp's first sub-tile; sub-tile jj adds 16 jj tokens.
+     * 16-bit caches: K matrices (n-tile, k half) = (0,0), (0,1), (1,0), (1,1) of a k-step; V
+     * by .trans (row layouts) or plain (shuffled [dim][token]).
+     * fp8 caches, dequantized in registers: a K matrix is 8 tokens x 16 dims of codes, lane
+     * (g, t) gets dims 4t .. 4t + 3 of token g -- one k-step's B fragment after two cvts,
+     * with Q's k order permuted to match; matrices (n-tile, k-step) = (0,0), (1,0), (0,1),
+     * (1,1) of two k-steps. Shuffled V ([dim][token]): a matrix is 8 dims x 16 tokens, lane
+     * (g, t) gets tokens 4t .. 4t + 3 of dim g, so P's k order must be the same permutation:
+     * K's n-tile j, column n is token 4 (n / 2) + 2 j + n % 2 of the 16, which makes S's
+     * accumulator (c0, c1 of n-tiles 0 and 1) P's A fragment as it stands. Row-layout V
+     * ([token][dim]) by .trans: lane (g, t) gets tokens 2t, 2t + 1 of dims 2g, 2g + 1; a byte
+     * permute splits them into the B fragments of two n-tiles, one of the word's even dims,
+     * one of its odd dims (the merge puts the columns back in order). */
     const int tw = 16 * NS * kw; /* the warp's first token of a tile */
-    const int kr = tw + 8 * (lane / 16) + lane % 8, kx = (lane / 8) % 2; /* K: token, word */
-    const int vr = tw + 8 * ((lane / 8) % 2) + lane % 8, vx = lane / 16;  /* V rows: token */
-    const int sr = 8 * (lane / 16) + lane % 8, sx = tw / 8 + (lane / 8) % 2; /* V shuffled: dim */
+    const int kr = C::FP8 ? tw + (C::KPERM ? 4 * ((lane % 8) / 2) + 2 * ((lane / 8) % 2) + lane % 2
+                                           : 8 * ((lane / 8) % 2) + lane % 8)
+                          : tw + 8 * (lane / 16) + lane % 8;                  /* K: token */
+    const int kx = C::FP8 ? lane / 16 : (lane / 8) % 2;                       /* K: word */
+    const int vr = tw + 8 * ((lane / 8) % 2) + lane % 8, vx = lane / 16;      /* V rows: token */
+    const int sr = C::FP8 ? lane : 8 * (lane / 16) + lane % 8;                /* V shuffled: dim */
+    const int sx = C::FP8 ? tw / 16 : tw / 8 + (lane / 8) % 2;                /* ... word */
 
     for (int t = 0; t < n_tiles; t++) {
         gpu_cp_async_wait<C::STAGES - 2>();
@@ -422,12 +428,7 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             pdm__rows<C>(cache, bt, kh, t_begin + (tn + 1) * PDM__BN, t_end, tid, nko, nvo);
 
         uint8_t *kmat = smem + (t % C::STAGES) * C::STAGE, *vmat = kmat + C::NCH * 16;
-        if (C::FP8) {
-            pdm__decode<C>(kmat, smem + C::CONV, tok0, t_end, bs, tid);
-            kmat = smem + C::CONV;
-            vmat = kmat + C::MAT;
-            __syncthreads();
-        } else if (C::SHUF && t_end - tok0 < PDM__BN && (t_end - tok0) % 8 != 0) {
+        if (C::SHUF && t_end - tok0 < PDM__BN && (t_end - tok0) % C::GX != 0) {
             pdm__zero_tail<C>(vmat, tok0, t_end, tid);
             __syncthreads();
         }
@@ -438,21 +439,40 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
         for (int j = 0; j < 2 * NS; j++)
             sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
         const uint32_t kbase = gpu_smem_addr(kmat);
+        if (C::FP8) {
 #pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
+            for (int k2 = 0; k2 < KS / 2; k2++) {
 #pragma unroll
-            for (int jj = 0; jj < NS; jj++) {
-                uint32_t kb[4];
-                gpu_ldmatrix_x4(kb, kbase + 16 * pdm__swz(kr + 16 * jj, 2 * ks + kx, C::KW));
-                gpu_mma16816<C::MF16>(sc[2 * jj], qa[ks], kb[0], kb[1]);
-                gpu_mma16816<C::MF16>(sc[2 * jj + 1], qa[ks], kb[2], kb[3]);
+                for (int jj = 0; jj < NS; jj++) {
+                    uint32_t kb[4], b[4][2];
+                    gpu_ldmatrix_x4(kb, kbase + 16 * pdm__kword<C>(kr + 16 * jj, 2 * k2 + kx));
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        pdm__fp8x4_f16(kb[i], b[i][0], b[i][1]);
+#pragma unroll
+                    for (int kk = 0; kk < 2; kk++) {
+                        gpu_mma16816<true>(sc[2 * jj], qa[2 * k2 + kk], b[2 * kk][0], b[2 * kk][1]);
+                        gpu_mma16816<true>(sc[2 * jj + 1], qa[2 * k2 + kk], b[2 * kk + 1][0], b[2 * kk + 1][1]);
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+                for (int jj = 0; jj < NS; jj++) {
+                    uint32_t kb[4];
+                    gpu_ldmatrix_x4(kb, kbase + 16 * pdm__kword<C>(kr + 16 * jj, 2 * ks + kx));
+                    gpu_mma16816<C::MF16>(sc[2 * jj], qa[ks], kb[0], kb[1]);
+                    gpu_mma16816<C::MF16>(sc[2 * jj + 1], qa[ks], kb[2], kb[3]);
+                }
             }
         }
 
         /* Online softmax (base 2) for rows a (c0, c1) and b (c2, c3); only a tile that holds
          * some row's limit masks. */
         const bool edge = tok0 + PDM__BN > lim_blk;
-        const int base_tok = tok0 + tw + 2 * t4;
+        const int base_tok = tok0 + tw + (C::KPERM ? 4 * t4 : 2 * t4);
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int j = 0; j < 2 * NS; j++) {
@@ -461,7 +481,8 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
                 float x = sc[j][e] * (e < 2 ? qmul0 : qmul1);
                 if (softcap > 0.0f)
                     x = softcap * tanhf(x / softcap) * PDM__LOG2E;
-                if (edge && base_tok + 8 * j + e % 2 >= (e < 2 ? lim_a : lim_b))
+                const int tok = base_tok + (C::KPERM ? 16 * (j / 2) + 2 * (j % 2) : 8 * j) + e % 2;
+                if (edge && tok >= (e < 2 ? lim_a : lim_b))
                     x = -INFINITY;
                 sc[j][e] = x;
             }
@@ -501,15 +522,48 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
         const uint32_t vbase = gpu_smem_addr(vmat);
 #pragma unroll
         for (int jj = 0; jj < NS; jj++) {
+            if (C::FP8 && C::SHUF) { /* four 8-dim n-tiles per ldmatrix */
 #pragma unroll
-            for (int np = 0; np < D / 16; np++) {
-                uint32_t vb[4];
-                if (C::SHUF)
-                    gpu_ldmatrix_x4(vb, vbase + 16 * pdm__swz(16 * np + sr, sx + 2 * jj, C::VW));
-                else
-                    gpu_ldmatrix_x4_trans(vb, vbase + 16 * pdm__swz(vr + 16 * jj, 2 * np + vx, C::VW));
-                gpu_mma16816<C::MF16>(o[2 * np], pa[jj], vb[0], vb[1]);
-                gpu_mma16816<C::MF16>(o[2 * np + 1], pa[jj], vb[2], vb[3]);
+                for (int nq = 0; nq < D / 32; nq++) {
+                    uint32_t vb[4];
+                    gpu_ldmatrix_x4(vb, vbase + 16 * pdm__vword<C>(32 * nq + sr, sx + jj));
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        uint32_t b0, b1;
+                        pdm__fp8x4_f16(vb[i], b0, b1);
+                        gpu_mma16816<true>(o[4 * nq + i], pa[jj], b0, b1);
+                    }
+                }
+            } else if (C::FP8) { /* two words (32 dims) per ldmatrix: n-tiles of even, odd dims */
+#pragma unroll
+                for (int w2 = 0; w2 < D / 32; w2++) {
+                    uint32_t vb[4];
+                    gpu_ldmatrix_x4_trans(vb, vbase + 16 * pdm__vword<C>(vr + 16 * jj, 2 * w2 + vx));
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        /* tokens 2t, 2t + 1 (vb[2h]) and 2t + 8, 2t + 9 (vb[2h + 1]) of dims
+                         * 2g, 2g + 1: bytes (t0 d0, t0 d1, t1 d0, t1 d1) -> (t0 d0, t1 d0 | t0
+                         * d1, t1 d1) */
+                        const uint32_t x0 = __byte_perm(vb[2 * h], 0u, 0x3120u);
+                        const uint32_t x1 = __byte_perm(vb[2 * h + 1], 0u, 0x3120u);
+                        uint32_t e0, d0, e1, d1;
+                        pdm__fp8x4_f16(x0, e0, d0);
+                        pdm__fp8x4_f16(x1, e1, d1);
+                        gpu_mma16816<true>(o[2 * (2 * w2 + h)], pa[jj], e0, e1);
+                        gpu_mma16816<true>(o[2 * (2 * w2 + h) + 1], pa[jj], d0, d1);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int np = 0; np < D / 16; np++) {
+                    uint32_t vb[4];
+                    if (C::SHUF)
+                        gpu_ldmatrix_x4(vb, vbase + 16 * pdm__vword<C>(16 * np + sr, sx + 2 * jj));
+                    else
+                        gpu_ldmatrix_x4_trans(vb, vbase + 16 * pdm__vword<C>(vr + 16 * jj, 2 * np + vx));
+                    gpu_mma16816<C::MF16>(o[2 * np], pa[jj], vb[0], vb[1]);
+                    gpu_mma16816<C::MF16>(o[2 * np + 1], pa[jj], vb[2], vb[3]);
+                }
             }
         }
 
@@ -530,10 +584,19 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     l1 += GPU_SHFL_XOR(l1, 2);
     {
         float *r0 = a_w + (kw * BM + ra) * D, *r1 = r0 + 8 * D;
+        if (C::FP8 && !C::SHUF) { /* n-tiles 2w, 2w + 1: even, odd dims of dims 16 w .. */
 #pragma unroll
-        for (int n = 0; n < D / 8; n++) {
-            *(float2 *)(r0 + 8 * n + 2 * t4) = make_float2(o[n][0], o[n][1]);
-            *(float2 *)(r1 + 8 * n + 2 * t4) = make_float2(o[n][2], o[n][3]);
+            for (int wd = 0; wd < D / 16; wd++) {
+                const float *e = o[2 * wd], *d = o[2 * wd + 1];
+                *(float4 *)(r0 + 16 * wd + 4 * t4) = make_float4(e[0], d[0], e[1], d[1]);
+                *(float4 *)(r1 + 16 * wd + 4 * t4) = make_float4(e[2], d[2], e[3], d[3]);
+            }
+        } else {
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                *(float2 *)(r0 + 8 * n + 2 * t4) = make_float2(o[n][0], o[n][1]);
+                *(float2 *)(r1 + 8 * n + 2 * t4) = make_float2(o[n][2], o[n][3]);
+            }
         }
         if (t4 == 0) {
             m_w[kw * BM + ra] = m0, m_w[kw * BM + rb] = m1;
