@@ -14,12 +14,13 @@
  *            head_dim 128; two blocks per SM). Row starts (64-bit element offsets) of the
  *            tile's tokens come from the block table one tile ahead, through shared memory, so
  *            no copy waits on a table read. Tokens past the range read nothing (zero fill).
- *   staging  16-bit caches are copied straight into the layout the MMAs read: K as [token]
- *            [dim] rows and V as [token][dim] (nhd, hnd) or [dim][token] (shuffled: x = 8
- *            consecutive tokens of a dim are one 16-byte vector, the B operand's k-pairs), in
- *            16-byte words XOR-swizzled by row. fp8 tiles land as raw codes and one pass
- *            decodes them into an f16 copy of the same shape (exact: one cvt per pair on
- *            sm_89+); k_scale goes into the logit and v_scale into the output.
+ *   staging  the cache's bytes are copied as they are (fp8: the codes): row layouts as
+ *            [token][16-byte word] rows XOR-swizzled by row; the shuffled layout in its own
+ *            order (K [dim group][token], V [token group][dim]: x consecutive tokens of a dim
+ *            are one 16-byte vector, the B operand's k-pairs), so that every copy phase
+ *            writes 128 contiguous bytes (pdm__kword, pdm__vword). fp8 codes are dequantized
+ *            in registers after ldmatrix (exact: one cvt per pair on sm_89+); k_scale goes into
+ *            the logit and v_scale into the output.
  *   math     two shapes (template WQ): WQ = 1, one 16-row MMA tile whose four warps take 16
  *            tokens each of every tile and merge at the end (decode: the rows are a group's
  *            heads); WQ = 4, 64 rows, a warp per 16 rows over every token of the tile
