@@ -21,10 +21,10 @@
  * The output is O / l rounded to the input dtype; LSE natural-log f32 [hq, tq]; a row that
  * sees no key writes 0 and -inf.
  *
- * Varlen scheduling: a prep kernel turns cu_seqlens_q into the exclusive prefix of query tiles
- * per sequence (workspace, batch + 1 ints); each block binary-searches its tile. Within a
- * sequence tiles run last-first, so the causal tiles with the most keys start earliest and
- * the light ones fill the tail.
+ * Varlen scheduling (mha_common.h, shared with wgmma): a prep kernel turns cu_seqlens_q into the
+ * exclusive prefix of query tiles per sequence (workspace, batch + 1 ints); each block
+ * binary-searches its tile. Within a sequence tiles run last-first, so the causal tiles with
+ * the most keys start earliest and the light ones fill the tail.
  *
  * Tile shapes per head dim (dqk, dv), BM query rows x BN keys: (64, 64) and (128, 128) 128 x 64;
  * (192, 128) 64 x 64; (256, 256) 64 x 32 -- shared memory (Q + two K and V stages) 48 / 96 /
@@ -32,6 +32,7 @@
  */
 #include "gpu_port.h"
 #include "block_scan.h"
+#include "mha_common.h"
 
 #include <float.h>
 #include <math.h>
@@ -72,7 +73,8 @@ template <int DQK, int DV> struct mm__cfg {
 };
 
 /* ------------------------------------------------------------ tile prefix (prep) */
-/* ts[b] = query tiles (of bm rows) of sequences before b, ts[batch] = all tiles. One block. */
+/* ts[b] = query tiles (of bm rows) of sequences before b, ts[batch] = all tiles. One block;
+ * launched through mha_tiles_prefix() (mha_common.h) by mma and wgmma. */
 __global__ void __launch_bounds__(MM_SCAN)
 mha_mma_tiles_kernel(const int32_t *__restrict__ cu_q, int batch, int bm, int32_t *__restrict__ ts)
 {
@@ -91,22 +93,15 @@ mha_mma_tiles_kernel(const int32_t *__restrict__ cu_q, int batch, int bm, int32_
         ts[batch] = total;
 }
 
-/* ---------------------------------------------------------------------- kernel */
-#if defined(GPU_HAS_MMA_SYNC)
-/* 2^x for x <= 0 (softmax weights): the MUFU instruction; results below 2^-126 flush to 0
- * (measured on the H200: 8K causal d128 2.36 -> 2.24 ms against exp2f; -DMM_EXACT_EXP restores
- * exp2f). */
-static __device__ __forceinline__ float mm__exp2(float x)
+int mha_tiles_prefix(const int32_t *cu_q, int batch, int bm, int32_t *ts, hipStream_t stream)
 {
-#if !defined(MM_EXACT_EXP)
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-#else
-    return exp2f(x);
-#endif
+    mha_mma_tiles_kernel<<<1, MM_SCAN, 0, stream>>>(cu_q, batch, bm, ts);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
 }
 
+/* ---------------------------------------------------------------------- kernel */
+#if defined(GPU_HAS_MMA_SYNC)
 /* Copy rows [0, rows) of a [rows_total x D] tile whose global row r starts at src + r * stride
  * (elements) into the swizzled shared tile; rows >= valid are zero-filled. */
 template <int D, int ROWS>
@@ -138,36 +133,13 @@ mha_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     const uint32_t sq = gpu_smem_addr(mm__smem);
     const uint32_t sk0 = sq + C::Q_BYTES, sv0 = sk0 + 2 * C::K_BYTES;
 
-    const int x = blockIdx.x, h = blockIdx.y;
-    if (x >= ts[batch])
+    const int h = blockIdx.y;
+    mha_tile tile;
+    if (!mha_tile_find(ts, cu_q, cu_k, batch, BM, blockIdx.x, causal, window_left, &tile))
         return;
-    int lo = 0, hi = batch; /* ts[lo] <= x < ts[hi] */
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (ts[mid] <= x)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    const int b = lo;
-    const int q0 = cu_q[b], k0 = cu_k[b];
-    const int lq = cu_q[b + 1] - q0, lk = cu_k[b + 1] - k0;
-    const int r0 = ((lq + BM - 1) / BM - 1 - (x - ts[b])) * BM; /* last tile first */
-    const int rows = lq - r0 < BM ? lq - r0 : BM;
+    const int q0 = tile.q0, k0 = tile.k0, lq = tile.lq, r0 = tile.r0, rows = tile.rows;
     const int kh = h / (hq / hkv);
-
-    /* Key range of the tile (union over its rows) and the range every row sees in full. */
-    const long long shift = (long long)lk - lq;
-    const long long d_first = r0 + shift, d_last = r0 + rows - 1 + shift;
-    long long jlo = 0, jhi = lk - 1, all_lo = 0, all_hi = lk - 1;
-    if (window_left >= 0) {
-        jlo = d_first - window_left > 0 ? d_first - window_left : 0;
-        all_lo = d_last - window_left;
-    }
-    if (causal) {
-        jhi = d_last < jhi ? d_last : jhi;
-        all_hi = d_first < all_hi ? d_first : all_hi;
-    }
+    const long long jlo = tile.jlo, jhi = tile.jhi, all_lo = tile.all_lo, all_hi = tile.all_hi;
     const int n_it = jhi >= jlo ? (int)((jhi - jlo + BN) / BN) : 0;
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -178,14 +150,9 @@ mha_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const long long r = r0 + wrow + 16 * mt + g + 8 * i, d = r + shift;
-            const long long rlo = window_left >= 0 && d - window_left > 0 ? d - window_left : 0;
-            row_lo[mt][i] = (int)(rlo < lk ? rlo : lk);
-            row_hi[mt][i] = (int)(causal && d < lk - 1 ? (d < -1 ? -1 : d) : lk - 1);
-            if (r >= lq)
-                row_hi[mt][i] = -1; /* padding row: sees nothing, never written */
-        }
+        for (int i = 0; i < 2; i++)
+            mha_row_bounds(&tile, r0 + wrow + 16 * mt + g + 8 * i, causal, window_left,
+                           &row_lo[mt][i], &row_hi[mt][i]);
 
     const size_t kv_stride_k = (size_t)hkv * DQK, kv_stride_v = (size_t)hkv * DV;
     const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * DQK;
@@ -291,14 +258,14 @@ mha_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 const float m_new = fmaxf(m[mt][i], mx[i]);
                 /* All logits so far -inf: exponentiate against 0, never exp(-inf - -inf). */
                 m_use[i] = m_new == -INFINITY ? 0.0f : m_new;
-                alpha[i] = mm__exp2(m[mt][i] - m_use[i]);
+                alpha[i] = mha_exp2(m[mt][i] - m_use[i]);
                 m[mt][i] = m_new;
             }
             float rs[2] = {0.0f, 0.0f};
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                const float p0 = mm__exp2(s[mt][n][0] - m_use[0]), p1 = mm__exp2(s[mt][n][1] - m_use[0]);
-                const float p2 = mm__exp2(s[mt][n][2] - m_use[1]), p3 = mm__exp2(s[mt][n][3] - m_use[1]);
+                const float p0 = mha_exp2(s[mt][n][0] - m_use[0]), p1 = mha_exp2(s[mt][n][1] - m_use[0]);
+                const float p2 = mha_exp2(s[mt][n][2] - m_use[1]), p3 = mha_exp2(s[mt][n][3] - m_use[1]);
                 rs[0] += p0 + p1;
                 rs[1] += p2 + p3;
                 pf[mt][n / 2][(n % 2) * 2 + 0] = gpu_pack2<F16>(p0, p1);
@@ -398,8 +365,9 @@ static int mm__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     GPU_CHECK(hipFuncSetAttribute((const void *)mha_mma_kernel<DQK, DV, F16>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
     constexpr int BM = mm__cfg<DQK, DV>::BM;
-    mha_mma_tiles_kernel<<<1, MM_SCAN, 0, stream>>>(a->cu_q, a->batch, BM, (int32_t *)ts);
-    GPU_CHECK(hipGetLastError());
+    int rc = mha_tiles_prefix(a->cu_q, a->batch, BM, (int32_t *)ts, stream);
+    if (rc)
+        return rc;
     const long long tiles = ((long long)a->tq + BM - 1) / BM + a->batch; /* upper bound */
     const dim3 grid((unsigned)tiles, (unsigned)a->hq);
     mha_mma_kernel<DQK, DV, F16><<<grid, MM_THREADS, bytes, stream>>>(

@@ -1,0 +1,99 @@
+/* mha_common.h - what mha_varlen's matrix-core variants (mma, wgmma) share: the varlen
+ * query-tile schedule (which sequence and rows a block's query tile covers, which keys it may
+ * see) and the softmax's exponential, so both round at the same points.
+ *
+ * A prep kernel (mha_tiles_prefix, defined in mha_mma.hip) turns cu_seqlens_q into the
+ * exclusive prefix of query tiles per sequence (ts [batch + 1] ints of workspace); block x
+ * binary-searches its tile (mha_tile_find). Within a sequence tiles run last-first, so the
+ * causal tiles with the most keys start earliest and the light ones fill the tail.
+ */
+#ifndef ATTN_MHA_COMMON_H
+#define ATTN_MHA_COMMON_H
+
+#include "gpu_port.h"
+
+#include <math.h>
+#include <stdint.h>
+
+/* Launch the one-block prep kernel on `stream`: ts[b] = query tiles of bm rows in sequences
+ * before b, ts[batch] = all tiles. OPT_OK or OPT_EGPU. */
+int mha_tiles_prefix(const int32_t *cu_q, int batch, int bm, int32_t *ts, hipStream_t stream);
+
+/* One block's query tile, sequence-local rows r0 .. r0 + rows - 1 of sequence b. */
+struct mha_tile {
+    int b, q0, k0, lq, lk; /* sequence, its first query and key token, its lengths */
+    int r0, rows;
+    long long shift;       /* lk - lq: the bottom-right causal diagonal */
+    long long jlo, jhi;    /* keys some row of the tile may see (empty when jhi < jlo) */
+    long long all_lo, all_hi; /* keys every row of the tile sees */
+};
+
+/* Block x's tile of bm rows (false: x is past the last tile). Key bounds per SPEC 4: query i
+ * sees j <= i + shift when causal, j >= i + shift - window_left when window_left >= 0. */
+static __device__ __forceinline__ bool mha_tile_find(const int32_t *__restrict__ ts,
+                                                     const int32_t *__restrict__ cu_q,
+                                                     const int32_t *__restrict__ cu_k, int batch,
+                                                     int bm, int x, int causal, int window_left,
+                                                     mha_tile *t)
+{
+    if (x >= ts[batch])
+        return false;
+    int lo = 0, hi = batch; /* ts[lo] <= x < ts[hi] */
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (ts[mid] <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    t->b = lo;
+    t->q0 = cu_q[lo], t->k0 = cu_k[lo];
+    t->lq = cu_q[lo + 1] - t->q0, t->lk = cu_k[lo + 1] - t->k0;
+    t->r0 = ((t->lq + bm - 1) / bm - 1 - (x - ts[lo])) * bm; /* last tile first */
+    t->rows = t->lq - t->r0 < bm ? t->lq - t->r0 : bm;
+
+    /* Key range of the tile (union over its rows) and the range every row sees in full. */
+    t->shift = (long long)t->lk - t->lq;
+    const long long d_first = t->r0 + t->shift, d_last = t->r0 + t->rows - 1 + t->shift;
+    t->jlo = 0, t->jhi = t->lk - 1, t->all_lo = 0, t->all_hi = t->lk - 1;
+    if (window_left >= 0) {
+        t->jlo = d_first - window_left > 0 ? d_first - window_left : 0;
+        t->all_lo = d_last - window_left;
+    }
+    if (causal) {
+        t->jhi = d_last < t->jhi ? d_last : t->jhi;
+        t->all_hi = d_first < t->all_hi ? d_first : t->all_hi;
+    }
+    return true;
+}
+
+/* Visible keys [*lo, *hi] of sequence-local query row r (in [0, lk] and [-1, lk - 1]); a
+ * padding row (r >= lq) sees nothing (*hi = -1) and is never written. */
+static __device__ __forceinline__ void mha_row_bounds(const mha_tile *t, long long r, int causal,
+                                                      int window_left, int *lo, int *hi)
+{
+    const long long d = r + t->shift;
+    const long long rlo = window_left >= 0 && d - window_left > 0 ? d - window_left : 0;
+    *lo = (int)(rlo < t->lk ? rlo : t->lk);
+    *hi = (int)(causal && d < t->lk - 1 ? (d < -1 ? -1 : d) : t->lk - 1);
+    if (r >= t->lq)
+        *hi = -1;
+}
+
+#if defined(GPU_HAS_MMA_SYNC)
+/* 2^x for x <= 0 (softmax weights): the MUFU instruction; results below 2^-126 flush to 0
+ * (measured on the H200: 8K causal d128 2.36 -> 2.24 ms against exp2f; -DMM_EXACT_EXP restores
+ * exp2f). */
+static __device__ __forceinline__ float mha_exp2(float x)
+{
+#if !defined(MM_EXACT_EXP)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif // MM_EXACT_EXP
+}
+#endif // GPU_HAS_MMA_SYNC
+
+#endif /* ATTN_MHA_COMMON_H */
