@@ -42,6 +42,15 @@
  *                        gpu_ldmatrix_x4(_trans)(), gpu_cp_async16() and friends below are the
  *                        shared spellings. Variants built on them are NVIDIA-only: elsewhere
  *                        their kernels trap and their unsupported() says so before any launch.
+ *   GPU_HAS_WGMMA        NVIDIA sm_90a device code (the arch-specific Hopper target: defined
+ *                        only in a compute_90a pass, __CUDA_ARCH_FEAT_SM90_ALL): warpgroup MMA
+ *                        (wgmma.mma_async m64nNk16, N = 64 or 128, bf16/f16 in, f32 accumulate),
+ *                        its fences, and the 128-byte-swizzle shared-memory tiles and matrix
+ *                        descriptors it reads -- gpu_wgmma_ss(), gpu_wgmma_rs(), gpu_sw128_*()
+ *                        below, whose layout contract is written there and checked element by
+ *                        element by tests/test_gpu_probe.c (opt_wgmma_arange). A plain sm_90
+ *                        image lacks it: variants built on it trap there, and their
+ *                        unsupported() asks opt_wgmma_unsupported() first.
  */
 #ifndef ATTN_GPU_PORT_H
 #define ATTN_GPU_PORT_H
@@ -267,6 +276,177 @@ __device__ __forceinline__ uint32_t gpu_smem_addr(const void *p)
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 #endif // NVIDIA sm_80+
+
+/* ------------------------------------------- NVIDIA sm_90a warpgroup instructions */
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define GPU_HAS_WGMMA 1
+/* Warpgroup MMA (PTX wgmma.mma_async): the four consecutive warps 4q..4q+3 of a block (a
+ * warpgroup; its thread i = threadIdx.x % 128, w = i / 32, g = (i % 32) / 4, t = i % 4)
+ * compute D[64 x N] (+)= A[64 x 16] B[16 x N] together and asynchronously. Layout contract:
+ *
+ * Registers.
+ *   D (f32, N / 2 per thread): d[j] is row 16w + g + 8 ((j / 2) % 2), column 8 (j / 4) + 2t +
+ *     j % 2 (gpu_wgmma_c_coord) -- in each warp, mma.sync's m16n8 C fragment repeated over the
+ *     N / 8 column blocks.
+ *   A from registers (4 x 32 bits, each a pair of 16-bit values, low half first): element e
+ *     (register e / 2) is row 16w + g + 8 ((e / 2) % 2), k 2t + e % 2 + 8 (e / 4)
+ *     (gpu_wgmma_a_coord) -- mma.sync's m16n8k16 A fragment. Hence D's columns 16c..16c+15
+ *     packed as the pairs (d[8c], d[8c+1]), (d[8c+2], d[8c+3]), (d[8c+4], d[8c+5]),
+ *     (d[8c+6], d[8c+7]) are A's registers 0-3 of a k16 step over those columns: the
+ *     accumulator of S = Q K^T becomes the A operand of O += P V without leaving its thread.
+ *
+ * Shared memory: the SW128 tile of R rows x C 16-bit columns (R a multiple of 8, C of 64; base
+ * 1024-byte aligned) is C / 64 panels of R x 64, panel p at byte p R 128; in a panel, row r
+ * takes the 128 bytes at r 128 and its 16-byte chunk c (columns 8c..8c+7 of the panel) sits at
+ * chunk position c ^ (r % 8): gpu_sw128_chunk(R, r, column / 8). Eight rows make a 1024-byte
+ * atom, the period of the hardware's 128-byte swizzle (address bits 4-6 XOR bits 7-9, so atoms
+ * must start 1024-aligned; descriptors then carry base offset 0). One storage, two readings:
+ *   K-major (rows = M or N, columns = K; A = Q [rows x dqk], B = K [keys x dqk] of S = Q K^T,
+ *     no transpose): k16 step s of rows r0..: start = base + (s / 4) R 128 + r0 128 + (s % 4)
+ *     32 bytes, stride byte offset (next 8 rows) 1024, leading byte offset unused (16)
+ *     -- gpu_sw128_kmajor_desc(base, R, r0, s).
+ *   MN-major (rows = K, columns = N; B = V [keys x dv] of O = P V, transpose flag 1): k16 step
+ *     s: start = base + s 2048 bytes (16 rows), stride byte offset (next 8 rows of K) 1024,
+ *     leading byte offset (next 64 columns of N: the next panel) R 128
+ *     -- gpu_sw128_mnmajor_desc(base, R, s).
+ *   Descriptor bits (gpu_wgmma_desc): 0-13 start address >> 4, 16-29 leading byte offset >> 4,
+ *   32-45 stride byte offset >> 4, 49-51 base offset (0), 62-63 swizzle mode (1 = 128B).
+ *
+ * Ordering. wgmma reads shared memory through the async proxy: each thread that wrote a tile
+ * (st.shared, or cp.async after its cp.async.wait_group) runs gpu_fence_proxy_async() before
+ * the barrier that precedes the wgmma. gpu_wgmma_fence() goes before the first wgmma of a batch
+ * whose accumulators or A registers ordinary instructions wrote; gpu_wgmma_commit() closes a
+ * batch and gpu_wgmma_wait<n>() waits until at most n batches are in flight; gpu_wgmma_keep()
+ * on the accumulators (and A registers) after that wait keeps the compiler from reading them
+ * before it or recycling them while the MMA still runs. All 128 threads of the warpgroup
+ * execute every one of these together (.sync.aligned). */
+__device__ __forceinline__ void gpu_wgmma_c_coord(int i, int j, int *row, int *col)
+{
+    *row = 16 * (i / 32) + (i % 32) / 4 + 8 * ((j / 2) % 2);
+    *col = 8 * (j / 4) + 2 * (i % 4) + j % 2;
+}
+__device__ __forceinline__ void gpu_wgmma_a_coord(int i, int e, int *row, int *k)
+{
+    *row = 16 * (i / 32) + (i % 32) / 4 + 8 * ((e / 2) % 2);
+    *k = 2 * (i % 4) + e % 2 + 8 * (e / 4);
+}
+/* Byte offset, in an SW128 tile of `rows` rows, of the 16-byte chunk ch (columns 8ch..8ch+7)
+ * of row r. */
+__device__ __forceinline__ uint32_t gpu_sw128_chunk(int rows, int r, int ch)
+{
+    return (uint32_t)((ch / 8) * rows * 128 + r * 128 + (((ch % 8) ^ (r % 8)) << 4));
+}
+__device__ __forceinline__ uint64_t gpu_wgmma_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo)
+{
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | (uint64_t)((lbo >> 4) & 0x3FFFu) << 16 |
+           (uint64_t)((sbo >> 4) & 0x3FFFu) << 32 | (uint64_t)1 << 62;
+}
+__device__ __forceinline__ uint64_t gpu_sw128_kmajor_desc(uint32_t base, int rows, int r0, int s)
+{
+    return gpu_wgmma_desc(base + (uint32_t)((s / 4) * rows * 128 + r0 * 128 + (s % 4) * 32), 16,
+                          1024);
+}
+__device__ __forceinline__ uint64_t gpu_sw128_mnmajor_desc(uint32_t base, int rows, int s)
+{
+    return gpu_wgmma_desc(base + (uint32_t)(s * 2048), (uint32_t)(rows * 128), 1024);
+}
+__device__ __forceinline__ void gpu_fence_proxy_async(void)
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void gpu_wgmma_fence(void)
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void gpu_wgmma_commit(void)
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void gpu_wgmma_wait(void)
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+template <int M> __device__ __forceinline__ void gpu_wgmma_keep(float (&r)[M])
+{
+#pragma unroll
+    for (int i = 0; i < M; i++)
+        asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M])
+{
+#pragma unroll
+    for (int i = 0; i < M; i++)
+        asm volatile("" : "+r"(r[i])::"memory");
+}
+
+/* The accumulator operand lists: d[0..31] or d[0..63], read and written. */
+#define GPU__WG_D8(i)                                                                       \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+        "+f"(d[i + 6]), "+f"(d[i + 7])
+#define GPU__WG_D32 GPU__WG_D8(0), GPU__WG_D8(8), GPU__WG_D8(16), GPU__WG_D8(24)
+#define GPU__WG_D64 GPU__WG_D32, GPU__WG_D8(32), GPU__WG_D8(40), GPU__WG_D8(48), GPU__WG_D8(56)
+#define GPU__WG_R32                                                                   \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, " \
+    "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define GPU__WG_R64                                                                        \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, " \
+    "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "  \
+    "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "  \
+    "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+/* A and B from shared memory (descriptors da, db), both K-major; `acc` 0 overwrites D. */
+#define GPU__WGMMA_SS(NS, T, REGS, IA, IB, IP, ...)                                          \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IP ", 0;\n"                           \
+                 "wgmma.mma_async.sync.aligned.m64n" NS "k16.f32." T "." T " " REGS ", %" IA \
+                 ", %" IB ", p, 1, 1, 0, 0;\n}\n"                                            \
+                 : __VA_ARGS__                                                               \
+                 : "l"(da), "l"(db), "r"(acc))
+/* A from registers a[0..3], B from shared memory; transpose flag TB for B (1: MN-major). */
+#define GPU__WGMMA_RS(NS, T, REGS, IA, IB, IP, IT, ...)                                       \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IP ", 0;\n"                            \
+                 "wgmma.mma_async.sync.aligned.m64n" NS "k16.f32." T "." T " " REGS ", {%" IA \
+                 "}, %" IB ", p, 1, 1, %" IT ";\n}\n"                                         \
+                 : __VA_ARGS__                                                                \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB))
+
+/* d[N / 2] (+)= A B for the warpgroup, N = 64 or 128, f16 (F16) or bf16 inputs. */
+template <int N, bool F16>
+__device__ __forceinline__ void gpu_wgmma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int acc)
+{
+    static_assert(N == 64 || N == 128, "gpu_wgmma_ss: N = 64 or 128");
+    if constexpr (N == 64) {
+        if constexpr (F16)
+            GPU__WGMMA_SS("64", "f16", GPU__WG_R32, "32", "33", "34", GPU__WG_D32);
+        else
+            GPU__WGMMA_SS("64", "bf16", GPU__WG_R32, "32", "33", "34", GPU__WG_D32);
+    } else {
+        if constexpr (F16)
+            GPU__WGMMA_SS("128", "f16", GPU__WG_R64, "64", "65", "66", GPU__WG_D64);
+        else
+            GPU__WGMMA_SS("128", "bf16", GPU__WG_R64, "64", "65", "66", GPU__WG_D64);
+    }
+}
+template <int N, bool F16, int TB>
+__device__ __forceinline__ void gpu_wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db,
+                                             int acc)
+{
+    static_assert(N == 64 || N == 128, "gpu_wgmma_rs: N = 64 or 128");
+    if constexpr (N == 64) {
+        if constexpr (F16)
+            GPU__WGMMA_RS("64", "f16", GPU__WG_R32, "32, %33, %34, %35", "36", "37", "38",
+                          GPU__WG_D32);
+        else
+            GPU__WGMMA_RS("64", "bf16", GPU__WG_R32, "32, %33, %34, %35", "36", "37", "38",
+                          GPU__WG_D32);
+    } else {
+        if constexpr (F16)
+            GPU__WGMMA_RS("128", "f16", GPU__WG_R64, "64, %65, %66, %67", "68", "69", "70",
+                          GPU__WG_D64);
+        else
+            GPU__WGMMA_RS("128", "bf16", GPU__WG_R64, "64, %65, %66, %67", "68", "69", "70",
+                          GPU__WG_D64);
+    }
+}
+#endif // NVIDIA sm_90a
 
 /* ------------------------------------------------------------ error recording */
 /* Defined in device.hip: stores "file:line: call: runtime message" for opt_last_error(). */

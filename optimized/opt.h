@@ -69,6 +69,11 @@ int opt_probe_mma(int blocks, int iters, float *sink, double *flops, void *strea
  * placing every fragment element through gpu_mma_{a,b,c}_coord. */
 int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float *c0, float *c, void *stream);
 
+/* Hopper's warpgroup MMA (gpu_port.h GPU_HAS_WGMMA): NULL when the current device (compute
+ * capability major cc_major) runs this library's wgmma code, i.e. it is an sm_90 device and the
+ * library has an sm_90a image for it; else why not (always a reason off NVIDIA). */
+const char *opt_wgmma_unsupported(int cc_major);
+
 /* ------------------------------------------------------------------ dtypes
  * Element dtypes of launcher arguments; the values equal the reference's ref_dtype (checked
  * at compile time in the harness). Kernels keep narrow types as raw bits (numerics.h). */
@@ -100,6 +105,16 @@ const char *opt_mha_varlen_mma_unsupported(const opt_varlen_args *a, int cc_majo
 size_t opt_mha_varlen_mma_workspace(int batch);
 int opt_mha_varlen_mma(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
                        void *stream);
+
+/* wgmma (issue 6's moonshot): FlashAttention forward on Hopper's warpgroup MMA (wgmma, inline
+ * PTX; NVIDIA sm_90a only): 128-row query tiles of two warpgroups, 128-key K/V tiles in
+ * 128-byte-swizzled shared memory through cp.async, P from registers; the tile schedule,
+ * numerics and workspace of mma. bf16/f16; dqk = dv in {64, 128}. unsupported(): NULL when it
+ * runs (cc_major 9 and an sm_90a image in this library), else why not. */
+const char *opt_mha_varlen_wgmma_unsupported(const opt_varlen_args *a, int cc_major);
+size_t opt_mha_varlen_wgmma_workspace(int batch);
+int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
+                         void *stream);
 
 /* ------------------------------------------------------------ merge_states
  * SPEC section 3. oa, ob [t, h, d] in `dtype`; la, lb [h, t] f32 (+inf read as -inf);

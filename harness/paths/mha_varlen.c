@@ -179,6 +179,23 @@ static int mv__mma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out
     return opt_mha_varlen_mma(&a, hx_dptr(out, "workspace"), mv__mma_workspace(c), stream);
 }
 
+static const char *mv__wgmma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    const opt_varlen_args a = mv__args(c, NULL, NULL);
+    return opt_mha_varlen_wgmma_unsupported(&a, g->cc_major);
+}
+
+static size_t mv__wgmma_workspace(const hx_case *c)
+{
+    return opt_mha_varlen_wgmma_workspace(c->seq_lens_q.n);
+}
+
+static int mv__wgmma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_varlen_args a = mv__args(c, in, out);
+    return opt_mha_varlen_wgmma(&a, hx_dptr(out, "workspace"), mv__wgmma_workspace(c), stream);
+}
+
 static const hx_variant mv__variants[] = {
     {.name = "simple",
      .summary = "one block per (token, head), keys streamed with an online softmax in f32",
@@ -190,6 +207,12 @@ static const hx_variant mv__variants[] = {
      .unsupported = mv__mma_unsupported,
      .run = mv__mma_run,
      .workspace = mv__mma_workspace,
+     .batch_invariant = 1},
+    {.name = "wgmma",
+     .summary = "Hopper sm_90a: 128-row tiles over two warpgroups, wgmma on swizzled shared tiles",
+     .unsupported = mv__wgmma_unsupported,
+     .run = mv__wgmma_run,
+     .workspace = mv__wgmma_workspace,
      .batch_invariant = 1},
 };
 #endif // ATTN_HAVE_GPU
