@@ -74,6 +74,16 @@ int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float *c0, float 
  * library has an sm_90a image for it; else why not (always a reason off NVIDIA). */
 const char *opt_wgmma_unsupported(int cc_major);
 
+/* The wgmma layout contract (gpu_port.h), checked element by element: two warpgroups compute
+ * c [128][n] = a [128][k] times B through gpu_wgmma_*, gpu_sw128_* and the coordinate helpers,
+ * n and k in {64, 128}, bf16 (f16 when f16 != 0) bits in, f32 out, device pointers.
+ *   mode 0 (S = Q K^T): a and b [n][k] row-major in SW128 tiles, both K-major; c = a b^T.
+ *   mode 1 (O = P V):   a in registers (the A fragment), b [k][n] row-major in an SW128 tile
+ *                       read MN-major (transposed); c = a b.
+ * OPT_EINVAL for other shapes; the kernel traps where opt_wgmma_unsupported() gives a reason. */
+int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a, const uint16_t *b,
+                     float *c, void *stream);
+
 /* ------------------------------------------------------------------ dtypes
  * Element dtypes of launcher arguments; the values equal the reference's ref_dtype (checked
  * at compile time in the harness). Kernels keep narrow types as raw bits (numerics.h). */

@@ -7,6 +7,8 @@
  * probe_copy: copy bandwidth, 16-byte words, grid-stride, four words in flight.
  * probe_mma: matrix-core throughput of gpu_port.h's bf16 primitive: every warp keeps eight
  *   independent accumulator tiles so the pipeline never waits on a dependency.
+ * probe_mma_arange, probe_wgmma_arange: the layout contracts of the matrix primitives (the
+ *   warp-level one, and Hopper's warpgroup MMA with its swizzled shared tiles) on exact inputs.
  */
 #include "gpu_port.h"
 
@@ -147,6 +149,77 @@ __global__ void probe_mma_arange_kernel(const uint16_t *a, const uint16_t *b, co
 #endif // GPU_HAS_MMA_BF16
 }
 
+/* Two warpgroups: c [128][N] = a [128][K] times B, every operand placed through gpu_port.h's
+ * wgmma helpers exactly as mha_wgmma.hip places them (SW128 tiles filled by cp.async, fenced
+ * into the async proxy; descriptors per k16 step; warpgroup q takes rows 64q .. 64q + 63):
+ *   mode 0, S = Q K^T: a [128][K] and b [N][K] row-major, both K-major SW128 tiles; c = a b^T.
+ *   mode 1, O = P V:   a [128][K] straight into A registers (gpu_wgmma_a_coord), b [K][N]
+ *                      row-major, an SW128 tile read MN-major (transpose flag); c = a b.
+ * a, b: 16-bit bits; c: f32 row-major [128][N], placed through gpu_wgmma_c_coord. */
+template <int N, int K, bool F16>
+__global__ void __launch_bounds__(256)
+probe_wgmma_arange_kernel(int mode, const uint16_t *a, const uint16_t *b, float *c)
+{
+#if defined(GPU_HAS_WGMMA)
+    extern __shared__ uint4 probe__smem[];
+    const uint32_t sa = (gpu_smem_addr(probe__smem) + 1023u) & ~1023u;
+    const uint32_t sb = sa + 128 * K * 2;
+    const int wg = threadIdx.x / 128, i = threadIdx.x % 128;
+    if (mode == 0)
+        for (int ch = threadIdx.x; ch < 128 * K / 8; ch += 256)
+            gpu_cp_async16(sa + gpu_sw128_chunk(128, ch / (K / 8), ch % (K / 8)), a + ch * 8, 16);
+    const int brows = mode == 0 ? N : K, bch = (mode == 0 ? K : N) / 8;
+    for (int ch = threadIdx.x; ch < brows * bch; ch += 256)
+        gpu_cp_async16(sb + gpu_sw128_chunk(brows, ch / bch, ch % bch), b + ch * 8, 16);
+    gpu_cp_async_commit();
+    gpu_cp_async_wait<0>();
+    gpu_fence_proxy_async();
+    __syncthreads();
+
+    float d[N / 2];
+    for (int j = 0; j < N / 2; j++)
+        d[j] = 0.0f;
+    if (mode == 0) {
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ks++)
+            gpu_wgmma_ss<N, F16>(d, gpu_sw128_kmajor_desc(sa, 128, 64 * wg, ks),
+                                 gpu_sw128_kmajor_desc(sb, N, 0, ks), ks > 0);
+        /* Committed and waited for inside each branch: where the branches join, the compiler
+         * may move accumulators between registers, which must not happen under a running MMA. */
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(d);
+    } else {
+        uint32_t af[K / 16][4];
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ks++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                int row, kk;
+                gpu_wgmma_a_coord(i, e, &row, &kk);
+                const uint32_t bits = a[(64 * wg + row) * K + 16 * ks + kk];
+                af[ks][e / 2] = e % 2 ? af[ks][e / 2] | bits << 16 : bits;
+            }
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ks++)
+            gpu_wgmma_rs<N, F16, 1>(d, af[ks], gpu_sw128_mnmajor_desc(sb, K, ks), 1);
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(d);
+    }
+    for (int j = 0; j < N / 2; j++) {
+        int row, col;
+        gpu_wgmma_c_coord(i, j, &row, &col);
+        c[(64 * wg + row) * N + col] = d[j];
+    }
+#else
+    (void)mode, (void)a, (void)b, (void)c;
+    GPU_TRAP();
+#endif // GPU_HAS_WGMMA
+}
+
 /* -------------------------------------------------------------- launchers */
 extern "C" int opt_probe_read(const void *buf, size_t bytes, uint32_t *partial, int blocks,
                               void *stream)
@@ -195,4 +268,38 @@ extern "C" int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float 
     probe_mma_arange_kernel<<<1, warp, 0, (hipStream_t)stream>>>(a, b, c0, c);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
+}
+
+template <int N, int K, bool F16>
+static int probe__wgmma_arange(int mode, const uint16_t *a, const uint16_t *b, float *c,
+                               hipStream_t stream)
+{
+    const int bytes = 128 * K * 2 + N * K * 2 + 1024; /* A, B, alignment to 1024 */
+    GPU_CHECK(hipFuncSetAttribute((const void *)probe_wgmma_arange_kernel<N, K, F16>,
+                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    probe_wgmma_arange_kernel<N, K, F16><<<1, 256, bytes, stream>>>(mode, a, b, c);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+template <bool F16>
+static int probe__wgmma_shape(int mode, int n, int k, const uint16_t *a, const uint16_t *b,
+                              float *c, hipStream_t s)
+{
+    if (n == 64)
+        return k == 64 ? probe__wgmma_arange<64, 64, F16>(mode, a, b, c, s)
+                       : probe__wgmma_arange<64, 128, F16>(mode, a, b, c, s);
+    return k == 64 ? probe__wgmma_arange<128, 64, F16>(mode, a, b, c, s)
+                   : probe__wgmma_arange<128, 128, F16>(mode, a, b, c, s);
+}
+
+extern "C" int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a,
+                                const uint16_t *b, float *c, void *stream)
+{
+    if ((mode != 0 && mode != 1) || (n != 64 && n != 128) || (k != 64 && k != 128) || !a || !b ||
+        !c)
+        return OPT_EINVAL;
+    const hipStream_t s = (hipStream_t)stream;
+    return f16 ? probe__wgmma_shape<true>(mode, n, k, a, b, c, s)
+               : probe__wgmma_shape<false>(mode, n, k, a, b, c, s);
 }

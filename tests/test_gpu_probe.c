@@ -92,3 +92,71 @@ Test(mma, arange_tile_exact)
     cr_expect_eq(bad, 0, "%d of 256 elements wrong", bad);
     opt_free(da), opt_free(db), opt_free(dc0), opt_free(dc);
 }
+
+/* Hopper's warpgroup MMA through the layout helpers of gpu_port.h (opt_wgmma_arange): both
+ * operand orders mha_wgmma uses -- S = Q K^T (A and B K-major in 128-byte-swizzled tiles) and
+ * O = P V (A from registers, B read MN-major) -- for every (n, k) in {64, 128}^2, bf16 and f16,
+ * two warpgroups over 128 rows (the second starting at row 64 of the tile, as in the kernel).
+ * The values are small integers (|a| <= 5, |b| <= 6): exact in both dtypes, every partial sum
+ * below 2^12, so each element must equal the host product bit for bit; a wrong swizzle,
+ * descriptor offset or fragment coordinate moves values and shows at a named element. Skipped
+ * where opt_wgmma_unsupported() gives a reason (not an sm_90 device, or no sm_90a image). */
+static uint16_t wg_bits(int f16, int x)
+{
+    return f16 ? ref_f32_to_f16((float)x) : ref_f32_to_bf16((float)x);
+}
+
+static int wg_a(int i, int kk) { return (i * 3 + kk * 5) % 11 - 5; }
+static int wg_b(int kk, int j) { return (kk * 7 + j * 2 + kk * j) % 13 - 6; } /* B[k][j] */
+
+static int check_wgmma(int mode, int n, int k, int f16)
+{
+    uint16_t *a = malloc(sizeof *a * 128 * k), *b = malloc(sizeof *b * (size_t)n * k);
+    float *c = malloc(sizeof *c * 128 * n);
+    cr_assert(a && b && c);
+    for (int i = 0; i < 128; i++)
+        for (int kk = 0; kk < k; kk++)
+            a[i * k + kk] = wg_bits(f16, wg_a(i, kk));
+    for (int kk = 0; kk < k; kk++)
+        for (int j = 0; j < n; j++) /* mode 0: b [n][k] (K-major); mode 1: b [k][n] */
+            b[mode == 0 ? j * k + kk : kk * n + j] = wg_bits(f16, wg_b(kk, j));
+    void *da, *db, *dc;
+    cr_assert_eq(opt_alloc(&da, sizeof *a * 128 * k), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_alloc(&db, sizeof *b * (size_t)n * k), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_alloc(&dc, sizeof *c * 128 * n), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_upload(da, a, sizeof *a * 128 * k), OPT_OK);
+    cr_assert_eq(opt_upload(db, b, sizeof *b * (size_t)n * k), OPT_OK);
+    cr_assert_eq(opt_flush(dc, sizeof *c * 128 * n, 0xff, NULL), OPT_OK); /* NaN poison */
+    cr_assert_eq(opt_wgmma_arange(mode, n, k, f16, da, db, dc, NULL), OPT_OK, "%s",
+                 opt_last_error());
+    cr_assert_eq(opt_download(c, dc, sizeof *c * 128 * n), OPT_OK, "%s", opt_last_error());
+    int bad = 0;
+    for (int i = 0; i < 128; i++)
+        for (int j = 0; j < n; j++) {
+            double want = 0;
+            for (int kk = 0; kk < k; kk++)
+                want += (double)wg_a(i, kk) * wg_b(kk, j);
+            if ((double)c[i * n + j] != want && bad++ < 8)
+                cr_log_error("mode %d n %d k %d %s: C[%d][%d] = %.1f, want %.1f", mode, n, k,
+                             f16 ? "f16" : "bf16", i, j, c[i * n + j], want);
+        }
+    cr_expect_eq(bad, 0, "mode %d (%s) n %d k %d %s: %d of %d elements wrong", mode,
+                 mode == 0 ? "S = Q K^T" : "O = P V", n, k, f16 ? "f16" : "bf16", bad, 128 * n);
+    opt_free(da), opt_free(db), opt_free(dc);
+    free(a), free(b), free(c);
+    return bad;
+}
+
+Test(wgmma, swizzled_layouts_exact)
+{
+    opt_device_info d;
+    cr_assert_eq(opt_device_query(0, &d), OPT_OK, "%s", opt_last_error());
+    const char *why = opt_wgmma_unsupported(d.cc_major);
+    if (why)
+        cr_skip_test("%s", why);
+    for (int mode = 0; mode < 2; mode++)
+        for (int f16 = 0; f16 < 2; f16++)
+            for (int n = 64; n <= 128; n *= 2)
+                for (int k = 64; k <= 128; k *= 2)
+                    check_wgmma(mode, n, k, f16);
+}
