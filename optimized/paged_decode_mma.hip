@@ -70,49 +70,92 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
 }
 
 /* --------------------------------------------------------------- launcher */
-static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms)
+/* The split plan. Blocks run in waves of `resident` blocks per SM (the kernel's occupancy,
+ * asked of the runtime); a split costs its tiles plus about PDM__SPLIT_COST tiles of fixed
+ * work (the ring's fill, the warps' merge, its share of the combine). The split count is the
+ * one of least waves x (tiles per split + fixed cost), the fewest on a tie: a batch that fills
+ * the device once with whole sequences takes no split, a small one as many as fill a wave.
+ * resident <= 0 (workspace sizing, no device known): the most splits any device may take. */
+enum { PDM__SPLIT_COST = 4 };
+
+static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms,
+                             int resident)
 {
-    return psplit_make_plan(batch, hq, hkv, head_dim, max_tokens, sms, PDM__ROWS, PDM__BLOCKS_PER_SM,
-                            PDM__MIN_SPLIT, PDM__BN);
+    psplit_plan p = psplit_make_plan(batch, hq, hkv, head_dim, max_tokens, sms, PDM__ROWS,
+                                     PDM__BLOCKS_PER_SM, PDM__MIN_SPLIT, PDM__BN);
+    const long long mt = max_tokens < 1 ? 1 : max_tokens > PSPLIT_MAX_TOKENS ? PSPLIT_MAX_TOKENS : max_tokens;
+    long long cap = mt / PDM__MIN_SPLIT;
+    cap = cap < 1 ? 1 : cap > PSPLIT_MAX_SPLITS ? PSPLIT_MAX_SPLITS : cap;
+    long long n = cap;
+    if (resident > 0 && sms > 0) {
+        const long long slots = (long long)sms * resident, pairs = (long long)batch * hkv * p.n_hg;
+        const long long tiles = (mt + PDM__BN - 1) / PDM__BN;
+        long long best = -1;
+        for (long long k = 1; k <= cap; k++) {
+            const long long cost = (pairs * k + slots - 1) / slots * ((tiles + k - 1) / k + PDM__SPLIT_COST);
+            if (best < 0 || cost < best)
+                best = cost, n = k;
+        }
+    }
+    long long st = (mt + n - 1) / n;
+    st = (st + PDM__BN - 1) / PDM__BN * PDM__BN;
+    p.split_tokens = (int)st;
+    p.n_split = (int)((mt + st - 1) / st);
+    p.ws_bytes = p.n_split > 1 ? (size_t)batch * (size_t)hq * (size_t)p.n_split *
+                                     ((size_t)head_dim + 1) * sizeof(float)
+                               : 0;
+    return p;
 }
 
 template <int KVT, bool F16, int D, bool SHUF>
-static int pdm__launch(const opt_paged_decode_args *a, const psplit_plan &p, float *ws_o,
-                       float *ws_lse, unsigned grid, hipStream_t stream)
+static int pdm__launch(const opt_paged_decode_args *a, void *workspace, size_t workspace_bytes,
+                       int sms, hipStream_t stream)
 {
     using C = pdm__cfg<KVT, F16, D, SHUF>;
-    static bool sized[64];
+    const void *kern = (const void *)paged_decode_mma_kernel<KVT, F16, D, SHUF>;
+    static int resident[64]; /* blocks per SM, per device; 0 until asked */
     int dev = 0;
     GPU_CHECK(hipGetDevice(&dev));
-    if (dev < 0 || dev >= 64 || !sized[dev]) {
-        GPU_CHECK(hipFuncSetAttribute((const void *)paged_decode_mma_kernel<KVT, F16, D, SHUF>,
-                                      hipFuncAttributeMaxDynamicSharedMemorySize, C::SMEM));
+    int res = dev >= 0 && dev < 64 ? resident[dev] : 0;
+    if (res <= 0) {
+        GPU_CHECK(hipFuncSetAttribute(kern, hipFuncAttributeMaxDynamicSharedMemorySize, C::SMEM));
+        GPU_CHECK(hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, PDM__THREADS, C::SMEM));
+        res = res < 1 ? 1 : res;
         if (dev >= 0 && dev < 64)
-            sized[dev] = true;
+            resident[dev] = res;
     }
-    paged_decode_mma_kernel<KVT, F16, D, SHUF><<<grid, PDM__THREADS, C::SMEM, stream>>>(
+    const opt_kv_cache *c = &a->cache;
+    const psplit_plan p = pdm__plan(a->batch, a->hq, c->heads, D, (long long)a->max_blocks * c->block_size,
+                                    sms, res);
+    if (p.ws_bytes > workspace_bytes || (p.ws_bytes && !workspace))
+        return OPT_EINVAL;
+    const long long blocks = (long long)a->batch * c->heads * p.n_hg * p.n_split;
+    if (blocks > INT32_MAX || (long long)a->batch * a->hq > INT32_MAX)
+        return OPT_EINVAL;
+    float *ws_o = (float *)workspace;
+    float *ws_lse = ws_o ? ws_o + (size_t)a->batch * a->hq * p.n_split * D : NULL;
+    paged_decode_mma_kernel<KVT, F16, D, SHUF><<<(unsigned)blocks, PDM__THREADS, C::SMEM, stream>>>(
         a->q, a->cache, a->block_table, a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch, a->hq,
         a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap);
     GPU_CHECK(hipGetLastError());
-    return OPT_OK;
+    return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch, a->hq, D,
+                          stream);
 }
 
 template <int KVT, bool F16, int D>
-static int pdm__launch_layout(const opt_paged_decode_args *a, const psplit_plan &p, float *ws_o,
-                              float *ws_lse, unsigned grid, hipStream_t stream)
+static int pdm__launch_layout(const opt_paged_decode_args *a, void *ws, size_t wsb, int sms,
+                              hipStream_t st)
 {
-    return a->cache.layout == OPT_KV_SHUFFLED
-               ? pdm__launch<KVT, F16, D, true>(a, p, ws_o, ws_lse, grid, stream)
-               : pdm__launch<KVT, F16, D, false>(a, p, ws_o, ws_lse, grid, stream);
+    return a->cache.layout == OPT_KV_SHUFFLED ? pdm__launch<KVT, F16, D, true>(a, ws, wsb, sms, st)
+                                              : pdm__launch<KVT, F16, D, false>(a, ws, wsb, sms, st);
 }
 
 template <int KVT, bool F16>
-static int pdm__launch_d(const opt_paged_decode_args *a, const psplit_plan &p, float *ws_o,
-                         float *ws_lse, unsigned grid, hipStream_t stream)
+static int pdm__launch_d(const opt_paged_decode_args *a, void *ws, size_t wsb, int sms, hipStream_t st)
 {
-    return a->cache.head_dim == 64    ? pdm__launch_layout<KVT, F16, 64>(a, p, ws_o, ws_lse, grid, stream)
-           : a->cache.head_dim == 128 ? pdm__launch_layout<KVT, F16, 128>(a, p, ws_o, ws_lse, grid, stream)
-                                      : pdm__launch_layout<KVT, F16, 256>(a, p, ws_o, ws_lse, grid, stream);
+    return a->cache.head_dim == 64    ? pdm__launch_layout<KVT, F16, 64>(a, ws, wsb, sms, st)
+           : a->cache.head_dim == 128 ? pdm__launch_layout<KVT, F16, 128>(a, ws, wsb, sms, st)
+                                      : pdm__launch_layout<KVT, F16, 256>(a, ws, wsb, sms, st);
 }
 
 extern "C" const char *opt_paged_decode_mma_unsupported(int head_dim, int q_dtype, int kv_dtype,
@@ -140,7 +183,7 @@ extern "C" size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int
 {
     if (batch <= 0 || hq <= 0 || hkv <= 0 || hq % hkv != 0 || head_dim <= 0)
         return 0;
-    return pdm__plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size, 0).ws_bytes;
+    return pdm__plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size, 0, 0).ws_bytes;
 }
 
 /* seq_lens[b] <= max_blocks * block_size and the block-table entries they use inside the pool
@@ -159,28 +202,16 @@ extern "C" int opt_paged_decode_mma(const opt_paged_decode_args *a, void *worksp
     return OPT_EINVAL; /* opt_paged_decode_mma_unsupported() says why */
 #else
     int sms = 0;
-    int rc = psplit_sm_count(&sms);
+    const int rc = psplit_sm_count(&sms);
     if (rc)
         return rc;
-    const psplit_plan p = pdm__plan(a->batch, a->hq, c->heads, c->head_dim,
-                                    (long long)a->max_blocks * c->block_size, sms);
-    if (p.ws_bytes > workspace_bytes || (p.ws_bytes && !workspace))
-        return OPT_EINVAL;
-    const long long blocks = (long long)a->batch * c->heads * p.n_hg * p.n_split;
-    if (blocks > INT32_MAX || (long long)a->batch * a->hq > INT32_MAX)
-        return OPT_EINVAL;
-    float *ws_o = (float *)workspace;
-    float *ws_lse = ws_o ? ws_o + (size_t)a->batch * a->hq * p.n_split * c->head_dim : NULL;
     const hipStream_t st = (hipStream_t)stream;
-    const unsigned grid = (unsigned)blocks;
+    void *ws = workspace;
+    const size_t wsb = workspace_bytes;
     const bool f16 = a->dtype == OPT_F16;
-    rc = c->dtype == OPT_FP8E4M3 ? (f16 ? pdm__launch_d<OPT_FP8E4M3, true>(a, p, ws_o, ws_lse, grid, st)
-                                        : pdm__launch_d<OPT_FP8E4M3, false>(a, p, ws_o, ws_lse, grid, st))
-         : f16                   ? pdm__launch_d<OPT_F16, true>(a, p, ws_o, ws_lse, grid, st)
-                                 : pdm__launch_d<OPT_BF16, false>(a, p, ws_o, ws_lse, grid, st);
-    if (rc)
-        return rc;
-    return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch, a->hq,
-                          c->head_dim, st);
+    return c->dtype == OPT_FP8E4M3 ? (f16 ? pdm__launch_d<OPT_FP8E4M3, true>(a, ws, wsb, sms, st)
+                                          : pdm__launch_d<OPT_FP8E4M3, false>(a, ws, wsb, sms, st))
+           : f16                   ? pdm__launch_d<OPT_F16, true>(a, ws, wsb, sms, st)
+                                   : pdm__launch_d<OPT_BF16, false>(a, ws, wsb, sms, st);
 #endif
 }
