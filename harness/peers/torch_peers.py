@@ -14,6 +14,8 @@ WHAT IT RUNS: one record per (case, variant, device), in attn-harness's JSON Lin
   torch_sdpa_flash  F.scaled_dot_product_attention under torch.nn.attention.sdpa_kernel(
                     FLASH_ATTENTION) (FlashAttention-2), on contiguous K/V
   torch_sdpa_cudnn  the same under sdpa_kernel(CUDNN_ATTENTION)
+  torch_flex        torch.compile(torch.nn.attention.flex_attention.flex_attention) with a
+                    BlockMask from create_block_mask (mha_varlen only)
   torch_naive       the plain PyTorch a user would write without a fused kernel
 Supported paths (every other path, and every unsupported variant, gets a SKIP_UNSUPPORTED
 record whose message says why):
@@ -23,6 +25,18 @@ record whose message says why):
                       batches: flash, one SDPA call over jagged nested tensors (true lengths, no
                       padding); cudnn, or when that is refused, one call per sequence. GQA
                       through enable_gqa, else K/V heads expanded (said in the message).
+                      torch_flex: every case (causal, window, softcap, lq != lk, GQA, Dqk != Dv
+                      where the torch takes it), as FlexAttention users run varlen: all sequences
+                      packed along the sequence dimension (batch 1, [1, H, T, D] views of the
+                      packed tensors), one call. mask_mod(b, h, q, k) = same sequence (per-token
+                      sequence ids) & k_pos <= q_hi (causal) & k_pos >= q_hi - window_left
+                      (window), q_hi = i + lk - lq and k_pos = j from per-token tensors: SPEC's
+                      bottom-right mask exactly. Softcap as score_mod cap * tanh(score / cap)
+                      (flex applies `scale` before score_mod), GQA through enable_gqa, lse through
+                      return_aux=AuxRequest(lse=True) (torch >= 2.9) or return_lse=True. The
+                      block mask (create_block_mask under torch.compile) and the compile (the
+                      first call, torch._dynamo.reset() before it: no recompile limit, no silent
+                      eager fallback; fullgraph=True) are setup, outside the timing.
   paged_decode        SDPA flash / cudnn on contiguous K/V holding the same context lengths, one
                       query per sequence; the Hq/Hkv query heads of a KV head are folded into
                       the query length (exact for decode: no mask), so K/V are read once per KV
@@ -55,7 +69,9 @@ CORRECTNESS: each peer is checked against a float64 PyTorch computation of the s
 its own inputs (the dequantized cache values), judged as hx_compare does: default profile by
 output dtype (bf16 out: atol 1e-3, rtol 2^-6, cos_diff 5e-6; f16 out 2e-4 / 2^-9 / 1e-6; f32 lse
 1e-5 / 2^-13) with the case's atol./rtol./cos_tol. overrides. SDPA returns no LSE, so SDPA rows
-judge `out` only; the naive peers judge `out` (`out_lat` for MLA) and `lse`.
+judge `out` only; the naive peers judge `out` (`out_lat` for MLA) and `lse`; torch_flex judges
+`out` and `lse` ([Hq, Tq]: flex_attention returns the natural-log LSE, its kernel's base-2 value
+times ln 2; rows that see no key give out 0 and lse -inf, as SPEC).
 
 TIMING as MEASURE.md: CUDA events around each call, 5 warm-up calls, cold L2 (a buffer of
 max(2 x L2, 64 MiB) zeroed before each sample, outside the timed window; --hot keeps it warm),
@@ -64,7 +80,9 @@ Each peer is captured once as a CUDA graph and the graph replays are timed (the 
 PyTorch's per-call CPU work, as the harness's C launches and a serving engine's decode graphs;
 the jagged-tensor path alone costs ~1.5 ms of Python per call); the eager-call median is in the
 message, and --no-graphs times eager calls. If capture fails the eager calls are timed and the
-message says why. The judged output is the one the timed graph wrote.
+message says why. The judged output is the one the timed graph wrote. torch_flex is not captured:
+its torch.compile'd call is timed as users call it (eager calls of the compiled function, as
+--no-graphs), and the output of a call after the timing is judged.
 FLOPs and bytes from the harness's cost model, mirrored from harness/paths/<path>.c cost() for
 mha_varlen, paged_decode, mla_decode and dsv4_sparse_decode (null in records of other paths).
 pct_peak and peak are null/"": the peaks are the harness's own micro-benchmarks (run.gpu of an
@@ -1151,7 +1169,7 @@ def _cost_dsv4(c):
 COSTS = {"mha_varlen": _cost_mha_varlen, "paged_decode": _cost_paged_decode,
          "mla_decode": _cost_mla_decode, "dsv4_sparse_decode": _cost_dsv4}
 SUPPORTED_PATHS = list(COSTS)
-VARIANTS = ["torch_sdpa_flash", "torch_sdpa_cudnn", "torch_naive"]
+VARIANTS = ["torch_sdpa_flash", "torch_sdpa_cudnn", "torch_flex", "torch_naive"]
 
 
 def case_cost(c):
@@ -1404,6 +1422,59 @@ def _first_line(e, limit=400):
     return s[:limit]
 
 
+def _flex_error(e, limit=900):
+    """The gist of a torch.compile / FlexAttention error on one line: its first lines that are
+    not torch's boilerplate (the cause of a BackendCompilerFailed is on its second line)."""
+    skip = ("Set TORCH_LOGS", "You can suppress", "import torch._dynamo", "torch._dynamo.config",
+            "For more information", "Traceback", 'File "')
+    lines = [ln.strip() for ln in str(e).split("\n")]
+    lines = [ln for ln in lines if ln and not ln.startswith(skip)]
+    return ("%s: %s" % (type(e).__name__, " | ".join(lines[:4])))[:limit]
+
+
+def _no_flex(c, variants, results):
+    """torch_flex runs mha_varlen only: its SKIP_UNSUPPORTED row elsewhere -> the other variants."""
+    if "torch_flex" in variants:
+        results["torch_flex"]["status"] = "SKIP_UNSUPPORTED"
+        results["torch_flex"]["message"] = ("no torch_flex peer for %s: the FlexAttention variant runs "
+                                            "mha_varlen only" % c.path.name)
+    return [v for v in variants if v != "torch_flex"]
+
+
+def flex_tables(lq, lk, window_left):
+    """torch_flex's per-token tables of a packed batch (lists; --self-test checks them):
+    q_doc, k_doc: each query's / key's sequence; q_hi = i + lk - lq for query i of its sequence (its
+    last visible key under causal), k_pos = j for key j. The tails (sequence -1 / -2, matching
+    nothing) cover the out-of-range rows / columns of a partial block, where older torch
+    evaluate mask_mod too. wl: window_left, or -1 where it hides no key (j >= i + lk - lq -
+    window_left with i + lk - lq <= lk - 1: a window_left >= lk - 1 of every sequence; dropping it
+    also keeps q_hi - wl in int32). -> (q_doc, q_hi, k_doc, k_pos, wl)"""
+    def per_token(lens, first, pad):
+        n = (sum(lens) + 127) // 128 * 128 + 512
+        doc, pos, t = [pad] * n, [0] * n, 0
+        for b, l in enumerate(lens):
+            doc[t:t + l] = [b] * l
+            pos[t:t + l] = range(first[b], first[b] + l)
+            t += l
+        return doc, pos
+    q_doc, q_hi = per_token(lq, [b_k - b_q for b_q, b_k in zip(lq, lk)], -1)
+    k_doc, k_pos = per_token(lk, [0] * len(lk), -2)
+    return q_doc, q_hi, k_doc, k_pos, (window_left if 0 <= window_left < max([0] + list(lk)) - 1 else -1)
+
+
+def flex_mask_mod(q_doc, q_hi, k_doc, k_pos, causal, wl):
+    """torch_flex's mask_mod over flex_tables (tensors for flex, lists for --self-test): same
+    sequence, and SPEC section 4's bottom-right causal / left-window rule within it."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        m = q_doc[q_idx] == k_doc[kv_idx]
+        if causal:
+            m = m & (k_pos[kv_idx] <= q_hi[q_idx])
+        if wl >= 0:
+            m = m & (k_pos[kv_idx] >= q_hi[q_idx] - wl)
+        return m
+    return mask_mod
+
+
 def _prefix(v):
     cu = [0]
     for x in v:
@@ -1524,6 +1595,7 @@ class TorchEnv:
                 self.backends["torch_sdpa_cudnn"] = SDPBackend.CUDNN_ATTENTION
         except ImportError:
             pass
+        self.flex = self.flex_why = None  # flex_unavailable() fills them on first use
         self.has_f8 = hasattr(torch, "float8_e4m3fn")
         self.tdt = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 
@@ -1541,6 +1613,34 @@ class TorchEnv:
         if variant not in self.backends:
             return "torch %s has no SDPBackend for %s" % (self.torch.__version__, variant)
         return None
+
+    def flex_unavailable(self):
+        """None when torch_flex can run here, else why not (looked at once)."""
+        if self.flex is None and self.flex_why is None:
+            torch = self.torch
+            try:
+                import inspect
+                from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+                try:
+                    from torch.nn.attention.flex_attention import AuxRequest  # torch >= 2.9
+                except ImportError:
+                    AuxRequest = None  # older: return_lse=True (deprecated from 2.9)
+                params = inspect.signature(flex_attention).parameters
+                if "enable_gqa" not in params or (AuxRequest is None and "return_lse" not in params):
+                    raise ImportError("its flex_attention takes no enable_gqa / return_lse (torch >= 2.5 does)")
+                if not torch._dynamo.is_dynamo_supported():
+                    raise ImportError("torch.compile does not run on Python %s" % platform.python_version())
+                if not self.cpu:
+                    try:
+                        from torch.utils._triton import has_triton
+                    except ImportError:
+                        has_triton = None
+                    if has_triton is not None and not has_triton():
+                        raise ImportError("no Triton for this device (FlexAttention's kernels are Triton)")
+                self.flex = (flex_attention, create_block_mask, AuxRequest)
+            except Exception as e:
+                self.flex_why = "torch %s: no usable FlexAttention (%s)" % (torch.__version__, _first_line(e, 300))
+        return self.flex_why
 
     def sync(self):
         if not self.cpu:
@@ -1728,9 +1828,10 @@ class TorchEnv:
         r["status"] = status_worst(r["status"], st)
 
     # ------------------------------------------------------ f64 references
-    def attn_ref_f64(self, q, k, v, scale, causal, window_left, softcap):
+    def attn_ref_f64(self, q, k, v, scale, causal, window_left, softcap, lse_out=None):
         """One sequence, SPEC section 4: q [Lq, Hq, D], k [Lk, Hkv, D], v [Lk, Hkv, Dv] ->
-        out [Lq, Hq, Dv] f64 (bottom-right causal, window, softcap; empty rows 0)."""
+        out [Lq, Hq, Dv] f64 (bottom-right causal, window, softcap; empty rows 0). lse_out
+        ([Hq, Lq] f64, given filled with -inf) gets the natural-log LSE of the rows with keys."""
         torch = self.torch
         lq, hq, d = q.shape
         lk, hkv, dv = v.shape
@@ -1759,6 +1860,8 @@ class TorchEnv:
             p = torch.exp(s - l.masked_fill(torch.isinf(l), 0.0)[..., None])
             o = torch.einsum("hgnk,khe->nhge", p, v)
             out[i0:i1] = o.reshape(i1 - i0, hq, dv)
+            if lse_out is not None:
+                lse_out[:, i0:i1] = l.reshape(hq, i1 - i0)
         return out
 
     def decode_ref_f64(self, q, rows_for, B, hkv, scale, softcap=0.0, sink=None, chunk=8):
@@ -1978,6 +2081,124 @@ class TorchEnv:
         r["message"] = msg[:1000]
         return out
 
+    # ------------------------------------------------------- FlexAttention
+    def run_flex(self, r, c, qp, kp, vp):
+        """torch_flex on a mha_varlen case, as FlexAttention users run a ragged batch: every
+        sequence packed along the sequence dimension (batch 1; qp [Tq, Hq, Dqk], kp [Tk, Hkv, Dqk],
+        vp [Tk, Hkv, Dv] seen as [1, H, T, D]), a document mask_mod on per-token tensors giving
+        SPEC's mask exactly, softcap as score_mod, GQA through enable_gqa. Setup (untimed): the
+        BlockMask and the compile (first call). Timed: eager calls of the compiled function (no
+        CUDA graph). -> (out [Tq, Hq, Dv], lse [Hq, Tq] natural log) of a call after the timing."""
+        import inspect
+        import time
+        torch = self.torch
+        flex_attention, create_block_mask, AuxRequest = self.flex
+        lq, lk = c.seq_lens_q.v, c.seq_lens_k.v
+        tq, tk, hq, hkv = sum(lq), sum(lk), qp.shape[1], kp.shape[1]
+        if tq == 0 or tk == 0:
+            raise Unsupported("nothing for FlexAttention to run: %d queries, %d keys in the batch" % (tq, tk))
+        if self.cpu and hq * tq * tk > 1 << 26:
+            raise Unsupported("--cpu-debug: flex_attention's unfused eager path would materialize %d x %d x %d "
+                              "scores (a check of the masks on small cases only)" % (hq, tq, tk))
+
+        tables = flex_tables(lq, lk, c.window_left)
+        q_doc, q_hi, k_doc, k_pos = (torch.tensor(t, dtype=torch.int32, device=self.dev) for t in tables[:4])
+        causal, wl = bool(c.causal), tables[4]
+        mask_mod = flex_mask_mod(q_doc, q_hi, k_doc, k_pos, causal, wl)
+        score_mod = None
+        if c.softcap > 0:
+            cap = float(c.softcap)
+
+            def score_mod(score, b, h, q_idx, kv_idx):  # flex scales q.k by `scale` before score_mod
+                return cap * torch.tanh(score / cap)
+
+        # a fresh dynamo cache per case: cases never add up to the recompile limit, past which
+        # dynamo would silently run flex_attention's unfused eager path
+        torch._dynamo.reset()
+        cfg = torch._dynamo.config
+        cfg.suppress_errors = False  # a compile error is this row's ERROR, not a silent eager run
+        for fail in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):  # newer, older name
+            if hasattr(cfg, fail):
+                setattr(cfg, fail, True)
+                break
+        ways = [] if self.cpu else [
+            ("torch.compile(create_block_mask)",
+             lambda: torch.compile(create_block_mask)(mask_mod, None, None, tq, tk, device=self.dev))]
+        if not self.cpu and "_compile" in inspect.signature(create_block_mask).parameters:
+            ways.append(("create_block_mask(_compile=True)",
+                         lambda: create_block_mask(mask_mod, None, None, tq, tk, device=self.dev, _compile=True)))
+        ways.append(("create_block_mask", lambda: create_block_mask(mask_mod, None, None, tq, tk, device=self.dev)))
+        bm, fails = None, []
+        for name, make in ways:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # _compile=True, deprecated
+                    bm = make()
+                self.sync()
+                mask_how = name
+                break
+            except Exception as e:
+                fails.append("%s: %s" % (name, _flex_error(e, 300)))
+                self.empty_cache()
+        if bm is None:
+            raise RuntimeError("no BlockMask: " + "; ".join(fails))
+        try:
+            mask_how += ", %dx%d blocks, %.1f%% of them skipped" % (tuple(bm.BLOCK_SIZE) + (bm.sparsity(),))
+        except Exception:
+            pass
+        if fails:
+            mask_how += " (failed first: %s)" % "; ".join(fails)[:300]
+
+        fa = flex_attention if self.cpu else torch.compile(flex_attention, fullgraph=True)
+        q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (qp, kp, vp))
+        kw = {"block_mask": bm, "scale": c.scale, "enable_gqa": hq != hkv}
+        if score_mod is not None:
+            kw["score_mod"] = score_mod
+        if AuxRequest is not None:
+            kw["return_aux"] = AuxRequest(lse=True)
+        else:
+            kw["return_lse"] = True
+
+        def fn():
+            return fa(q4, k4, v4, **kw)
+
+        t0 = time.perf_counter()
+        try:
+            first = fn()  # compiles
+            self.sync()
+        except Exception as e:
+            if "OutOfMemory" in type(e).__name__:
+                raise
+            why = _flex_error(e)
+            if "NYI" in why:  # FlexAttention's own "not yet implemented" refusals (e.g. a head dim)
+                raise Unsupported("FlexAttention refused the case (first, compiling call): " + why)
+            raise RuntimeError("FlexAttention's first (compiling) call failed: " + why)
+        t_first = time.perf_counter() - t0
+        del first
+        self.set_timing(r, self.time_fn(fn))
+        o, aux = fn()
+        self.sync()
+        lse = aux if AuxRequest is None else aux.lse
+        if lse is None:
+            raise RuntimeError("flex_attention returned no LSE")
+        parts = ["%s: one flex_attention call over the %d sequences packed along the sequence dimension "
+                 "(batch 1, %d queries x %d keys)" % (
+                     "eager flex_attention (--cpu-debug: its unfused path, a check of the masks)" if self.cpu
+                     else "torch.compile(flex_attention, fullgraph=True)", len(lq), tq, tk),
+                 "mask_mod: same sequence%s%s (per-token tensors)" % (
+                     " & bottom-right causal" if causal else "", " & window_left %d" % wl if wl >= 0 else ""),
+                 "BlockMask by " + mask_how]
+        if score_mod is not None:
+            parts.append("softcap %s through score_mod" % _g(c.softcap))
+        if hq != hkv:
+            parts.append("GQA through enable_gqa")
+        parts.append("lse through " + ("return_aux=AuxRequest(lse=True)" if AuxRequest is not None else "return_lse=True"))
+        parts.append("first call (compile) %.1f s" % t_first)
+        parts.append("eager calls of the compiled function (torch_flex is not captured as a CUDA graph)"
+                     if not self.cpu else "wall-clock eager calls")
+        r["message"] = "; ".join(parts)[:1000]
+        return o[0].transpose(0, 1), lse[0]
+
 
 # -------------------------------------------------------------- locate
 def _locate_varlen(lens, token):
@@ -2056,7 +2277,9 @@ def run_mha_varlen(env, c, variants, results):
         why = None
         if v == "torch_naive":
             why = ("no torch_naive peer for mha_varlen: a naive prefill materializes [Hq, lq, lk] scores; "
-                   "the SDPA peers are the PyTorch baselines here")
+                   "the SDPA and FlexAttention peers are the PyTorch baselines here")
+        elif v == "torch_flex":
+            why = env.flex_unavailable()
         else:
             why = env.sdpa_unavailable(v)
             if not why and c.softcap > 0:
@@ -2083,12 +2306,19 @@ def run_mha_varlen(env, c, variants, results):
     v_ = env.normal(gen, (tk, c.heads_kv, c.head_dim_v), 1.0, dt)
     cq, ck = _prefix(c.seq_lens_q.v), _prefix(c.seq_lens_k.v)
     ref = torch.zeros(tq, c.heads_q, c.head_dim_v, dtype=torch.float64, device=env.dev)
+    lse_ref = torch.full((c.heads_q, tq), -math.inf, dtype=torch.float64, device=env.dev)  # [Hq, Tq]
     for b in range(c.seq_lens_q.n):
         ref[cq[b]:cq[b + 1]] = env.attn_ref_f64(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v_[ck[b]:ck[b + 1]],
-                                                c.scale, c.causal, c.window_left, c.softcap)
+                                                c.scale, c.causal, c.window_left, c.softcap,
+                                                lse_out=lse_ref[:, cq[b]:cq[b + 1]])
     for v in pending:
         r = results[v]
         try:
+            if v == "torch_flex":
+                out, lse = env.run_flex(r, c, q, k, v_)
+                env.judge(r, c, "out", out, ref, lambda n, i: _locate_mha(c, n, i))
+                env.judge(r, c, "lse", lse, lse_ref, lambda n, i: _locate_mha(c, n, i))
+                continue
             with env.sdpa_kernel([env.backends[v]]):
                 cands, refused = env.sdpa_build(q, k, v_, c.seq_lens_q.v, c.seq_lens_k.v, c.causal, c.scale,
                                                 allow_mask=False, njt=v != "torch_sdpa_cudnn")
@@ -2182,6 +2412,7 @@ def _naive_paged_decode(env, c, q, kc, vc, bt, seq_lens, ks, vs):
 
 def run_paged_decode(env, c, variants, results):
     torch = env.torch
+    variants = _no_flex(c, variants, results)
     pending = []
     for v in variants:
         why = None
@@ -2252,6 +2483,7 @@ def run_paged_decode(env, c, variants, results):
 
 def run_mla_decode(env, c, variants, results):
     torch = env.torch
+    variants = _no_flex(c, variants, results)
     pending = []
     for v in variants:
         if v != "torch_naive":
@@ -2347,6 +2579,7 @@ def _dsv4_quantize(env, x):
 
 def run_dsv4(env, c, variants, results):
     torch = env.torch
+    variants = _no_flex(c, variants, results)
     pending = []
     for v in variants:
         if v != "torch_naive":
@@ -2595,6 +2828,27 @@ def self_test(opts):
         check(ref_rng_range(key, ctr, -5, 5) == r5, "ref_rng_range(%#x, %d, -5, 5)" % (key, ctr))
     for s, h in _GOLDEN_HASH:
         check(ref_hash_str(s) == h, "ref_hash_str(%r)" % s)
+    # torch_flex's packed-batch mask (on lists here) against SPEC section 4, padded tails included
+    for lq, lk, causal, wl in [([5, 17, 1], [40, 17, 300], 1, -1), ([20, 9], [7, 1], 1, -1), ([200, 33], [200, 33], 1, 16),
+                               ([50], [50], 1, 0), ([64], [64], 0, 10), ([3, 100], [257, 1], 0, -1),
+                               ([0, 7, 0, 3, 5], [0, 7, 5, 0, 9], 1, -1), ([1], [1], 1, 0), ([10, 4], [4, 10], 0, 2),
+                               ([9, 30], [12, 30], 1, 3), ([6], [9], 1, 8), ([6], [9], 1, 7), ([4], [4], 1, INT32_MAX)]:
+        q_doc, q_hi, k_doc, k_pos, wl_used = flex_tables(lq, lk, wl)
+        mask = flex_mask_mod(q_doc, q_hi, k_doc, k_pos, causal, wl_used)
+        cq, ck = _prefix(lq), _prefix(lk)
+        seq_q = [b for b in range(len(lq)) for _ in range(lq[b])]
+        seq_k = [b for b in range(len(lk)) for _ in range(lk[b])]
+        n_bad_mask = 0
+        for qi in range(min(len(q_doc), cq[-1] + 130)):  # real tokens and a block of the tails
+            for kj in range(min(len(k_doc), ck[-1] + 130)):
+                want = False
+                if qi < cq[-1] and kj < ck[-1] and seq_q[qi] == seq_k[kj]:
+                    b = seq_q[qi]
+                    i, j, off = qi - cq[b], kj - ck[b], lk[b] - lq[b]
+                    want = (not causal or j <= i + off) and (wl < 0 or j >= i + off - wl)
+                n_bad_mask += mask(0, 0, qi, kj) != want
+        check(n_bad_mask == 0, "torch_flex mask of lq %s lk %s causal %d window_left %d: %d (query, key) pairs "
+              "differ from SPEC" % (lq, lk, causal, wl, n_bad_mask))
 
     files = sorted(os.path.relpath(os.path.join(root, "cases", f), root)
                    for f in os.listdir(os.path.join(root, "cases")) if f.endswith(".ini"))
@@ -2668,7 +2922,7 @@ def self_test(opts):
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="torch_peers.py",
-        description="PyTorch peers (SDPA FlashAttention-2 / cuDNN, naive PyTorch) of attn-harness: reads the "
+        description="PyTorch peers (SDPA FlashAttention-2 / cuDNN, FlexAttention, naive PyTorch) of attn-harness: reads the "
                     "same case files, writes the same JSON Lines / CSV records.")
     ap.add_argument("files", nargs="*", metavar="CASE_FILE")
     ap.add_argument("--json", metavar="FILE", help="write JSON Lines records (attn-harness schema)")
@@ -2696,7 +2950,8 @@ def main(argv=None):
                     help="--self-test: compare with this attn-harness run --cpu-only --json output of "
                          "cases/*.ini instead of running the harness")
     ap.add_argument("--cpu-debug", action="store_true",
-                    help="testing aid: run the naive peers on the CPU (wall-clock timing; no SDPA backends)")
+                    help="testing aid: run the naive peers and torch_flex's unfused eager path (a check of its "
+                         "masks) on the CPU (wall-clock timing; no SDPA backends)")
     opts = ap.parse_args(argv)
     try:
         if opts.self_test:
