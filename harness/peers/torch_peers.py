@@ -1908,10 +1908,7 @@ class TorchEnv:
         tq = cq[-1]
         active = [b for b in range(B) if lq[b] > 0 and lk[b] > 0]
         if not active:
-            def fn0():
-                return None
-            return fn0, lambda o: torch.zeros(tq, hq, dv, dtype=vp.dtype, device=self.dev), None, \
-                "no sequence has both queries and keys"
+            raise Unsupported("no sequence has both queries and keys: nothing for SDPA to run")
         all_active = len(active) == B
         nb = len(active)
         aq, ak = [lq[b] for b in active], [lk[b] for b in active]
