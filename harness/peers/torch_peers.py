@@ -2140,7 +2140,10 @@ class TorchEnv:
         if bm is None:
             raise RuntimeError("no BlockMask: " + "; ".join(fails))
         try:
-            mask_how += ", %dx%d blocks, %.1f%% of them skipped" % (tuple(bm.BLOCK_SIZE) + (bm.sparsity(),))
+            sp = float(bm.sparsity())
+            mask_how += ", %dx%d blocks" % tuple(bm.BLOCK_SIZE)
+            if 0.0 <= sp <= 100.0:  # torch's figure is meaningless below one block (seen: -5101%)
+                mask_how += ", %.1f%% of them skipped" % sp
         except Exception:
             pass
         if fails:
@@ -2169,6 +2172,9 @@ class TorchEnv:
             why = _flex_error(e)
             if "NYI" in why:  # FlexAttention's own "not yet implemented" refusals (e.g. a head dim)
                 raise Unsupported("FlexAttention refused the case (first, compiling call): " + why)
+            if "NoValidChoicesError" in why:  # Inductor has no kernel config for the shape
+                raise Unsupported("FlexAttention has no kernel for this shape in this torch build "
+                                  "(Inductor: no valid choices): " + why)
             raise RuntimeError("FlexAttention's first (compiling) call failed: " + why)
         t_first = time.perf_counter() - t0
         del first
