@@ -424,8 +424,10 @@ int opt_paged_decode_split_kv(const opt_paged_decode_args *a, void *workspace,
 /* paged_decode mma (issue 5): the same contract and workspace format as split_kv, on the
  * matrix cores (NVIDIA sm_80+: mma.sync, ldmatrix, cp.async): blocks over (sequence, KV head,
  * split, up to 16 of its query heads), 64-token tiles copied asynchronously in the cache's own
- * layout through a 2-4 deep ring, fp8 decoded in shared memory, Q K^T and P V on the matrix
- * cores. bf16 or f16 queries over a cache of that dtype or fp8e4m3; head_dim 64, 128, 256.
+ * layout through a 2-4 deep ring, fp8 dequantized in registers, Q K^T and P V on the matrix
+ * cores (optimized/paged_mma.h, the engine mixed unified shares); the split count from waves
+ * of the kernel's occupancy, the workspace sized for the most splits any device takes. bf16 or
+ * f16 queries over a cache of that dtype or fp8e4m3; head_dim 64, 128, 256.
  * opt_paged_decode_mma_unsupported: NULL when it runs (cc_major: the device's compute
  * capability major), else why not (always a reason on AMD). */
 const char *opt_paged_decode_mma_unsupported(int head_dim, int q_dtype, int kv_dtype, int cc_major);
