@@ -1,5 +1,5 @@
 /* block_scan.h - a block-wide exclusive prefix sum for the small scheduling kernels (query-tile
- * prefixes, extend's context chunks). Vendor-neutral: shared memory and barriers only. */
+ * prefixes, extend's context chunks) and the search of such a prefix. Vendor-neutral. */
 #ifndef ATTN_BLOCK_SCAN_H
 #define ATTN_BLOCK_SCAN_H
 
@@ -33,6 +33,23 @@ __device__ void gpu_block_share(int n, int *lo, int *hi)
     const int per = (n + THREADS - 1) / THREADS, tid = threadIdx.x;
     *lo = tid * per < n ? tid * per : n;
     *hi = *lo + per < n ? *lo + per : n;
+}
+
+/* The segment holding element x of a partition given by its non-decreasing starts p[0 .. n]
+ * (p[0] <= x < p[n]): the last b < n with p[b] <= x, so an empty segment (p[b] == p[b + 1]) is
+ * never the answer. The varlen kernels' "which sequence / request / tile is this" search. */
+template <typename T>
+__device__ __forceinline__ int gpu_segment_of(const T *__restrict__ p, int n, long long x)
+{
+    int lo = 0, hi = n; /* p[lo] <= x < p[hi] */
+    while (hi - lo > 1) {
+        const int mid = lo + (hi - lo) / 2;
+        if (p[mid] <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 #endif /* ATTN_BLOCK_SCAN_H */

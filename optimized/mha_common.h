@@ -10,14 +10,37 @@
 #ifndef ATTN_MHA_COMMON_H
 #define ATTN_MHA_COMMON_H
 
+#include "block_scan.h"
 #include "gpu_port.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 
 /* Launch the one-block prep kernel on `stream`: ts[b] = query tiles of bm rows in sequences
  * before b, ts[batch] = all tiles. OPT_OK or OPT_EGPU. */
 int mha_tiles_prefix(const int32_t *cu_q, int batch, int bm, int32_t *ts, hipStream_t stream);
+
+/* The argument checks both launchers share: OPT_OK, or OPT_EINVAL. dims_ok: (dqk, dv) is a
+ * shape the variant is built for. With tokens, every pointer and the tile-prefix workspace
+ * (opt_mha_varlen_mma_workspace bytes) must be there. */
+static inline int mha_check_args(const opt_varlen_args *a, bool dims_ok, const void *workspace,
+                                 size_t workspace_bytes)
+{
+    if (!a || a->batch < 0 || a->tq < 0 || (a->tq > 0 && a->batch == 0))
+        return OPT_EINVAL;
+    if (a->hq <= 0 || a->hkv <= 0 || a->hq % a->hkv != 0 || a->hq > 65535)
+        return OPT_EINVAL;
+    if (!dims_ok || (a->dtype != OPT_BF16 && a->dtype != OPT_F16))
+        return OPT_EINVAL;
+    if (a->window_left < -1 || !(a->softcap >= 0.0f && a->softcap <= FLT_MAX) ||
+        !(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+        return OPT_EINVAL;
+    if (a->tq > 0 && (!a->q || !a->k || !a->v || !a->cu_q || !a->cu_k || !a->out || !a->lse ||
+                      !workspace || workspace_bytes < opt_mha_varlen_mma_workspace(a->batch)))
+        return OPT_EINVAL;
+    return OPT_OK;
+}
 
 /* One block's query tile, sequence-local rows r0 .. r0 + rows - 1 of sequence b. */
 struct mha_tile {
@@ -38,14 +61,7 @@ static __device__ __forceinline__ bool mha_tile_find(const int32_t *__restrict__
 {
     if (x >= ts[batch])
         return false;
-    int lo = 0, hi = batch; /* ts[lo] <= x < ts[hi] */
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (ts[mid] <= x)
-            lo = mid;
-        else
-            hi = mid;
-    }
+    const int lo = gpu_segment_of(ts, batch, x);
     t->b = lo;
     t->q0 = cu_q[lo], t->k0 = cu_k[lo];
     t->lq = cu_q[lo + 1] - t->q0, t->lk = cu_k[lo + 1] - t->k0;

@@ -394,20 +394,10 @@ static int mm__dispatch(const opt_varlen_args *a, const int32_t *ts, hipStream_t
 extern "C" int opt_mha_varlen_mma(const opt_varlen_args *a, void *workspace,
                                   size_t workspace_bytes, void *stream)
 {
-    if (!a || a->batch < 0 || a->tq < 0 || (a->tq > 0 && a->batch == 0))
-        return OPT_EINVAL;
-    if (a->hq <= 0 || a->hkv <= 0 || a->hq % a->hkv != 0 || a->hq > 65535)
-        return OPT_EINVAL;
-    if (!mm__dims_ok(a->dqk, a->dv) || (a->dtype != OPT_BF16 && a->dtype != OPT_F16))
-        return OPT_EINVAL;
-    if (a->window_left < -1 || !(a->softcap >= 0.0f && a->softcap <= FLT_MAX) ||
-        !(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+    if (mha_check_args(a, a && mm__dims_ok(a->dqk, a->dv), workspace, workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;
-    if (!a->q || !a->k || !a->v || !a->cu_q || !a->cu_k || !a->out || !a->lse || !workspace ||
-        workspace_bytes < opt_mha_varlen_mma_workspace(a->batch))
-        return OPT_EINVAL;
     const hipStream_t s = (hipStream_t)stream;
     const int32_t *ts = (const int32_t *)workspace;
     return a->dtype == OPT_F16 ? mm__dispatch<true>(a, ts, s) : mm__dispatch<false>(a, ts, s);

@@ -344,21 +344,11 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
 extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
                                     size_t workspace_bytes, void *stream)
 {
-    if (!a || a->batch < 0 || a->tq < 0 || (a->tq > 0 && a->batch == 0))
-        return OPT_EINVAL;
-    if (a->hq <= 0 || a->hkv <= 0 || a->hq % a->hkv != 0 || a->hq > 65535)
-        return OPT_EINVAL;
-    if (a->dqk != a->dv || (a->dqk != 64 && a->dqk != 128) ||
-        (a->dtype != OPT_BF16 && a->dtype != OPT_F16))
-        return OPT_EINVAL;
-    if (a->window_left < -1 || !(a->softcap >= 0.0f && a->softcap <= FLT_MAX) ||
-        !(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+    const bool dims_ok = a && a->dqk == a->dv && (a->dqk == 64 || a->dqk == 128);
+    if (mha_check_args(a, dims_ok, workspace, workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;
-    if (!a->q || !a->k || !a->v || !a->cu_q || !a->cu_k || !a->out || !a->lse || !workspace ||
-        workspace_bytes < opt_mha_varlen_wgmma_workspace(a->batch))
-        return OPT_EINVAL;
     const hipStream_t s = (hipStream_t)stream;
     const int32_t *ts = (const int32_t *)workspace;
     const bool f16 = a->dtype == OPT_F16;

@@ -94,15 +94,7 @@ mixed_route_plan_kernel(const int32_t *__restrict__ cu_q, const int32_t *__restr
 /* The request of token t: the last r with cu_q[r] <= t (every request has a new token). */
 __device__ __forceinline__ int mr__request_of(const int32_t *__restrict__ cu_q, int batch, int t)
 {
-    int lo = 0, hi = batch;
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (cu_q[mid] <= t)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
+    return gpu_segment_of(cu_q, batch, t);
 }
 
 /* Copy one row of `bytes` bytes, 16 at a time where both ends and the size allow. */

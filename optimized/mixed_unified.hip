@@ -105,21 +105,6 @@ mixed_unified_plan_kernel(const int32_t *__restrict__ cu_q, const int32_t *__res
         item_start[batch] = all_items;
 }
 
-/* The request holding element x of a non-decreasing prefix p[0..batch] (p[r] <= x < p[r + 1]). */
-template <typename T>
-__device__ __forceinline__ int mu__find(const T *__restrict__ p, int batch, long long x)
-{
-    int lo = 0, hi = batch - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        if (p[mid] <= x)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 /* Grid: the step's item count, PDM__THREADS threads, C::SMEM bytes of dynamic shared memory. */
 template <int KVT, bool F16, int D, bool SHUF>
 __global__ void __launch_bounds__(PDM__THREADS, D > 128 ? 1 : 2)
@@ -142,7 +127,7 @@ mixed_unified_kernel(const void *__restrict__ q,                /* q: [tq, hq, D
     __shared__ long long koff_s[C::STAGES][PDM__BN], voff_s[C::STAGES][PDM__BN];
 
     const long long item = blockIdx.x;
-    const int r = mu__find(item_start, batch, item);
+    const int r = gpu_segment_of(item_start, batch, item);
     const int hkv = cache.heads, gq = hq / hkv;
     const int n = cu_q[r + 1] - cu_q[r], c = ctx_lens[r];
     const mu__shape sh = mu__shape_of(n, c, gq, split_tokens);
@@ -178,8 +163,8 @@ mixed_unified_kernel(const void *__restrict__ q,                /* q: [tq, hq, D
 }
 
 /* A warp per (token, head) row whose visible keys span two or more splits: SPEC section 0's
- * merge of its ceil(vis / split_tokens) partials (+inf reads as -inf; the max keeps a NaN, which
- * poisons the row as in the reference). Grid: ceil(tq * hq / MU__COMBINE_ROWS) blocks. */
+ * merge of its ceil(vis / split_tokens) partials (psplit_merge_row). Grid: ceil(tq * hq /
+ * MU__COMBINE_ROWS) blocks. */
 template <int D>
 __global__ void __launch_bounds__(32 * MU__COMBINE_ROWS)
 mixed_unified_combine_kernel(const float *__restrict__ ws_o, const float *__restrict__ ws_lse,
@@ -193,48 +178,15 @@ mixed_unified_combine_kernel(const float *__restrict__ ws_o, const float *__rest
     if (row >= (long long)tq * hq)
         return;
     const int t = (int)(row / hq), h = (int)(row % hq);
-    const int r = mu__find(cu_q, batch, t);
+    const int r = gpu_segment_of(cu_q, batch, t);
     const int i = t - cu_q[r], n = cu_q[r + 1] - cu_q[r], c = ctx_lens[r];
     const int vis = c + i + 1;
     if (vis <= split_tokens)
         return; /* finished by its only split */
     const int n_split = mu__n_split(n, c, split_tokens);
     const int nv = (vis + split_tokens - 1) / split_tokens;
-    const size_t base = (size_t)ws_base[r] + ((size_t)i * hq + h) * n_split;
-    /* Lanes hold splits lane and lane + 32 (nv <= PSPLIT_MAX_SPLITS = 64). */
-    float x0 = lane < nv ? ws_lse[base + lane] : -INFINITY;
-    float x1 = lane + 32 < nv ? ws_lse[base + lane + 32] : -INFINITY;
-    x0 = x0 == INFINITY ? -INFINITY : x0;
-    x1 = x1 == INFINITY ? -INFINITY : x1;
-    float mx = x1 > x0 || x1 != x1 ? x1 : x0;
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) {
-        const float y = GPU_SHFL_XOR(mx, o);
-        mx = y > mx || y != y ? y : mx;
-    }
-    const float mr = mx == -INFINITY ? 0.0f : mx;
-    const float w0 = expf(x0 - mr), w1 = expf(x1 - mr);
-    float sum = w0 + w1;
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2)
-        sum += GPU_SHFL_XOR(sum, o);
-    if (lane == 0)
-        lse[(size_t)h * tq + t] = sum == 0.0f ? -INFINITY : mr + logf(sum);
-    float acc[D / 32];
-#pragma unroll
-    for (int k = 0; k < D / 32; k++)
-        acc[k] = 0.0f;
-    for (int sp = 0; sp < nv; sp++) {
-        const float wsp = GPU_SHFL32(sp < 32 ? w0 : w1, sp % 32);
-        const float *src = ws_o + (base + sp) * D;
-#pragma unroll
-        for (int k = 0; k < D / 32; k++)
-            acc[k] += wsp * src[lane + 32 * k];
-    }
-    const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
-#pragma unroll
-    for (int k = 0; k < D / 32; k++)
-        num_store_f32(out_dtype, out, ((size_t)t * hq + h) * D + lane + 32 * k, acc[k] * inv);
+    psplit_merge_row<D>(ws_o, ws_lse, (size_t)ws_base[r] + ((size_t)i * hq + h) * n_split, nv, lane,
+                        out, out_dtype, ((size_t)t * hq + h) * D, lse + (size_t)h * tq + t);
 }
 
 /* --------------------------------------------------------------- launcher */
@@ -292,51 +244,33 @@ static mu__plan mu__make_plan(const opt_mixed_args *a, const int32_t *host_ctx,
 }
 
 template <int KVT, bool F16, int D, bool SHUF>
-static int mu__launch(const opt_mixed_args *a, const mu__plan &p, long long *item_start,
-                      long long *ws_base, float *ws_o, float *ws_lse, hipStream_t stream)
-{
-    using C = pdm__cfg<KVT, F16, D, SHUF>;
-    static bool sized[64];
-    int dev = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    if (dev < 0 || dev >= 64 || !sized[dev]) {
-        GPU_CHECK(hipFuncSetAttribute((const void *)mixed_unified_kernel<KVT, F16, D, SHUF>,
-                                      hipFuncAttributeMaxDynamicSharedMemorySize, C::SMEM));
-        if (dev >= 0 && dev < 64)
-            sized[dev] = true;
-    }
-    mixed_unified_kernel<KVT, F16, D, SHUF><<<(unsigned)p.items, PDM__THREADS, C::SMEM, stream>>>(
-        a->q, a->cache, a->block_table, a->cu_q, a->context_lens, item_start, ws_base, a->out,
-        a->lse, ws_o, ws_lse, a->batch, a->tq, a->hq, a->max_blocks, p.split_tokens, a->scale,
-        a->softcap);
-    GPU_CHECK(hipGetLastError());
-    if (p.ws_rows == 0)
+struct mu__launch {
+    static int run(const opt_mixed_args *a, const mu__plan *p, const long long *item_start,
+                   const long long *ws_base, float *ws_o, float *ws_lse, hipStream_t stream)
+    {
+        using C = pdm__cfg<KVT, F16, D, SHUF>;
+        static int resident[64];
+        int res = 0;
+        const int rc = pdm__prepare((const void *)mixed_unified_kernel<KVT, F16, D, SHUF>, C::SMEM,
+                                    resident, &res);
+        if (rc)
+            return rc;
+        mixed_unified_kernel<KVT, F16, D, SHUF><<<(unsigned)p->items, PDM__THREADS, C::SMEM, stream>>>(
+            a->q, a->cache, a->block_table, a->cu_q, a->context_lens, item_start, ws_base, a->out,
+            a->lse, ws_o, ws_lse, a->batch, a->tq, a->hq, a->max_blocks, p->split_tokens, a->scale,
+            a->softcap);
+        GPU_CHECK(hipGetLastError());
+        if (p->ws_rows == 0)
+            return OPT_OK;
+        const unsigned cgrid =
+            (unsigned)(((long long)a->tq * a->hq + MU__COMBINE_ROWS - 1) / MU__COMBINE_ROWS);
+        mixed_unified_combine_kernel<D><<<cgrid, 32 * MU__COMBINE_ROWS, 0, stream>>>(
+            ws_o, ws_lse, a->cu_q, a->context_lens, ws_base, a->out, a->lse, a->dtype, a->batch,
+            a->tq, a->hq, p->split_tokens);
+        GPU_CHECK(hipGetLastError());
         return OPT_OK;
-    const unsigned cgrid =
-        (unsigned)(((long long)a->tq * a->hq + MU__COMBINE_ROWS - 1) / MU__COMBINE_ROWS);
-    mixed_unified_combine_kernel<D><<<cgrid, 32 * MU__COMBINE_ROWS, 0, stream>>>(
-        ws_o, ws_lse, a->cu_q, a->context_lens, ws_base, a->out, a->lse, a->dtype, a->batch,
-        a->tq, a->hq, p.split_tokens);
-    GPU_CHECK(hipGetLastError());
-    return OPT_OK;
-}
-
-template <int KVT, bool F16, int D>
-static int mu__launch_layout(const opt_mixed_args *a, const mu__plan &p, long long *is,
-                             long long *wb, float *wo, float *wl, hipStream_t st)
-{
-    return a->cache.layout == OPT_KV_SHUFFLED ? mu__launch<KVT, F16, D, true>(a, p, is, wb, wo, wl, st)
-                                              : mu__launch<KVT, F16, D, false>(a, p, is, wb, wo, wl, st);
-}
-
-template <int KVT, bool F16>
-static int mu__launch_d(const opt_mixed_args *a, const mu__plan &p, long long *is, long long *wb,
-                        float *wo, float *wl, hipStream_t st)
-{
-    return a->cache.head_dim == 64    ? mu__launch_layout<KVT, F16, 64>(a, p, is, wb, wo, wl, st)
-           : a->cache.head_dim == 128 ? mu__launch_layout<KVT, F16, 128>(a, p, is, wb, wo, wl, st)
-                                      : mu__launch_layout<KVT, F16, 256>(a, p, is, wb, wo, wl, st);
-}
+    }
+};
 
 extern "C" const char *opt_mixed_unified_unsupported(const opt_mixed_args *a, int cc_major)
 {
@@ -409,11 +343,7 @@ extern "C" int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ct
                                                       a->cache.heads, p.split_tokens, item_start,
                                                       ws_base);
     GPU_CHECK(hipGetLastError());
-    const bool f16 = a->dtype == OPT_F16;
-    return a->cache.dtype == OPT_FP8E4M3
-               ? (f16 ? mu__launch_d<OPT_FP8E4M3, true>(a, p, item_start, ws_base, ws_o, ws_lse, st)
-                      : mu__launch_d<OPT_FP8E4M3, false>(a, p, item_start, ws_base, ws_o, ws_lse, st))
-           : f16 ? mu__launch_d<OPT_F16, true>(a, p, item_start, ws_base, ws_o, ws_lse, st)
-                 : mu__launch_d<OPT_BF16, false>(a, p, item_start, ws_base, ws_o, ws_lse, st);
+    return pdm__dispatch<mu__launch>(a->cache, a->dtype, a, &p, (const long long *)item_start,
+                                     (const long long *)ws_base, ws_o, ws_lse, st);
 #endif
 }

@@ -151,14 +151,7 @@ mla_prefill_mma_decompress_kernel(
                 off = (long long)r * MPM_LAT;
             } else {
                 const int32_t *starts = meta, *cu = meta + batch;
-                int lo = 0, hi = batch; /* cu[lo] <= r < cu[hi]; empty requests are skipped */
-                while (hi - lo > 1) {
-                    const int mid = (lo + hi) / 2;
-                    if (cu[mid] <= r)
-                        lo = mid;
-                    else
-                        hi = mid;
-                }
+                const int lo = gpu_segment_of(cu, batch, r); /* empty requests are skipped */
                 const long long j = (long long)starts[lo] + (r - cu[lo]);
                 const long long blk = block_table[(size_t)lo * max_blocks + j / block_size];
                 off = (blk * block_size + j % block_size) * MPM_ROW;

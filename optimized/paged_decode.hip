@@ -47,7 +47,7 @@ enum {
     PDS__SPLIT_ALIGN = 64,              /* split lengths are whole chunks of every group */
     PDS__MIN_SPLIT = 256,               /* tokens: shorter splits pay their fixed costs */
     PDS__BLOCKS_PER_SM = 8,             /* two waves of about four resident blocks */
-    PDS__COMBINE_THREADS = 128,
+    PDS__COMBINE_ROWS = 4,              /* combine: a warp per (sequence, head) row */
 };
 
 #define PDS__LOG2E 1.4426950408889634f
@@ -823,50 +823,27 @@ paged_decode_split_kernel(const void *__restrict__ q,               /* q: [batch
 }
 
 /* ------------------------------------------------------------ combine kernel */
-/* Grid: batch * hq blocks, block PDS__COMBINE_THREADS. Sequences with one split (or none)
- * were finished by the split kernel. */
-__global__ void __launch_bounds__(PDS__COMBINE_THREADS)
+/* A warp per (sequence, query head) row: grid ceil(batch * hq / PDS__COMBINE_ROWS) blocks.
+ * Sequences with one split (or none) were finished by the split kernel. */
+template <int D>
+__global__ void __launch_bounds__(32 * PDS__COMBINE_ROWS)
 paged_decode_combine_kernel(const float *__restrict__ ws_o,       /* ws_o: [batch, hq, n_split, D] */
                             const float *__restrict__ ws_lse,     /* ws_lse: [batch, hq, n_split] */
                             const int32_t *__restrict__ seq_lens, /* seq_lens: [batch] */
                             void *__restrict__ out,               /* out: [batch, hq, D] */
                             float *__restrict__ lse,              /* lse: [hq, batch] */
-                            int out_dtype, int batch, int hq, int D, int n_split,
-                            int split_tokens)
+                            int out_dtype, int batch, int hq, int n_split, int split_tokens)
 {
-    __shared__ float w_s[PSPLIT_MAX_SPLITS];
-    __shared__ float sum_s;
-    const int b = (int)(blockIdx.x / hq), h = (int)(blockIdx.x % hq);
+    const long long row = (long long)blockIdx.x * PDS__COMBINE_ROWS + threadIdx.x / 32;
+    if (row >= (long long)batch * hq)
+        return;
+    const int b = (int)(row / hq), h = (int)(row % hq);
     const int len = seq_lens[b];
     const int nv = len <= 0 ? 0 : (int)(((long long)len + split_tokens - 1) / split_tokens);
     if (nv <= 1)
         return;
-    const size_t row = ((size_t)b * hq + h) * n_split;
-    if (threadIdx.x == 0) {
-        /* The max keeps a NaN (it poisons the row, as in the reference). */
-        float mx = -INFINITY;
-        for (int s = 0; s < nv; s++) {
-            const float x = ws_lse[row + s] == INFINITY ? -INFINITY : ws_lse[row + s];
-            mx = x > mx || x != x ? x : mx;
-        }
-        const float mr = pds__ref(mx);
-        float sum = 0.0f;
-        for (int s = 0; s < nv; s++) {
-            const float x = ws_lse[row + s] == INFINITY ? -INFINITY : ws_lse[row + s];
-            w_s[s] = expf(x - mr);
-            sum += w_s[s];
-        }
-        sum_s = sum;
-        lse[(size_t)h * batch + b] = sum == 0.0f ? -INFINITY : mr + logf(sum);
-    }
-    __syncthreads();
-    const float sum = sum_s;
-    for (int d = threadIdx.x; d < D; d += PDS__COMBINE_THREADS) {
-        float o = 0.0f;
-        for (int s = 0; s < nv; s++)
-            o += w_s[s] * ws_o[(row + s) * D + d];
-        num_store_f32(out_dtype, out, ((size_t)b * hq + h) * D + d, sum == 0.0f ? 0.0f : o / sum);
-    }
+    psplit_merge_row<D>(ws_o, ws_lse, (size_t)row * n_split, nv, threadIdx.x % 32, out, out_dtype,
+                        (size_t)row * D, lse + (size_t)h * batch + b);
 }
 
 /* ------------------------------------------------------- shared split machinery */
@@ -942,9 +919,19 @@ int psplit_combine(const psplit_plan &p, const float *ws_o, const float *ws_lse,
 {
     if (p.n_split <= 1 || batch == 0)
         return OPT_OK;
-    paged_decode_combine_kernel<<<(unsigned)(batch * hq), PDS__COMBINE_THREADS, 0, stream>>>(
-        ws_o, ws_lse, seq_lens, out, lse, out_dtype, batch, hq, head_dim, p.n_split,
-        p.split_tokens);
+    const unsigned grid = (unsigned)(((long long)batch * hq + PDS__COMBINE_ROWS - 1) / PDS__COMBINE_ROWS);
+    const dim3 block(32 * PDS__COMBINE_ROWS);
+    if (head_dim == 64)
+        paged_decode_combine_kernel<64><<<grid, block, 0, stream>>>(ws_o, ws_lse, seq_lens, out, lse,
+                                                                    out_dtype, batch, hq, p.n_split, p.split_tokens);
+    else if (head_dim == 128)
+        paged_decode_combine_kernel<128><<<grid, block, 0, stream>>>(ws_o, ws_lse, seq_lens, out, lse,
+                                                                     out_dtype, batch, hq, p.n_split, p.split_tokens);
+    else if (head_dim == 256)
+        paged_decode_combine_kernel<256><<<grid, block, 0, stream>>>(ws_o, ws_lse, seq_lens, out, lse,
+                                                                     out_dtype, batch, hq, p.n_split, p.split_tokens);
+    else
+        return OPT_EINVAL;
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
 }

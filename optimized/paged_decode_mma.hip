@@ -108,55 +108,35 @@ static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long
 }
 
 template <int KVT, bool F16, int D, bool SHUF>
-static int pdm__launch(const opt_paged_decode_args *a, void *workspace, size_t workspace_bytes,
-                       int sms, hipStream_t stream)
-{
-    using C = pdm__cfg<KVT, F16, D, SHUF>;
-    const void *kern = (const void *)paged_decode_mma_kernel<KVT, F16, D, SHUF>;
-    static int resident[64]; /* blocks per SM, per device; 0 until asked */
-    int dev = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    int res = dev >= 0 && dev < 64 ? resident[dev] : 0;
-    if (res <= 0) {
-        GPU_CHECK(hipFuncSetAttribute(kern, hipFuncAttributeMaxDynamicSharedMemorySize, C::SMEM));
-        GPU_CHECK(hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, PDM__THREADS, C::SMEM));
-        res = res < 1 ? 1 : res;
-        if (dev >= 0 && dev < 64)
-            resident[dev] = res;
+struct pdm__launch {
+    static int run(const opt_paged_decode_args *a, void *workspace, size_t workspace_bytes, int sms,
+                   hipStream_t stream)
+    {
+        using C = pdm__cfg<KVT, F16, D, SHUF>;
+        static int resident[64];
+        int res = 0;
+        const int rc = pdm__prepare((const void *)paged_decode_mma_kernel<KVT, F16, D, SHUF>, C::SMEM,
+                                    resident, &res);
+        if (rc)
+            return rc;
+        const opt_kv_cache *c = &a->cache;
+        const psplit_plan p = pdm__plan(a->batch, a->hq, c->heads, D,
+                                        (long long)a->max_blocks * c->block_size, sms, res);
+        if (p.ws_bytes > workspace_bytes || (p.ws_bytes && !workspace))
+            return OPT_EINVAL;
+        const long long blocks = (long long)a->batch * c->heads * p.n_hg * p.n_split;
+        if (blocks > INT32_MAX || (long long)a->batch * a->hq > INT32_MAX)
+            return OPT_EINVAL;
+        float *ws_o = (float *)workspace;
+        float *ws_lse = ws_o ? ws_o + (size_t)a->batch * a->hq * p.n_split * D : NULL;
+        paged_decode_mma_kernel<KVT, F16, D, SHUF><<<(unsigned)blocks, PDM__THREADS, C::SMEM, stream>>>(
+            a->q, a->cache, a->block_table, a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch,
+            a->hq, a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap);
+        GPU_CHECK(hipGetLastError());
+        return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch,
+                              a->hq, D, stream);
     }
-    const opt_kv_cache *c = &a->cache;
-    const psplit_plan p = pdm__plan(a->batch, a->hq, c->heads, D, (long long)a->max_blocks * c->block_size,
-                                    sms, res);
-    if (p.ws_bytes > workspace_bytes || (p.ws_bytes && !workspace))
-        return OPT_EINVAL;
-    const long long blocks = (long long)a->batch * c->heads * p.n_hg * p.n_split;
-    if (blocks > INT32_MAX || (long long)a->batch * a->hq > INT32_MAX)
-        return OPT_EINVAL;
-    float *ws_o = (float *)workspace;
-    float *ws_lse = ws_o ? ws_o + (size_t)a->batch * a->hq * p.n_split * D : NULL;
-    paged_decode_mma_kernel<KVT, F16, D, SHUF><<<(unsigned)blocks, PDM__THREADS, C::SMEM, stream>>>(
-        a->q, a->cache, a->block_table, a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch, a->hq,
-        a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap);
-    GPU_CHECK(hipGetLastError());
-    return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch, a->hq, D,
-                          stream);
-}
-
-template <int KVT, bool F16, int D>
-static int pdm__launch_layout(const opt_paged_decode_args *a, void *ws, size_t wsb, int sms,
-                              hipStream_t st)
-{
-    return a->cache.layout == OPT_KV_SHUFFLED ? pdm__launch<KVT, F16, D, true>(a, ws, wsb, sms, st)
-                                              : pdm__launch<KVT, F16, D, false>(a, ws, wsb, sms, st);
-}
-
-template <int KVT, bool F16>
-static int pdm__launch_d(const opt_paged_decode_args *a, void *ws, size_t wsb, int sms, hipStream_t st)
-{
-    return a->cache.head_dim == 64    ? pdm__launch_layout<KVT, F16, 64>(a, ws, wsb, sms, st)
-           : a->cache.head_dim == 128 ? pdm__launch_layout<KVT, F16, 128>(a, ws, wsb, sms, st)
-                                      : pdm__launch_layout<KVT, F16, 256>(a, ws, wsb, sms, st);
-}
+};
 
 extern "C" const char *opt_paged_decode_mma_unsupported(int head_dim, int q_dtype, int kv_dtype,
                                                         int cc_major)
@@ -205,13 +185,7 @@ extern "C" int opt_paged_decode_mma(const opt_paged_decode_args *a, void *worksp
     const int rc = psplit_sm_count(&sms);
     if (rc)
         return rc;
-    const hipStream_t st = (hipStream_t)stream;
-    void *ws = workspace;
-    const size_t wsb = workspace_bytes;
-    const bool f16 = a->dtype == OPT_F16;
-    return c->dtype == OPT_FP8E4M3 ? (f16 ? pdm__launch_d<OPT_FP8E4M3, true>(a, ws, wsb, sms, st)
-                                          : pdm__launch_d<OPT_FP8E4M3, false>(a, ws, wsb, sms, st))
-           : f16                   ? pdm__launch_d<OPT_F16, true>(a, ws, wsb, sms, st)
-                                   : pdm__launch_d<OPT_BF16, false>(a, ws, wsb, sms, st);
+    return pdm__dispatch<pdm__launch>(*c, a->dtype, a, workspace, workspace_bytes, sms,
+                                      (hipStream_t)stream);
 #endif
 }

@@ -667,4 +667,53 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
 #endif // GPU_HAS_MMA_SYNC
 }
 
+/* ---------------------------------------------------------- host side, both launchers */
+/* Once per device and kernel: raise kern's dynamic shared-memory limit to smem bytes and ask
+ * the runtime how many of its blocks of PDM__THREADS fit on an SM. cache: the caller's
+ * static int[64] for this kernel (0 until asked). *resident: that count (>= 1). */
+static inline int pdm__prepare(const void *kern, int smem, int *cache, int *resident)
+{
+    int dev = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    int res = dev >= 0 && dev < 64 ? cache[dev] : 0;
+    if (res <= 0) {
+        GPU_CHECK(hipFuncSetAttribute(kern, hipFuncAttributeMaxDynamicSharedMemorySize, smem));
+        GPU_CHECK(hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, PDM__THREADS, smem));
+        res = res < 1 ? 1 : res;
+        if (dev >= 0 && dev < 64)
+            cache[dev] = res;
+    }
+    *resident = res;
+    return OPT_OK;
+}
+
+/* L<KVT, F16, D, SHUF>::run(args...) for the cache's element dtype, the query dtype (f16, else
+ * bf16), the cache's head_dim (64, 128, else 256) and layout (shuffled, else nhd/hnd): the one
+ * place that maps run-time shapes onto the engine's instantiations. */
+template <template <int, bool, int, bool> class L, int KVT, bool F16, int D, class... A>
+static int pdm__dispatch_layout(const opt_kv_cache &c, A... args)
+{
+    return c.layout == OPT_KV_SHUFFLED ? L<KVT, F16, D, true>::run(args...)
+                                       : L<KVT, F16, D, false>::run(args...);
+}
+
+template <template <int, bool, int, bool> class L, int KVT, bool F16, class... A>
+static int pdm__dispatch_d(const opt_kv_cache &c, A... args)
+{
+    return c.head_dim == 64    ? pdm__dispatch_layout<L, KVT, F16, 64>(c, args...)
+           : c.head_dim == 128 ? pdm__dispatch_layout<L, KVT, F16, 128>(c, args...)
+                               : pdm__dispatch_layout<L, KVT, F16, 256>(c, args...);
+}
+
+template <template <int, bool, int, bool> class L, class... A>
+static int pdm__dispatch(const opt_kv_cache &c, int q_dtype, A... args)
+{
+    const bool f16 = q_dtype == OPT_F16;
+    if (c.dtype == OPT_FP8E4M3)
+        return f16 ? pdm__dispatch_d<L, OPT_FP8E4M3, true>(c, args...)
+                   : pdm__dispatch_d<L, OPT_FP8E4M3, false>(c, args...);
+    return f16 ? pdm__dispatch_d<L, OPT_F16, true>(c, args...)
+               : pdm__dispatch_d<L, OPT_BF16, false>(c, args...);
+}
+
 #endif /* ATTN_PAGED_MMA_H */

@@ -7,14 +7,17 @@
  * split_tokens); a sequence of len tokens uses ceil(len / split_tokens) splits (0 when empty).
  * Workspace (f32), when n_split > 1: ws_o [batch, hq, n_split, D], then ws_lse [batch, hq,
  * n_split] (natural log). A sequence with one split is finished by its split kernel; the
- * combine kernel merges the others with SPEC section 0's merge over all their splits at once
- * (+inf reads as -inf; a NaN poisons the row, as in the reference; sum 0 -> out 0, lse -inf).
+ * combine kernel (a warp per (sequence, query head) row, psplit_merge_row) merges the others
+ * with SPEC section 0's merge over all their splits at once.
  * For GPU translation units only (it includes gpu_port.h).
  */
 #ifndef ATTN_PAGED_SPLIT_H
 #define ATTN_PAGED_SPLIT_H
 
 #include "gpu_port.h"
+#include "numerics.h"
+
+#include <math.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +49,54 @@ int psplit_check_args(const opt_paged_decode_args *a);
 
 /* SM (CU) count of the current device, read once per device. */
 int psplit_sm_count(int *sms);
+
+/* SPEC section 0's merge of one row's nv (1 .. PSPLIT_MAX_SPLITS) split partials, by the 32
+ * lanes of a warp (lane: 0 .. 31 of the row's warp): partial s is ws_o[(base + s) * D ..] (f32,
+ * normalised) with LSE ws_lse[base + s] (natural log; +inf reads as -inf; the max keeps a NaN,
+ * which poisons the row as in the reference). Writes out[out_off .. + D) in out_dtype (0 when
+ * the weights sum to 0) and, from lane 0, *lse_dst (-inf then). The combine kernels of
+ * paged_decode (psplit_combine) and of mixed unified share it. */
+template <int D>
+__device__ __forceinline__ void psplit_merge_row(const float *__restrict__ ws_o,
+                                                 const float *__restrict__ ws_lse, size_t base,
+                                                 int nv, int lane, void *__restrict__ out,
+                                                 int out_dtype, size_t out_off, float *lse_dst)
+{
+    static_assert(D % 32 == 0 && PSPLIT_MAX_SPLITS <= 64, "a lane holds D / 32 dims, two splits");
+    float x0 = lane < nv ? ws_lse[base + lane] : -INFINITY;
+    float x1 = lane + 32 < nv ? ws_lse[base + lane + 32] : -INFINITY;
+    x0 = x0 == INFINITY ? -INFINITY : x0;
+    x1 = x1 == INFINITY ? -INFINITY : x1;
+    float mx = x1 > x0 || x1 != x1 ? x1 : x0;
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+        const float y = GPU_SHFL_XOR(mx, o);
+        mx = y > mx || y != y ? y : mx;
+    }
+    const float mr = mx == -INFINITY ? 0.0f : mx;
+    const float w0 = expf(x0 - mr), w1 = expf(x1 - mr);
+    float sum = w0 + w1;
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2)
+        sum += GPU_SHFL_XOR(sum, o);
+    if (lane == 0)
+        *lse_dst = sum == 0.0f ? -INFINITY : mr + logf(sum);
+    float acc[D / 32];
+#pragma unroll
+    for (int k = 0; k < D / 32; k++)
+        acc[k] = 0.0f;
+    for (int sp = 0; sp < nv; sp++) {
+        const float wsp = GPU_SHFL32(sp < 32 ? w0 : w1, sp % 32);
+        const float *src = ws_o + (base + sp) * D;
+#pragma unroll
+        for (int k = 0; k < D / 32; k++)
+            acc[k] += wsp * src[lane + 32 * k];
+    }
+    const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+#pragma unroll
+    for (int k = 0; k < D / 32; k++)
+        num_store_f32(out_dtype, out, out_off + lane + 32 * k, acc[k] * inv);
+}
 
 /* The combine kernel over the workspace of plan p (nothing to do when p.n_split == 1). */
 int psplit_combine(const psplit_plan &p, const float *ws_o, const float *ws_lse,
