@@ -44,7 +44,7 @@
  *                        their kernels trap and their unsupported() says so before any launch.
  *   GPU_HAS_WGMMA        NVIDIA sm_90a device code (the arch-specific Hopper target: defined
  *                        only in a compute_90a pass, __CUDA_ARCH_FEAT_SM90_ALL): warpgroup MMA
- *                        (wgmma.mma_async m64nNk16, N = 64 or 128, bf16/f16 in, f32 accumulate),
+ *                        (wgmma.mma_async m64nNk16, N = 32, 64 or 128, bf16/f16 in, f32 acc.),
  *                        its fences, and the 128-byte-swizzle shared-memory tiles and matrix
  *                        descriptors it reads -- gpu_wgmma_ss(), gpu_wgmma_rs(), gpu_sw128_*()
  *                        below, whose layout contract is written there and checked element by
@@ -380,11 +380,13 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
         asm volatile("" : "+r"(r[i])::"memory");
 }
 
-/* The accumulator operand lists: d[0..31] or d[0..63], read and written. */
+/* The accumulator operand lists: d[0..15], d[0..31] or d[0..63], read and written. */
 #define GPU__WG_D8(i)                                                                       \
     "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
         "+f"(d[i + 6]), "+f"(d[i + 7])
-#define GPU__WG_D32 GPU__WG_D8(0), GPU__WG_D8(8), GPU__WG_D8(16), GPU__WG_D8(24)
+#define GPU__WG_D16 GPU__WG_D8(0), GPU__WG_D8(8)
+#define GPU__WG_D32 GPU__WG_D16, GPU__WG_D8(16), GPU__WG_D8(24)
+#define GPU__WG_R16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define GPU__WG_D64 GPU__WG_D32, GPU__WG_D8(32), GPU__WG_D8(40), GPU__WG_D8(48), GPU__WG_D8(56)
 #define GPU__WG_R32                                                                   \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, " \
@@ -394,13 +396,14 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
     "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "  \
     "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "  \
     "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-/* A and B from shared memory (descriptors da, db), both K-major; `acc` 0 overwrites D. */
-#define GPU__WGMMA_SS(NS, T, REGS, IA, IB, IP, ...)                                          \
+/* A and B from shared memory (descriptors da, db), A K-major; transpose flag TB for B (0:
+ * K-major, 1: MN-major); `acc` 0 overwrites D. */
+#define GPU__WGMMA_SS(NS, T, REGS, IA, IB, IP, IT, ...)                                      \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IP ", 0;\n"                           \
                  "wgmma.mma_async.sync.aligned.m64n" NS "k16.f32." T "." T " " REGS ", %" IA \
-                 ", %" IB ", p, 1, 1, 0, 0;\n}\n"                                            \
+                 ", %" IB ", p, 1, 1, 0, %" IT ";\n}\n"                                      \
                  : __VA_ARGS__                                                               \
-                 : "l"(da), "l"(db), "r"(acc))
+                 : "l"(da), "l"(db), "r"(acc), "n"(TB))
 /* A from registers a[0..3], B from shared memory; transpose flag TB for B (1: MN-major). */
 #define GPU__WGMMA_RS(NS, T, REGS, IA, IB, IP, IT, ...)                                       \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IP ", 0;\n"                            \
@@ -409,21 +412,27 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
                  : __VA_ARGS__                                                                \
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB))
 
-/* d[N / 2] (+)= A B for the warpgroup, N = 64 or 128, f16 (F16) or bf16 inputs. */
-template <int N, bool F16>
+/* d[N / 2] (+)= A B for the warpgroup, N = 32, 64 or 128, f16 (F16) or bf16 inputs; B
+ * K-major (TB = 0) or MN-major (TB = 1). */
+template <int N, bool F16, int TB = 0>
 __device__ __forceinline__ void gpu_wgmma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int acc)
 {
-    static_assert(N == 64 || N == 128, "gpu_wgmma_ss: N = 64 or 128");
-    if constexpr (N == 64) {
+    static_assert(N == 32 || N == 64 || N == 128, "gpu_wgmma_ss: N = 32, 64 or 128");
+    if constexpr (N == 32) {
         if constexpr (F16)
-            GPU__WGMMA_SS("64", "f16", GPU__WG_R32, "32", "33", "34", GPU__WG_D32);
+            GPU__WGMMA_SS("32", "f16", GPU__WG_R16, "16", "17", "18", "19", GPU__WG_D16);
         else
-            GPU__WGMMA_SS("64", "bf16", GPU__WG_R32, "32", "33", "34", GPU__WG_D32);
+            GPU__WGMMA_SS("32", "bf16", GPU__WG_R16, "16", "17", "18", "19", GPU__WG_D16);
+    } else if constexpr (N == 64) {
+        if constexpr (F16)
+            GPU__WGMMA_SS("64", "f16", GPU__WG_R32, "32", "33", "34", "35", GPU__WG_D32);
+        else
+            GPU__WGMMA_SS("64", "bf16", GPU__WG_R32, "32", "33", "34", "35", GPU__WG_D32);
     } else {
         if constexpr (F16)
-            GPU__WGMMA_SS("128", "f16", GPU__WG_R64, "64", "65", "66", GPU__WG_D64);
+            GPU__WGMMA_SS("128", "f16", GPU__WG_R64, "64", "65", "66", "67", GPU__WG_D64);
         else
-            GPU__WGMMA_SS("128", "bf16", GPU__WG_R64, "64", "65", "66", GPU__WG_D64);
+            GPU__WGMMA_SS("128", "bf16", GPU__WG_R64, "64", "65", "66", "67", GPU__WG_D64);
     }
 }
 template <int N, bool F16, int TB>

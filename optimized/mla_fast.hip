@@ -24,10 +24,11 @@
  *   make code * 2^-120 in bf16 and one bf16 multiply by 2^120 makes the code exactly; k_scale
  *   is applied to the logits and the output. Each (block, sequence) pair writes an f32
  *   partial (out / l, lse) to the workspace at slot block + sequence (unique: the pairs form
- *   a staircase).
- * mla_fast_combine_kernel: one block per (head, sequence) merges the sequence's partials with
- *   SPEC section 0's merge (max lse, weights exp(lse_i - max)), rounds out to bf16 and writes
- *   the lse. No key: out = 0, lse = -inf; a NaN partial lse poisons the row.
+ *   a staircase) -- or, when the block's range holds the whole sequence, the final row.
+ * mla_fast_combine_kernel: one block per (head, sequence); a sequence whose keys span several
+ *   ranges has its partials merged with SPEC section 0's merge (max lse, weights
+ *   exp(lse_i - max)), out rounded to bf16, and the lse written. No key: out = 0, lse = -inf; a
+ *   NaN partial lse poisons the row. A sequence inside one range was finished by its block.
  *
  * Fragment layout (PTX m16n8k16, lane = 4 g + t): A a0 = (row g, k 2t, 2t+1), a1 = (row g + 8,
  * same k), a2 = (row g, k 2t + 8, 2t + 9), a3 = (row g + 8, those k); B b0 = (k 2t, 2t+1; col
@@ -226,6 +227,53 @@ static __device__ __forceinline__ void mlf__load_rope(const uint8_t *rp, int war
 }
 #endif // GPU_HAS_MMA_SYNC
 
+/* ------------------------------------------------------------- segment results */
+/* Where a segment's rows go: a segment that is its sequence's only one (it covers keys 0 ..
+ * len - 1: `full`) writes the final row (out bf16 [batch, hq, 512], lse [hq, batch]), which the
+ * combine then leaves alone; any other writes its f32 partial (out / l, lse) to slot `slot`. */
+struct mlf__dst {
+    float *part_o, *part_lse; /* [slots, hq, 512], [slots, hq] */
+    uint16_t *out;
+    float *lse;
+    int batch;
+};
+
+/* v[0 .. N) as dims d .. d + N - 1 of head h's row (N = 2 or 4). */
+template <int N>
+static __device__ __forceinline__ void mlf__put(const mlf__dst &o, bool full, size_t slot, int b,
+                                                int hq, int h, int d, const float (&v)[N])
+{
+    static_assert(N == 2 || N == 4, "pairs or quads");
+    if (full) {
+        uint16_t *p = o.out + ((size_t)b * hq + (size_t)h) * MLF__LAT + d;
+        uint32_t w[N / 2];
+#pragma unroll
+        for (int k = 0; k < N / 2; k++)
+            w[k] = (uint32_t)num_f32_to_bf16(v[2 * k]) | (uint32_t)num_f32_to_bf16(v[2 * k + 1]) << 16;
+        if constexpr (N == 4)
+            *(uint2 *)p = make_uint2(w[0], w[1]);
+        else
+            *(uint32_t *)p = w[0];
+    } else {
+        float *p = o.part_o + (slot * (size_t)hq + (size_t)h) * MLF__LAT + d;
+        if constexpr (N == 4)
+            *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+        else
+            *(float2 *)p = make_float2(v[0], v[1]);
+    }
+}
+
+/* The row's LSE (natural log) from its running max m and sum l (log2 units). */
+static __device__ __forceinline__ void mlf__put_lse(const mlf__dst &o, bool full, size_t slot, int b,
+                                                    int hq, int h, float m, float l)
+{
+    const float v = l == 0.0f ? -INFINITY : (m + log2f(l)) * 0.6931471805599453f;
+    if (full)
+        o.lse[(size_t)h * o.batch + b] = v;
+    else
+        o.part_lse[slot * (size_t)hq + (size_t)h] = v;
+}
+
 /* ------------------------------------------------------------------ split kernel */
 #if defined(GPU_HAS_MMA_SYNC)
 /* Rope dims of warp w's k-step: the 64 rope dims are one fp8 slot (k-step w) or two bf16
@@ -255,8 +303,7 @@ static __device__ __forceinline__ void
 mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf16 */
              const uint8_t *__restrict__ cache,       /* cache: [N, bs, 576] KV */
              const int32_t *__restrict__ bt,          /* bt: [max_blocks], sequence b's row */
-             float *__restrict__ part_o,              /* part_o: [slots, hq, 512] */
-             float *__restrict__ part_lse,            /* part_lse: [slots, hq] */
+             const mlf__dst &dst, bool full,          /* mlf__put */
              uint8_t *kv_s, float *sbuf, int &par, int b, int hq, int hg, int bs, int k0, int k1,
              size_t slot, float ks, float sl2)
 {
@@ -469,7 +516,6 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
     for (int rr = 0; rr < 2; rr++) {
         if (head[rr] >= hq)
             continue;
-        float *dst = part_o + (slot * (size_t)hq + (size_t)head[rr]) * MLF__LAT;
 #pragma unroll
         for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
@@ -480,19 +526,266 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 #pragma unroll
                     for (int e = 0; e < 2; e++)
                         v[mlf__pos(T::FP8, h, e)] = o[sl][2 * js + h][2 * rr + e] * inv[rr];
-                *(float4 *)(dst + mlf__d4(T::FP8, 128 * warp + 64 * sl, js, t)) =
-                    make_float4(v[0], v[1], v[2], v[3]);
+                mlf__put(dst, full, slot, b, hq, head[rr], mlf__d4(T::FP8, 128 * warp + 64 * sl, js, t), v);
             }
         if (warp == 0 && t == 0)
-            part_lse[slot * (size_t)hq + (size_t)head[rr]] =
-                l[rr] == 0.0f ? -INFINITY : (m[rr] + log2f(l[rr])) * 0.6931471805599453f;
+            mlf__put_lse(dst, full, slot, b, hq, head[rr], m[rr], l[rr]);
     }
 }
 #endif // GPU_HAS_MMA_SYNC
 
-/* Grid (ceil(hq / 16), nblk), block MLF__THREADS, dynamic shared memory mlf__smem_bytes<KV>(). */
+
+/* --------------------------------------------------------- wgmma segment (sm_90a) */
+/* The `wgmma` variant's segment: 64 query heads per block (wgmma's M), two warpgroups, key
+ * tiles of 64 rows. Why: at 128 heads a latent row feeds 128 x 1088 multiply-adds (~240 FLOP
+ * per bf16 byte), so the kernel is bound by the matrix units; mma.sync at 16 heads per block
+ * re-reads each row eight times through registers and spends most of its issue slots around the
+ * MMAs. Here one warpgroup instruction does a 64-head tile and the operands stay in shared
+ * memory.
+ *
+ * Shared memory (base 1024-aligned; SW128 tiles and descriptors of gpu_port.h): Q [64 heads x
+ * 576] (9 panels of 64 rows), then for bf16 two key-tile stages [64 keys x 576] filled by
+ * cp.async (one in flight while the other is used), for fp8 one bf16 key tile plus two raw
+ * stages of 64 x 576 codes that each thread decodes itself (its own cp.async chunks: bit moves
+ * make code * 2^-120 in bf16, one bf16 multiply by 2^120 the code exactly, NaN codes NaN);
+ * then P [64 heads x 64 keys] bf16 and a row-max exchange of 2 x 64 f32.
+ * Per tile, warpgroup w:
+ *   S_w = Q K^T over keys 32w .. 32w + 31     36 x wgmma m64n32k16, both operands from shared;
+ *   the two warpgroups' row maxima are exchanged, so both move the running max alike (only when
+ *   a row's max grows past it by 2^8, as split_kv: rare rescales); P_w = exp2(S_w - m) is
+ *   rounded to bf16 into P's columns 32w .. 32w + 31; l_w sums the f32 weights;
+ *   O_w += P V[:, 256w .. 256w + 255]          4 k-steps x 2 x wgmma m64n128k16, P from shared
+ *                                             (K-major), V the key tile read MN-major.
+ * Warpgroup w owns output dims 256w .. 256w + 255 (128 f32 per thread); the row sums of the
+ * two warpgroups are added at the end. Partials go to the workspace as split_kv's. */
+enum {
+    MLW__HG = 64,                 /* query heads per block */
+    MLW__THREADS = 256,           /* two warpgroups */
+    MLW__BN = 64,                 /* keys per tile; warpgroup w's logits: keys 32w .. 32w + 31 */
+    MLW__PANEL = 64 * 128,        /* an SW128 panel: 64 rows x 64 bf16 */
+    MLW__TILE = 9 * MLW__PANEL,   /* 64 rows x 576 bf16: Q or a key tile */
+    MLW__RAW = 64 * 576,          /* 64 fp8 rows */
+    MLW__SMEM = 3 * MLW__TILE + MLW__PANEL + 2 * 64 * 4 + 1024, /* + 1024: base alignment */
+};
+static_assert(MLW__TILE + 2 * MLW__RAW == 2 * MLW__TILE, "fp8's bf16 tile + raw stages = bf16's stages");
+static_assert(MLW__SMEM <= 227 * 1024, "one block's shared memory");
+
+#if defined(GPU_HAS_WGMMA)
+/* Four e4m3 codes (bytes of w) as bf16 pairs (byte 0, byte 1) and (byte 2, byte 3), exact. */
+static __device__ __forceinline__ void mlw__fp8x4_bf16(uint32_t w, uint32_t &lo, uint32_t &hi)
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t u = __byte_perm(w, 0u, h ? 0x4342u : 0x4140u); /* codes in 16-bit lanes */
+        const uint32_t mag = u & 0x007F007Fu;
+        const uint32_t nan = (((mag + 0x00010001u) & 0x00800080u) >> 7) * 0xFFFFu;
+        uint32_t v = mlf__bf16x2_mul(((u & 0x00800080u) << 8) | (mag << 4), MLF__BF16X2_2P120);
+        v = (v & ~nan) | (MLF__BF16X2_NAN & nan);
+        (h ? hi : lo) = v;
+    }
+}
+
+/* One segment (keys k0 .. k1 - 1 of sequence b, heads 64 hg ..) into partial slot `slot`.
+ * sgen: the 1024-aligned shared base (generic), sbase: its shared-space address. Called by
+ * every thread of the block (barriers). */
 template <int KV>
-__global__ void __launch_bounds__(MLF__THREADS, 3)
+static __device__ __forceinline__ void
+mlw__segment(const uint16_t *__restrict__ q, const uint8_t *__restrict__ cache,
+             const int32_t *__restrict__ bt, const mlf__dst &dst, bool full, uint8_t *sgen,
+             uint32_t sbase, int b, int hq, int hg, int bs, int k0, int k1, size_t slot, float ks,
+             float sl2)
+{
+    typedef mlf__kv<KV> T;
+    const int tid = threadIdx.x, wg = tid >> 7, i = tid & 127, t = i & 3;
+    const int wrow = 16 * (i >> 5) + ((i & 31) >> 2); /* accumulator rows wrow, wrow + 8 */
+    const uint32_t sq = sbase, sk = sq + MLW__TILE, sp = sq + 3 * MLW__TILE;
+    const uint32_t sraw = sk + MLW__TILE; /* fp8: raw stages after the single bf16 tile */
+    float *red = (float *)(sgen + 3 * MLW__TILE + MLW__PANEL); /* [2][64] */
+
+    /* Copy roles: thread tid moves 16-byte chunks lsub + 4u of tile row lrow. */
+    const int lrow = tid >> 2, lsub = tid & 3;
+    constexpr int CH = T::ROW_BYTES / 16;
+    const int nt = (k1 - k0 + MLW__BN - 1) / MLW__BN;
+    {
+        const int h = MLW__HG * hg + lrow;
+        const uint16_t *src = q + ((size_t)b * hq + (size_t)(h < hq ? h : 0)) * MLF__ROW;
+#pragma unroll
+        for (int u = 0; u < MLF__ROW / 8 / 4; u++) {
+            const int ch = lsub + 4 * u;
+            gpu_cp_async16(sq + gpu_sw128_chunk(64, lrow, ch), src + 8 * ch, h < hq ? 16 : 0);
+        }
+    }
+    /* The block-table entry of this thread's row is read a tile ahead of its copy, so the copy
+     * never waits on it. */
+    int32_t nx_blk = k0 + lrow < k1 ? bt[(k0 + lrow) / bs] : 0;
+    auto issue = [&](int j) {
+        if (j < nt) {
+            const int key = k0 + j * MLW__BN + lrow;
+            const bool ok = key < k1;
+            const uint8_t *src =
+                ok ? cache + ((size_t)nx_blk * (size_t)bs + (size_t)(key % bs)) * T::ROW_BYTES
+                   : cache;
+            nx_blk = key + MLW__BN < k1 ? bt[(key + MLW__BN) / bs] : 0;
+#pragma unroll
+            for (int u = 0; u < CH / 4; u++) {
+                const int ch = lsub + 4 * u;
+                const uint32_t dst = T::FP8 ? sraw + (j & 1) * MLW__RAW + lrow * 576 + 16 * ch
+                                            : sk + (j & 1) * MLW__TILE + gpu_sw128_chunk(64, lrow, ch);
+                gpu_cp_async16(dst, src + (ok ? 16 * ch : 0), ok ? 16 : 0);
+            }
+        }
+        gpu_cp_async_commit(); /* Q rides with tile 0 */
+    };
+    issue(0);
+
+    float o[2][64];
+#pragma unroll
+    for (int c = 0; c < 2; c++)
+#pragma unroll
+        for (int j = 0; j < 64; j++)
+            o[c][j] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    for (int j = 0; j < nt; j++) {
+        gpu_cp_async_wait<0>(); /* tile j (and Q) landed: this thread's copies */
+        gpu_fence_proxy_async();
+        __syncthreads();        /* everyone's copies; tile j - 1's MMAs are done in both groups */
+        const uint32_t kt = T::FP8 ? sk : sk + (j & 1) * MLW__TILE;
+        if (T::FP8) {
+            issue(j + 1); /* into the raw stage this thread decoded at tile j - 1 */
+            const uint8_t *raw = sgen + (sraw - sbase) + (j & 1) * MLW__RAW + lrow * 576;
+#pragma unroll
+            for (int u = 0; u < CH / 4; u++) {
+                const int ch = lsub + 4 * u;
+                const uint4 w = *(const uint4 *)(raw + 16 * ch);
+                uint4 x, y;
+                mlw__fp8x4_bf16(w.x, x.x, x.y);
+                mlw__fp8x4_bf16(w.y, x.z, x.w);
+                mlw__fp8x4_bf16(w.z, y.x, y.y);
+                mlw__fp8x4_bf16(w.w, y.z, y.w);
+                *(uint4 *)(sgen + (sk - sbase) + gpu_sw128_chunk(64, lrow, 2 * ch)) = x;
+                *(uint4 *)(sgen + (sk - sbase) + gpu_sw128_chunk(64, lrow, 2 * ch + 1)) = y;
+            }
+            gpu_fence_proxy_async();
+            __syncthreads(); /* the bf16 tile is whole */
+        }
+
+        /* S_w = Q K^T over this warpgroup's 32 keys. */
+        float s[16];
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < MLF__ROW / 16; kk++)
+            gpu_wgmma_ss<32, false>(s, gpu_sw128_kmajor_desc(sq, 64, 0, kk),
+                                    gpu_sw128_kmajor_desc(kt, 64, 32 * wg, kk), kk > 0);
+        gpu_wgmma_commit();
+        if (!T::FP8)
+            issue(j + 1); /* while S runs: into tile j - 1's stage, whose MMAs are done */
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(s);
+
+        /* Logits in log2 units; keys past the segment weigh nothing. */
+        const int kc = k0 + j * MLW__BN + 32 * wg + 2 * t; /* key of s[0] */
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int e = 0; e < 16; e++) {
+            float v = s[e] * sl2;
+            if (kc + 8 * (e >> 2) + (e & 1) >= k1)
+                v = -INFINITY;
+            s[e] = v;
+            mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], v);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 1));
+            mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 2));
+        }
+        if (t == 0)
+            red[64 * wg + wrow] = mx[0], red[64 * wg + wrow + 8] = mx[1];
+        __syncthreads();
+        float alpha[2], mu[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            /* Both groups see the same maxima, in the same order: identical m. */
+            const float mt = fmaxf(red[wrow + 8 * r], red[64 + wrow + 8 * r]);
+            const float mn = mt > m[r] + 8.0f ? mt : m[r];
+            mu[r] = mn == -INFINITY ? 0.0f : mn;
+            alpha[r] = mn == m[r] ? 1.0f : mlf__exp2(m[r] - mu[r]);
+            m[r] = mn;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const float p0 = mlf__exp2(s[4 * n + 2 * r] - mu[r]);
+                const float p1 = mlf__exp2(s[4 * n + 2 * r + 1] - mu[r]);
+                rs[r] += p0 + p1;
+                *(uint32_t *)(sgen + (sp - sbase) + gpu_sw128_chunk(64, wrow + 8 * r, 4 * wg + n) +
+                              4 * t) = mlf__bf16x2(p0, p1);
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            l[r] = l[r] * alpha[r] + rs[r];
+        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+            for (int c = 0; c < 2; c++)
+#pragma unroll
+                for (int jj = 0; jj < 64; jj++)
+                    o[c][jj] *= alpha[(jj >> 1) & 1];
+        }
+        gpu_fence_proxy_async();
+        __syncthreads(); /* P whole */
+
+        /* O_w += P V_w: V = the key tile's dims 256w .. 256w + 255, read MN-major. */
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < MLW__BN / 16; kk++) {
+            const uint64_t pa = gpu_sw128_kmajor_desc(sp, 64, 0, kk);
+            gpu_wgmma_ss<128, false, 1>(o[0], pa, gpu_sw128_mnmajor_desc(kt + 4 * wg * MLW__PANEL, 64, kk), 1);
+            gpu_wgmma_ss<128, false, 1>(o[1], pa, gpu_sw128_mnmajor_desc(kt + (4 * wg + 2) * MLW__PANEL, 64, kk), 1);
+        }
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(o[0]);
+        gpu_wgmma_keep(o[1]);
+    }
+    gpu_cp_async_wait<0>();
+
+    /* Row sums: the quad's lanes, then both groups' (added in group order: identical). */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += GPU_SHFL_XOR(l[r], 1);
+        l[r] += GPU_SHFL_XOR(l[r], 2);
+    }
+    __syncthreads(); /* the last tile's maxima are read */
+    if (t == 0)
+        red[64 * wg + wrow] = l[0], red[64 * wg + wrow + 8] = l[1];
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int h = MLW__HG * hg + wrow + 8 * r;
+        const float lt = red[wrow + 8 * r] + red[64 + wrow + 8 * r];
+        if (h < hq) {
+            const float inv = lt == 0.0f ? 0.0f : ks / lt;
+#pragma unroll
+            for (int c = 0; c < 2; c++)
+#pragma unroll
+                for (int n = 0; n < 16; n++) {
+                    const float v[2] = {o[c][4 * n + 2 * r] * inv, o[c][4 * n + 2 * r + 1] * inv};
+                    mlf__put(dst, full, slot, b, hq, h, 256 * wg + 128 * c + 8 * n + 2 * t, v);
+                }
+            if (wg == 0 && t == 0)
+                mlf__put_lse(dst, full, slot, b, hq, h, m[r], lt);
+        }
+    }
+    __syncthreads(); /* the next segment refills Q, the tiles and red */
+}
+#endif // GPU_HAS_WGMMA
+
+/* Grid (head groups, nblk). WG = 0 (split_kv): groups of 16 heads, block MLF__THREADS, dynamic
+ * shared memory mlf__smem_bytes<KV>(); WG = 1 (wgmma): groups of 64, MLW__THREADS, MLW__SMEM. */
+template <int KV, int WG>
+__global__ void __launch_bounds__(WG ? MLW__THREADS : MLF__THREADS, WG ? 1 : 3)
 mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq, 576] bf16 */
                       const uint8_t *__restrict__ cache,        /* cache: [N, bs, 576] KV */
                       const float *__restrict__ k_scale,        /* k_scale: [1] (fp8 only) */
@@ -501,9 +794,17 @@ mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq
                       float *__restrict__ part_o,               /* part_o: [nblk + batch, hq, 512] */
                       float *__restrict__ part_lse,             /* part_lse: [nblk + batch, hq] */
                       long long *__restrict__ cu,               /* cu: [batch + 1] key offsets */
+                      uint16_t *__restrict__ out,               /* out: [batch, hq, 512] bf16 */
+                      float *__restrict__ lse,                  /* lse: [hq, batch] */
                       int batch, int hq, int block_size, int max_blocks, float scale)
 {
 #if defined(GPU_HAS_MMA_SYNC)
+#if !defined(GPU_HAS_WGMMA)
+    if (WG) {
+        GPU_TRAP();
+        return;
+    }
+#endif // GPU_HAS_WGMMA
     extern __shared__ __align__(16) uint8_t mlf__smem[];
     typedef mlf__kv<KV> T;
     uint8_t *kv_s = mlf__smem;
@@ -546,9 +847,21 @@ mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq
             const int lj = __shfl_sync(0xffffffffu, v, j);
             const int k0 = (int)((lo > cj ? lo : cj) - cj);
             const int k1 = (int)((hi < cj + lj ? hi : cj + lj) - cj);
-            mlf__segment<KV>(q, cache, block_table + (size_t)(b0 + j) * (size_t)max_blocks, part_o,
-                             part_lse, kv_s, sbuf, par, b0 + j, hq, (int)blockIdx.x, block_size, k0,
-                             k1, (size_t)blk + (size_t)(b0 + j), ks, sl2);
+            const int32_t *bt = block_table + (size_t)(b0 + j) * (size_t)max_blocks;
+            const size_t slot = (size_t)blk + (size_t)(b0 + j);
+            const mlf__dst dst = {part_o, part_lse, out, lse, batch};
+            const bool full = k0 == 0 && k1 == lj; /* the sequence's only segment */
+#if defined(GPU_HAS_WGMMA)
+            if constexpr (WG != 0) {
+                const uint32_t sa = (gpu_smem_addr(mlf__smem) + 1023u) & ~1023u;
+                mlw__segment<KV>(q, cache, bt, dst, full,
+                                 mlf__smem + (sa - gpu_smem_addr(mlf__smem)), sa, b0 + j, hq,
+                                 (int)blockIdx.x, block_size, k0, k1, slot, ks, sl2);
+                continue;
+            }
+#endif // GPU_HAS_WGMMA
+            mlf__segment<KV>(q, cache, bt, dst, full, kv_s, sbuf, par, b0 + j, hq,
+                             (int)blockIdx.x, block_size, k0, k1, slot, ks, sl2);
         }
         run += __shfl_sync(0xffffffffu, inc, 31);
     }
@@ -575,6 +888,8 @@ mla_fast_combine_kernel(const float *__restrict__ part_o,      /* part_o: [nblk 
         /* The blocks whose key ranges hold keys cub and cub + len - 1, and every one between:
          * block i covers [i tot / nblk, (i + 1) tot / nblk). */
         const long long i0 = ((cub + 1) * nblk - 1) / tot, i1 = ((cub + len) * nblk - 1) / tot;
+        if (i0 == i1)
+            return; /* one block's range holds the whole sequence: its segment wrote the row */
         float mx = -INFINITY;
         int nan = 0;
         for (long long i = i0; i <= i1; i++) {
@@ -637,20 +952,50 @@ static mlf__ws mlf__ws_layout(void *base, int batch, int hq, int nblk)
     return w;
 }
 
-/* Block rows of the key space: head groups x rows fill three blocks per multiprocessor (the
- * kernel's occupancy), one wave of equal ranges; at most MLF__NBLK_MAX / groups. */
-static int mlf__nblk(int hq, int multiprocessors)
+/* The two variants' shapes: heads per block, threads, blocks per multiprocessor. */
+typedef struct mlf__shape {
+    int hg, threads, per_sm;
+} mlf__shape;
+static const mlf__shape MLF__SPLIT = {MLF__HG, MLF__THREADS, 3}, MLF__WGMMA = {MLW__HG, MLW__THREADS, 1};
+
+/* Block rows of the key space. When the batch's (sequence, head group) pairs fill 3/4 to all of
+ * a wave at k sequences per block row (k dividing the batch), batch / k rows: equal lengths then
+ * give every row k whole sequences, whose rows are written final with no partial and no
+ * combine (and ragged lengths still get equal key ranges). Otherwise head groups x rows fill
+ * `per_sm` blocks per multiprocessor (the kernel's occupancy) with equal ranges, at most
+ * MLF__NBLK_MAX / groups rows. */
+static int mlf__nblk(int batch, int hq, mlf__shape sh, int multiprocessors)
 {
-    const int groups = (hq + MLF__HG - 1) / MLF__HG, cap = MLF__NBLK_MAX / groups;
-    const int want = 3 * multiprocessors / groups;
+    const int groups = (hq + sh.hg - 1) / sh.hg, cap = MLF__NBLK_MAX / groups;
+    const int wave = sh.per_sm * multiprocessors;
+    if (batch > 0) {
+        const long long k = ((long long)batch * groups + wave - 1) / wave;
+        const long long rows = batch / k;
+        if (batch % k == 0 && 4 * rows * groups >= 3LL * wave)
+            return (int)rows;
+    }
+    const int want = wave / groups;
     return want < 1 ? 1 : want > cap ? (cap < 1 ? 1 : cap) : want;
+}
+
+/* Workspace for any device: at most max(MLF__NBLK_MAX / groups, batch) block rows. */
+static size_t mlf__workspace(int batch, int hq, mlf__shape sh)
+{
+    if (batch < 0 || hq <= 0)
+        return 0;
+    const int groups = (hq + sh.hg - 1) / sh.hg, cap = MLF__NBLK_MAX / groups;
+    const int rows = (cap < 1 ? 1 : cap) > batch ? (cap < 1 ? 1 : cap) : batch;
+    return mlf__ws_layout(NULL, batch, hq, rows).bytes;
 }
 
 extern "C" size_t opt_mla_decode_split_kv_workspace(int batch, int hq)
 {
-    if (batch < 0 || hq <= 0)
-        return 0;
-    return mlf__ws_layout(NULL, batch, hq, mlf__nblk(hq, MLF__NBLK_MAX)).bytes;
+    return mlf__workspace(batch, hq, MLF__SPLIT);
+}
+
+extern "C" size_t opt_mla_decode_wgmma_workspace(int batch, int hq)
+{
+    return mlf__workspace(batch, hq, MLF__WGMMA);
 }
 
 extern "C" const char *opt_mla_decode_split_kv_unsupported(int batch, int hq, int cc_major)
@@ -669,17 +1014,28 @@ extern "C" const char *opt_mla_decode_split_kv_unsupported(int batch, int hq, in
 #endif // GPU_VENDOR_NVIDIA
 }
 
-template <int KV>
+extern "C" const char *opt_mla_decode_wgmma_unsupported(int batch, int hq, int cc_major)
+{
+    const char *why = opt_wgmma_unsupported(cc_major);
+    if (why)
+        return why;
+    if (batch > 65535 || hq > 65535)
+        return "wgmma's combine grid is (heads, sequences): at most 65535 sequences and heads";
+    return NULL;
+}
+
+template <int KV, int WG>
 static int mlf__launch(const opt_mla_decode_args *a, const mlf__ws *w, int nblk, hipStream_t stream)
 {
-    const int bytes = (int)mlf__smem_bytes<KV>();
-    GPU_CHECK(hipFuncSetAttribute((const void *)mla_fast_split_kernel<KV>,
+    const mlf__shape sh = WG ? MLF__WGMMA : MLF__SPLIT;
+    const int bytes = WG ? (int)MLW__SMEM : (int)mlf__smem_bytes<KV>();
+    GPU_CHECK(hipFuncSetAttribute((const void *)mla_fast_split_kernel<KV, WG>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    const dim3 grid((unsigned)((a->hq + MLF__HG - 1) / MLF__HG), (unsigned)nblk);
-    mla_fast_split_kernel<KV><<<grid, MLF__THREADS, bytes, stream>>>(
+    const dim3 grid((unsigned)((a->hq + sh.hg - 1) / sh.hg), (unsigned)nblk);
+    mla_fast_split_kernel<KV, WG><<<grid, sh.threads, bytes, stream>>>(
         (const uint16_t *)a->q, (const uint8_t *)a->cache.data, a->cache.k_scale, a->block_table,
-        a->seq_lens, w->part_o, w->part_lse, w->cu, a->batch, a->hq, a->cache.block_size,
-        a->max_blocks, a->scale);
+        a->seq_lens, w->part_o, w->part_lse, w->cu, (uint16_t *)a->out, a->lse, a->batch, a->hq,
+        a->cache.block_size, a->max_blocks, a->scale);
     GPU_CHECK(hipGetLastError());
     const dim3 cgrid((unsigned)a->hq, (unsigned)a->batch);
     mla_fast_combine_kernel<<<cgrid, MLF__THREADS, 0, stream>>>(
@@ -691,8 +1047,8 @@ static int mlf__launch(const opt_mla_decode_args *a, const mlf__ws *w, int nblk,
 
 /* seq_lens[b] <= max_blocks * block_size and every used block id inside the pool: device data,
  * so the launcher cannot check that. */
-extern "C" int opt_mla_decode_split_kv(const opt_mla_decode_args *a, void *workspace,
-                                       size_t workspace_bytes, void *stream)
+static int mlf__run(const opt_mla_decode_args *a, void *workspace, size_t workspace_bytes,
+                    void *stream, int wg)
 {
     if (!a || a->batch < 0 || a->batch > 65535 || a->hq <= 0 || a->hq > 65535 || a->max_blocks < 0)
         return OPT_EINVAL;
@@ -708,11 +1064,24 @@ extern "C" int opt_mla_decode_split_kv(const opt_mla_decode_args *a, void *works
     int dev = 0, sms = 0;
     GPU_CHECK(hipGetDevice(&dev));
     GPU_CHECK(hipDeviceGetAttribute(&sms, hipDeviceAttributeMultiprocessorCount, dev));
-    const int nblk = mlf__nblk(a->hq, sms);
+    const int nblk = mlf__nblk(a->batch, a->hq, wg ? MLF__WGMMA : MLF__SPLIT, sms);
     const mlf__ws w = mlf__ws_layout(workspace, a->batch, a->hq, nblk);
     if (workspace_bytes < w.bytes)
         return OPT_EINVAL;
     const hipStream_t s = (hipStream_t)stream;
-    return a->cache.dtype == OPT_FP8E4M3 ? mlf__launch<OPT_FP8E4M3>(a, &w, nblk, s)
-                                         : mlf__launch<OPT_BF16>(a, &w, nblk, s);
+    if (a->cache.dtype == OPT_FP8E4M3)
+        return wg ? mlf__launch<OPT_FP8E4M3, 1>(a, &w, nblk, s) : mlf__launch<OPT_FP8E4M3, 0>(a, &w, nblk, s);
+    return wg ? mlf__launch<OPT_BF16, 1>(a, &w, nblk, s) : mlf__launch<OPT_BF16, 0>(a, &w, nblk, s);
+}
+
+extern "C" int opt_mla_decode_split_kv(const opt_mla_decode_args *a, void *workspace,
+                                       size_t workspace_bytes, void *stream)
+{
+    return mlf__run(a, workspace, workspace_bytes, stream, 0);
+}
+
+extern "C" int opt_mla_decode_wgmma(const opt_mla_decode_args *a, void *workspace,
+                                    size_t workspace_bytes, void *stream)
+{
+    return mlf__run(a, workspace, workspace_bytes, stream, 1);
 }

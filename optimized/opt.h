@@ -76,10 +76,12 @@ const char *opt_wgmma_unsupported(int cc_major);
 
 /* The wgmma layout contract (gpu_port.h), checked element by element: two warpgroups compute
  * c [128][n] = a [128][k] times B through gpu_wgmma_*, gpu_sw128_* and the coordinate helpers,
- * n and k in {64, 128}, bf16 (f16 when f16 != 0) bits in, f32 out, device pointers.
- *   mode 0 (S = Q K^T): a and b [n][k] row-major in SW128 tiles, both K-major; c = a b^T.
+ * k in {64, 128}, bf16 (f16 when f16 != 0) bits in, f32 out, device pointers.
+ *   mode 0 (S = Q K^T): a and b [n][k] row-major in SW128 tiles, both K-major; c = a b^T;
+ *                       n in {32, 64, 128}.
  *   mode 1 (O = P V):   a in registers (the A fragment), b [k][n] row-major in an SW128 tile
- *                       read MN-major (transposed); c = a b.
+ *                       read MN-major (transposed); c = a b; n in {64, 128}.
+ *   mode 2 (O = P V):   a in a K-major SW128 tile (as mode 0), b as mode 1; n in {64, 128}.
  * OPT_EINVAL for other shapes; the kernel traps where opt_wgmma_unsupported() gives a reason. */
 int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a, const uint16_t *b,
                      float *c, void *stream);
@@ -450,6 +452,16 @@ const char *opt_mla_decode_split_kv_unsupported(int batch, int hq, int cc_major)
 size_t opt_mla_decode_split_kv_workspace(int batch, int hq);
 int opt_mla_decode_split_kv(const opt_mla_decode_args *a, void *workspace, size_t workspace_bytes,
                             void *stream);
+
+/* mla_decode wgmma (NVIDIA sm_90a, opt_wgmma_unsupported()): split_kv's key ranges, partials
+ * and combine with a Hopper warpgroup-MMA segment: blocks of 64 query heads (two warpgroups),
+ * key tiles of 64 rows in shared memory, S and O by wgmma; fp8 rows decoded to bf16 in shared
+ * memory. For many heads (128: matrix-bound); fewer than 64 heads pad the tile. The workspace
+ * needs opt_mla_decode_wgmma_workspace(batch, hq) bytes. */
+const char *opt_mla_decode_wgmma_unsupported(int batch, int hq, int cc_major);
+size_t opt_mla_decode_wgmma_workspace(int batch, int hq);
+int opt_mla_decode_wgmma(const opt_mla_decode_args *a, void *workspace, size_t workspace_bytes,
+                         void *stream);
 
 /* dsv4_sparse_decode packed: same arguments and contract as simple (SPEC section 10). One
  * block per (token, group of 16 query heads): each indexed row is read and dequantized once

@@ -155,6 +155,8 @@ __global__ void probe_mma_arange_kernel(const uint16_t *a, const uint16_t *b, co
  *   mode 0, S = Q K^T: a [128][K] and b [N][K] row-major, both K-major SW128 tiles; c = a b^T.
  *   mode 1, O = P V:   a [128][K] straight into A registers (gpu_wgmma_a_coord), b [K][N]
  *                      row-major, an SW128 tile read MN-major (transpose flag); c = a b.
+ *   mode 2, O = P V with P from shared memory (as mla_decode wgmma): a as in mode 0, b as in
+ *                      mode 1; c = a b.
  * a, b: 16-bit bits; c: f32 row-major [128][N], placed through gpu_wgmma_c_coord. */
 template <int N, int K, bool F16>
 __global__ void __launch_bounds__(256)
@@ -165,7 +167,7 @@ probe_wgmma_arange_kernel(int mode, const uint16_t *a, const uint16_t *b, float 
     const uint32_t sa = (gpu_smem_addr(probe__smem) + 1023u) & ~1023u;
     const uint32_t sb = sa + 128 * K * 2;
     const int wg = threadIdx.x / 128, i = threadIdx.x % 128;
-    if (mode == 0)
+    if (mode != 1)
         for (int ch = threadIdx.x; ch < 128 * K / 8; ch += 256)
             gpu_cp_async16(sa + gpu_sw128_chunk(128, ch / (K / 8), ch % (K / 8)), a + ch * 8, 16);
     const int brows = mode == 0 ? N : K, bch = (mode == 0 ? K : N) / 8;
@@ -187,6 +189,17 @@ probe_wgmma_arange_kernel(int mode, const uint16_t *a, const uint16_t *b, float 
                                  gpu_sw128_kmajor_desc(sb, N, 0, ks), ks > 0);
         /* Committed and waited for inside each branch: where the branches join, the compiler
          * may move accumulators between registers, which must not happen under a running MMA. */
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(d);
+    } else if constexpr (N < 64) {
+        GPU_TRAP(); /* opt_wgmma_arange refuses: an MN-major SW128 tile is 64 columns wide */
+    } else if (mode == 2) {
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < K / 16; ks++)
+            gpu_wgmma_ss<N, F16, 1>(d, gpu_sw128_kmajor_desc(sa, 128, 64 * wg, ks),
+                                    gpu_sw128_mnmajor_desc(sb, K, ks), 1);
         gpu_wgmma_commit();
         gpu_wgmma_wait<0>();
         gpu_wgmma_keep(d);
@@ -286,6 +299,9 @@ template <bool F16>
 static int probe__wgmma_shape(int mode, int n, int k, const uint16_t *a, const uint16_t *b,
                               float *c, hipStream_t s)
 {
+    if (n == 32) /* K-major B only: an MN-major SW128 tile is 64 columns wide */
+        return k == 64 ? probe__wgmma_arange<32, 64, F16>(mode, a, b, c, s)
+                       : probe__wgmma_arange<32, 128, F16>(mode, a, b, c, s);
     if (n == 64)
         return k == 64 ? probe__wgmma_arange<64, 64, F16>(mode, a, b, c, s)
                        : probe__wgmma_arange<64, 128, F16>(mode, a, b, c, s);
@@ -296,8 +312,8 @@ static int probe__wgmma_shape(int mode, int n, int k, const uint16_t *a, const u
 extern "C" int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a,
                                 const uint16_t *b, float *c, void *stream)
 {
-    if ((mode != 0 && mode != 1) || (n != 64 && n != 128) || (k != 64 && k != 128) || !a || !b ||
-        !c)
+    if (mode < 0 || mode > 2 || (n != 32 && n != 64 && n != 128) || (n == 32 && mode != 0) ||
+        (k != 64 && k != 128) || !a || !b || !c)
         return OPT_EINVAL;
     const hipStream_t s = (hipStream_t)stream;
     return f16 ? probe__wgmma_shape<true>(mode, n, k, a, b, c, s)

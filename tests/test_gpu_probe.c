@@ -94,8 +94,9 @@ Test(mma, arange_tile_exact)
 }
 
 /* Hopper's warpgroup MMA through the layout helpers of gpu_port.h (opt_wgmma_arange): both
- * operand orders mha_wgmma uses -- S = Q K^T (A and B K-major in 128-byte-swizzled tiles) and
- * O = P V (A from registers, B read MN-major) -- for every (n, k) in {64, 128}^2, bf16 and f16,
+ * operand orders mha_wgmma and mla_decode wgmma use -- S = Q K^T (A and B K-major in
+ * 128-byte-swizzled tiles; n 32, 64, 128) and O = P V (A from registers or from a K-major tile,
+ * B read MN-major; n 64, 128) -- for k in {64, 128}, bf16 and f16,
  * two warpgroups over 128 rows (the second starting at row 64 of the tile, as in the kernel).
  * The values are small integers (|a| <= 5, |b| <= 6): exact in both dtypes, every partial sum
  * below 2^12, so each element must equal the host product bit for bit; a wrong swizzle,
@@ -118,7 +119,7 @@ static int check_wgmma(int mode, int n, int k, int f16)
         for (int kk = 0; kk < k; kk++)
             a[i * k + kk] = wg_bits(f16, wg_a(i, kk));
     for (int kk = 0; kk < k; kk++)
-        for (int j = 0; j < n; j++) /* mode 0: b [n][k] (K-major); mode 1: b [k][n] */
+        for (int j = 0; j < n; j++) /* mode 0: b [n][k] (K-major); modes 1, 2: b [k][n] */
             b[mode == 0 ? j * k + kk : kk * n + j] = wg_bits(f16, wg_b(kk, j));
     void *da, *db, *dc;
     cr_assert_eq(opt_alloc(&da, sizeof *a * 128 * k), OPT_OK, "%s", opt_last_error());
@@ -141,7 +142,8 @@ static int check_wgmma(int mode, int n, int k, int f16)
                              f16 ? "f16" : "bf16", i, j, c[i * n + j], want);
         }
     cr_expect_eq(bad, 0, "mode %d (%s) n %d k %d %s: %d of %d elements wrong", mode,
-                 mode == 0 ? "S = Q K^T" : "O = P V", n, k, f16 ? "f16" : "bf16", bad, 128 * n);
+                 mode == 0 ? "S = Q K^T" : mode == 1 ? "O = P V" : "O = P V, P shared", n, k,
+                 f16 ? "f16" : "bf16", bad, 128 * n);
     opt_free(da), opt_free(db), opt_free(dc);
     free(a), free(b), free(c);
     return bad;
@@ -154,9 +156,9 @@ Test(wgmma, swizzled_layouts_exact)
     const char *why = opt_wgmma_unsupported(d.cc_major);
     if (why)
         cr_skip_test("%s", why);
-    for (int mode = 0; mode < 2; mode++)
+    for (int mode = 0; mode < 3; mode++)
         for (int f16 = 0; f16 < 2; f16++)
-            for (int n = 64; n <= 128; n *= 2)
+            for (int n = mode == 0 ? 32 : 64; n <= 128; n *= 2)
                 for (int k = 64; k <= 128; k *= 2)
                     check_wgmma(mode, n, k, f16);
 }

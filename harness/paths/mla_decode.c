@@ -177,6 +177,22 @@ static int md__split_kv_run(const hx_case *c, const hx_dtensors *in, hx_dtensors
                                    stream);
 }
 
+static const char *md__wgmma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return opt_mla_decode_wgmma_unsupported(c->seq_lens_q.n, c->heads_q, g->cc_major);
+}
+
+static size_t md__wgmma_workspace(const hx_case *c)
+{
+    return opt_mla_decode_wgmma_workspace(c->seq_lens_q.n, c->heads_q);
+}
+
+static int md__wgmma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_mla_decode_args a = md__args(c, in, out);
+    return opt_mla_decode_wgmma(&a, hx_dptr(out, "workspace"), md__wgmma_workspace(c), stream);
+}
+
 static const hx_variant md__variants[] = {
     {.name = "simple",
      .summary = "one block per (sequence, head), latent rows in tiles (a warp per 576-dim logit), "
@@ -190,6 +206,13 @@ static const hx_variant md__variants[] = {
      .unsupported = md__split_kv_unsupported,
      .run = md__split_kv_run,
      .workspace = md__split_kv_workspace},
+    {.name = "wgmma",
+     .summary = "Hopper warpgroup MMA (sm_90a): 64 heads per block, 64-key tiles in shared memory, "
+                "S and P.V by wgmma, fp8 decoded to bf16 in shared memory; split_kv's ranges and "
+                "combine",
+     .unsupported = md__wgmma_unsupported,
+     .run = md__wgmma_run,
+     .workspace = md__wgmma_workspace},
 };
 #endif // ATTN_HAVE_GPU
 
