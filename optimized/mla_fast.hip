@@ -546,22 +546,30 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
  * Shared memory (base 1024-aligned; SW128 tiles and descriptors of gpu_port.h): Q [64 heads x
  * 576] (9 panels of 64 rows), then for bf16 two key-tile stages [64 keys x 576] filled by
  * cp.async (one in flight while the other is used), for fp8 one bf16 key tile plus two raw
- * stages of 64 x 576 codes that each thread decodes itself (its own cp.async chunks: bit moves
- * make code * 2^-120 in bf16, one bf16 multiply by 2^120 the code exactly, NaN codes NaN);
- * then P [64 heads x 64 keys] bf16 and a row-max exchange of 2 x 64 f32.
- * Per tile, warpgroup w:
- *   S_w = Q K^T over keys 32w .. 32w + 31     36 x wgmma m64n32k16, both operands from shared;
- *   the two warpgroups' row maxima are exchanged, so both move the running max alike (only when
- *   a row's max grows past it by 2^8, as split_kv: rare rescales); P_w = exp2(S_w - m) is
- *   rounded to bf16 into P's columns 32w .. 32w + 31; l_w sums the f32 weights;
- *   O_w += P V[:, 256w .. 256w + 255]          4 k-steps x 2 x wgmma m64n128k16, P from shared
- *                                             (K-major), V the key tile read MN-major.
- * Warpgroup w owns output dims 256w .. 256w + 255 (128 f32 per thread); the row sums of the
- * two warpgroups are added at the end. Partials go to the workspace as split_kv's. */
+ * stages of 64 x 576 codes that each thread decodes itself (its own cp.async chunks, through
+ * the hardware's exact e4m3 -> f16 conversion; NaN codes stay NaN);
+ * then P [64 heads x 64 keys] bf16 and 2 x 64 f32 (rescale factors, row sums).
+ * Per tile:
+ *   S = Q K^T                                 warpgroup 0: 36 x wgmma m64n64k16, both operands
+ *                                             from shared memory (n64: the 2 KiB of Q each step
+ *                                             reads serve 64 keys, so shared-memory bandwidth
+ *                                             keeps up with the tensor cores); meanwhile every
+ *                                             thread issues the next tile's copies;
+ *   softmax                                   warpgroup 0: the running max moves only when a
+ *                                             row's max grows past it by 2^8 (as split_kv: rare
+ *                                             rescales); P = exp2(S - m) rounded to bf16 into
+ *                                             shared memory, l sums the f32 weights, the rescale
+ *                                             factors go to warpgroup 1 through shared memory;
+ *   O_w += P V[:, 256w .. 256w + 255]          both warpgroups: 4 k-steps x 2 x wgmma m64n128k16,
+ *                                             P K-major, V the key tile read MN-major.
+ * Warpgroup w owns output dims 256w .. 256w + 255 (128 f32 per thread). Rows go out through
+ * mlf__put (final or partial, as split_kv's). Two barriers a tile: "tile landed" (which also
+ * says both warpgroups' MMAs on the previous tile are done, freeing its stage for the next
+ * copy) and "P whole"; fp8 adds "tile decoded". */
 enum {
     MLW__HG = 64,                 /* query heads per block */
     MLW__THREADS = 256,           /* two warpgroups */
-    MLW__BN = 64,                 /* keys per tile; warpgroup w's logits: keys 32w .. 32w + 31 */
+    MLW__BN = 64,                 /* keys per tile */
     MLW__PANEL = 64 * 128,        /* an SW128 panel: 64 rows x 64 bf16 */
     MLW__TILE = 9 * MLW__PANEL,   /* 64 rows x 576 bf16: Q or a key tile */
     MLW__RAW = 64 * 576,          /* 64 fp8 rows */
@@ -571,18 +579,20 @@ static_assert(MLW__TILE + 2 * MLW__RAW == 2 * MLW__TILE, "fp8's bf16 tile + raw 
 static_assert(MLW__SMEM <= 227 * 1024, "one block's shared memory");
 
 #if defined(GPU_HAS_WGMMA)
-/* Four e4m3 codes (bytes of w) as bf16 pairs (byte 0, byte 1) and (byte 2, byte 3), exact. */
+/* Four e4m3 codes (bytes of w) as bf16 pairs (byte 0, byte 1) and (byte 2, byte 3), exact: the
+ * hardware's e4m3x2 -> f16x2 conversion (NaN stays NaN), widened to f32 and narrowed to bf16,
+ * both exact for every e4m3 value. */
 static __device__ __forceinline__ void mlw__fp8x4_bf16(uint32_t w, uint32_t &lo, uint32_t &hi)
 {
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const uint32_t u = __byte_perm(w, 0u, h ? 0x4342u : 0x4140u); /* codes in 16-bit lanes */
-        const uint32_t mag = u & 0x007F007Fu;
-        const uint32_t nan = (((mag + 0x00010001u) & 0x00800080u) >> 7) * 0xFFFFu;
-        uint32_t v = mlf__bf16x2_mul(((u & 0x00800080u) << 8) | (mag << 4), MLF__BF16X2_2P120);
-        v = (v & ~nan) | (MLF__BF16X2_NAN & nan);
-        (h ? hi : lo) = v;
-    }
+    asm("{\n.reg .b16 c0, c1;\n.reg .b32 h0, h1;\n.reg .f16 a0, a1, a2, a3;\n"
+        ".reg .f32 f0, f1, f2, f3;\n"
+        "mov.b32 {c0, c1}, %2;\n"
+        "cvt.rn.f16x2.e4m3x2 h0, c0;\ncvt.rn.f16x2.e4m3x2 h1, c1;\n"
+        "mov.b32 {a0, a1}, h0;\nmov.b32 {a2, a3}, h1;\n"
+        "cvt.f32.f16 f0, a0;\ncvt.f32.f16 f1, a1;\ncvt.f32.f16 f2, a2;\ncvt.f32.f16 f3, a3;\n"
+        "cvt.rn.bf16x2.f32 %0, f1, f0;\ncvt.rn.bf16x2.f32 %1, f3, f2;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
 }
 
 /* One segment (keys k0 .. k1 - 1 of sequence b, heads 64 hg ..) into partial slot `slot`.
@@ -670,62 +680,64 @@ mlw__segment(const uint16_t *__restrict__ q, const uint8_t *__restrict__ cache,
             __syncthreads(); /* the bf16 tile is whole */
         }
 
-        /* S_w = Q K^T over this warpgroup's 32 keys. */
-        float s[16];
-        gpu_wgmma_fence();
+        /* S = Q K^T over the tile's 64 keys, by warpgroup 0 (its loads go out meanwhile). */
+        float s[32];
+        if (wg == 0) {
+            gpu_wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < MLF__ROW / 16; kk++)
-            gpu_wgmma_ss<32, false>(s, gpu_sw128_kmajor_desc(sq, 64, 0, kk),
-                                    gpu_sw128_kmajor_desc(kt, 64, 32 * wg, kk), kk > 0);
-        gpu_wgmma_commit();
+            for (int kk = 0; kk < MLF__ROW / 16; kk++)
+                gpu_wgmma_ss<64, false>(s, gpu_sw128_kmajor_desc(sq, 64, 0, kk),
+                                        gpu_sw128_kmajor_desc(kt, 64, 0, kk), kk > 0);
+            gpu_wgmma_commit();
+        }
         if (!T::FP8)
-            issue(j + 1); /* while S runs: into tile j - 1's stage, whose MMAs are done */
-        gpu_wgmma_wait<0>();
-        gpu_wgmma_keep(s);
-
-        /* Logits in log2 units; keys past the segment weigh nothing. */
-        const int kc = k0 + j * MLW__BN + 32 * wg + 2 * t; /* key of s[0] */
-        float mx[2] = {-INFINITY, -INFINITY};
+            issue(j + 1); /* into tile j - 1's stage, whose MMAs are done */
+        float alpha[2];
+        if (wg == 0) {
+            gpu_wgmma_wait<0>();
+            gpu_wgmma_keep(s);
+            /* Logits in log2 units; keys past the segment weigh nothing. */
+            const int kc = k0 + j * MLW__BN + 2 * t; /* key of s[0] */
+            float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int e = 0; e < 16; e++) {
-            float v = s[e] * sl2;
-            if (kc + 8 * (e >> 2) + (e & 1) >= k1)
-                v = -INFINITY;
-            s[e] = v;
-            mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], v);
-        }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 1));
-            mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 2));
-        }
-        if (t == 0)
-            red[64 * wg + wrow] = mx[0], red[64 * wg + wrow + 8] = mx[1];
-        __syncthreads();
-        float alpha[2], mu[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            /* Both groups see the same maxima, in the same order: identical m. */
-            const float mt = fmaxf(red[wrow + 8 * r], red[64 + wrow + 8 * r]);
-            const float mn = mt > m[r] + 8.0f ? mt : m[r];
-            mu[r] = mn == -INFINITY ? 0.0f : mn;
-            alpha[r] = mn == m[r] ? 1.0f : mlf__exp2(m[r] - mu[r]);
-            m[r] = mn;
-        }
-        float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int n = 0; n < 4; n++)
+            for (int e = 0; e < 32; e++) {
+                float v = s[e] * sl2;
+                if (kc + 8 * (e >> 2) + (e & 1) >= k1)
+                    v = -INFINITY;
+                s[e] = v;
+                mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], v);
+            }
+            float mu[2];
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const float p0 = mlf__exp2(s[4 * n + 2 * r] - mu[r]);
-                const float p1 = mlf__exp2(s[4 * n + 2 * r + 1] - mu[r]);
-                rs[r] += p0 + p1;
-                *(uint32_t *)(sgen + (sp - sbase) + gpu_sw128_chunk(64, wrow + 8 * r, 4 * wg + n) +
-                              4 * t) = mlf__bf16x2(p0, p1);
+                mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 1));
+                mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 2));
+                const float mn = mx[r] > m[r] + 8.0f ? mx[r] : m[r];
+                mu[r] = mn == -INFINITY ? 0.0f : mn;
+                alpha[r] = mn == m[r] ? 1.0f : mlf__exp2(m[r] - mu[r]);
+                m[r] = mn;
             }
+            float rs[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int r = 0; r < 2; r++)
-            l[r] = l[r] * alpha[r] + rs[r];
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const float p0 = mlf__exp2(s[4 * n + 2 * r] - mu[r]);
+                    const float p1 = mlf__exp2(s[4 * n + 2 * r + 1] - mu[r]);
+                    rs[r] += p0 + p1;
+                    *(uint32_t *)(sgen + (sp - sbase) + gpu_sw128_chunk(64, wrow + 8 * r, n) + 4 * t) =
+                        mlf__bf16x2(p0, p1);
+                }
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+                l[r] = l[r] * alpha[r] + rs[r];
+            if (t == 0)
+                red[wrow] = alpha[0], red[wrow + 8] = alpha[1];
+        }
+        gpu_fence_proxy_async();
+        __syncthreads(); /* P and the rescale factors whole */
+        if (wg == 1)
+            alpha[0] = red[wrow], alpha[1] = red[wrow + 8];
         if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
             for (int c = 0; c < 2; c++)
@@ -733,8 +745,6 @@ mlw__segment(const uint16_t *__restrict__ q, const uint8_t *__restrict__ cache,
                 for (int jj = 0; jj < 64; jj++)
                     o[c][jj] *= alpha[(jj >> 1) & 1];
         }
-        gpu_fence_proxy_async();
-        __syncthreads(); /* P whole */
 
         /* O_w += P V_w: V = the key tile's dims 256w .. 256w + 255, read MN-major. */
         gpu_wgmma_fence();
@@ -751,20 +761,20 @@ mlw__segment(const uint16_t *__restrict__ q, const uint8_t *__restrict__ cache,
     }
     gpu_cp_async_wait<0>();
 
-    /* Row sums: the quad's lanes, then both groups' (added in group order: identical). */
+    /* Row sums (warpgroup 0's, over the quad's lanes) to both groups, beside the rescale
+     * factors that warpgroup 1 may still be reading. */
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         l[r] += GPU_SHFL_XOR(l[r], 1);
         l[r] += GPU_SHFL_XOR(l[r], 2);
     }
-    __syncthreads(); /* the last tile's maxima are read */
-    if (t == 0)
-        red[64 * wg + wrow] = l[0], red[64 * wg + wrow + 8] = l[1];
+    if (wg == 0 && t == 0)
+        red[64 + wrow] = l[0], red[64 + wrow + 8] = l[1];
     __syncthreads();
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int h = MLW__HG * hg + wrow + 8 * r;
-        const float lt = red[wrow + 8 * r] + red[64 + wrow + 8 * r];
+        const float lt = red[64 + wrow + 8 * r];
         if (h < hq) {
             const float inv = lt == 0.0f ? 0.0f : ks / lt;
 #pragma unroll
