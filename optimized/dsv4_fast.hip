@@ -40,6 +40,7 @@
  * Every offset into the caches, q and out is computed in 64 bits.
  */
 #include "gpu_port.h"
+#include "latent_wgmma.h"
 #include "numerics.h"
 
 #include <float.h>
@@ -97,6 +98,23 @@ static __device__ constexpr int d4f__d4(int fp8, int base, int js, int t)
 static __device__ constexpr int d4f__pos(int fp8, int h, int e)
 {
     return fp8 ? h + 2 * e : 2 * h + e;
+}
+
+/* The factor the sink puts on a row with LSE lse_v (natural log, without the sink), as the
+ * reference applies it: 1 / (1 + exp(sink - lse)); no sink or -inf changes nothing, NaN
+ * poisons, +inf or an infinite lse (the empty set) gives 0. */
+static __device__ __forceinline__ float d4f__sink_factor(const float *sink, int h, float lse_v)
+{
+    if (!sink)
+        return 1.0f;
+    const float sk = sink[h];
+    if (sk == -INFINITY)
+        return 1.0f;
+    if (isnan(sk))
+        return sk;
+    if (sk != INFINITY && lse_v != INFINITY && lse_v != -INFINITY)
+        return 1.0f / (1.0f + expf(sk - lse_v));
+    return 0.0f;
 }
 
 /* ceil(bs * 584 / 576) * 576 bytes. */
@@ -527,18 +545,7 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
             continue;
         const float lse_v =
             l[rr] == 0.0f ? -INFINITY : (m[rr] + log2f(l[rr])) * 0.6931471805599453f;
-        float f = 1.0f;
-        if (sink) {
-            const float sk = sink[head[rr]];
-            if (sk == -INFINITY)
-                f = 1.0f;
-            else if (isnan(sk))
-                f = sk;
-            else if (sk != INFINITY && lse_v != INFINITY && lse_v != -INFINITY)
-                f = 1.0f / (1.0f + expf(sk - lse_v));
-            else
-                f = 0.0f;
-        }
+        const float f = d4f__sink_factor(sink, head[rr], lse_v);
         const float inv = l[rr] == 0.0f ? 0.0f : 1.0f / l[rr];
         uint16_t *dst = out + ((size_t)tok * hq + (size_t)head[rr]) * D4F__D;
 #pragma unroll
@@ -569,6 +576,175 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
 }
 
 /* -------------------------------------------------------------------- launcher */
+/* ----------------------------------------------------------- wgmma kernel (sm_90a) */
+/* dsv4_fast_wgmma_kernel: grid (head groups of 64, tokens), 256 threads: latent_wgmma.h's
+ * engine (why and how there) over the token's entries -- the SWA scope's, then the extra
+ * scope's, in tiles of 64 (entry k of a scope is used iff k < len and its index is not -1; an
+ * index used twice counts twice). Each row is staged raw (576 data bytes, 8 scale bytes; unused
+ * entries zero-filled and flagged unused), the thread that copied it decodes it into the bf16
+ * tile: e4m3 codes through the hardware's exact conversion to f16, then f32 times the tile's
+ * 2^(e8m0 - 127) (exact), rounded to bf16 (exact: 4 significant bits); rope dims copied.
+ * Then the sink once, as packed: out = O / l times d4f__sink_factor, lse without the sink. */
+enum {
+    D4W__PANELS = D4F__D / 64,                            /* K = V = 512 dims: 8 panels */
+    D4W__RAW = LWG_BN * (D4F__DATA + D4F__SCALES) + LWG_BN, /* data, scales, used flags */
+    D4W__SMEM = lwg_smem_bytes(D4W__PANELS, D4W__RAW),
+};
+static_assert(D4W__SMEM <= 227 * 1024, "one block's shared memory");
+static_assert(D4W__RAW % 16 == 0, "16-byte aligned raw stages");
+
+#if defined(GPU_HAS_WGMMA)
+/* Four e4m3 codes (bytes of w) times mul, as bf16 pairs (byte 0, byte 1), (byte 2, byte 3). */
+static __device__ __forceinline__ void d4w__fp8x4(uint32_t w, float mul, uint32_t &lo, uint32_t &hi)
+{
+    float f0, f1, f2, f3;
+    asm("{\n.reg .b16 c0, c1;\n.reg .b32 h0, h1;\n.reg .f16 a0, a1, a2, a3;\n"
+        "mov.b32 {c0, c1}, %4;\n"
+        "cvt.rn.f16x2.e4m3x2 h0, c0;\ncvt.rn.f16x2.e4m3x2 h1, c1;\n"
+        "mov.b32 {a0, a1}, h0;\nmov.b32 {a2, a3}, h1;\n"
+        "cvt.f32.f16 %0, a0;\ncvt.f32.f16 %1, a1;\ncvt.f32.f16 %2, a2;\ncvt.f32.f16 %3, a3;\n}\n"
+        : "=f"(f0), "=f"(f1), "=f"(f2), "=f"(f3)
+        : "r"(w));
+    lo = gpu_pack2<false>(f0 * mul, f1 * mul);
+    hi = gpu_pack2<false>(f2 * mul, f3 * mul);
+}
+
+/* The engine's loader over one token's entries. Raw stage: data [64][576], scales [64][8],
+ * used flags [64]. */
+struct d4w__loader {
+    static constexpr bool RAW = true;
+    static constexpr int RAW_BYTES = D4W__RAW;
+    const uint8_t *swa_cache, *ext_cache;
+    const int32_t *swa_idx, *ext_idx; /* this token's rows */
+    size_t swa_stride, ext_stride;
+    int swa_bs, ext_bs, n_swa, n;
+    uint8_t *gen;        /* the engine's shared base: generic ... */
+    uint32_t base;       /* ... and shared-space address */
+    uint32_t raw0;       /* raw stage 0 */
+    int32_t nx_idx;      /* this thread's row's index in the next tile, read a tile ahead */
+
+    __device__ int32_t index_of(int e) const
+    {
+        return e >= n ? -1 : e < n_swa ? swa_idx[e] : ext_idx[e - n_swa];
+    }
+    __device__ void start() { nx_idx = index_of((int)(threadIdx.x >> 2)); }
+    __device__ void issue(int j, uint32_t dst)
+    {
+        const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
+        const int e = j * LWG_BN + r;
+        const int32_t idx = nx_idx;
+        const bool ok = idx != -1, in_swa = e < n_swa;
+        nx_idx = index_of(e + LWG_BN);
+        const uint8_t *row = swa_cache, *sc = swa_cache;
+        if (ok) {
+            const int bs = in_swa ? swa_bs : ext_bs;
+            const uint8_t *blk = (in_swa ? swa_cache : ext_cache) +
+                                 (size_t)(idx / bs) * (in_swa ? swa_stride : ext_stride);
+            row = blk + (size_t)(idx % bs) * D4F__DATA;
+            sc = blk + (size_t)bs * D4F__DATA + (size_t)(idx % bs) * D4F__SCALES;
+        }
+#pragma unroll
+        for (int u = 0; u < D4F__DATA / 16 / 4; u++) {
+            const int ch = sub + 4 * u;
+            gpu_cp_async16(dst + r * D4F__DATA + 16 * ch, row + (ok ? 16 * ch : 0), ok ? 16 : 0);
+        }
+        if (sub == 0) {
+            d4f__cp8(dst + LWG_BN * D4F__DATA + r * D4F__SCALES, sc, ok ? 8 : 0);
+            /* read after the next two barriers; its previous readers passed them */
+            gen[dst - base + LWG_BN * (D4F__DATA + D4F__SCALES) + r] = (uint8_t)ok;
+        }
+    }
+    __device__ void decode(int j, const uint8_t *raw, uint8_t *tile)
+    {
+        (void)j;
+        const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
+        const uint8_t *sc = raw + LWG_BN * D4F__DATA + r * D4F__SCALES;
+#pragma unroll
+        for (int u = 0; u < D4F__DATA / 16 / 4; u++) {
+            const int ch = sub + 4 * u;
+            const uint4 w = *(const uint4 *)(raw + r * D4F__DATA + 16 * ch);
+            if (ch < D4F__NOPE / 16) { /* 16 fp8 dims of 64-dim tile ch / 4 */
+                const uint32_t e8 = sc[ch / 4];
+                const float mul = e8 == 255u ? __int_as_float(0x7FC00000)
+                                             : e8 == 0u ? 0x1p-127f : __uint_as_float(e8 << 23);
+                uint4 a, b;
+                d4w__fp8x4(w.x, mul, a.x, a.y);
+                d4w__fp8x4(w.y, mul, a.z, a.w);
+                d4w__fp8x4(w.z, mul, b.x, b.y);
+                d4w__fp8x4(w.w, mul, b.z, b.w);
+                *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch)) = a;
+                *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch + 1)) = b;
+            } else { /* 8 bf16 rope dims */
+                *(uint4 *)(tile + gpu_sw128_chunk(64, r, D4F__NOPE / 8 + (ch - D4F__NOPE / 16))) = w;
+            }
+        }
+    }
+    __device__ bool valid(int j, int c) const
+    {
+        return gen[raw0 - base + (j & 1) * lwg_raw_stride(RAW_BYTES) + LWG_BN * (D4F__DATA + D4F__SCALES) +
+                   c] != 0;
+    }
+};
+#endif // GPU_HAS_WGMMA
+
+/* Grid (ceil(hq / 64), tokens), block LWG_THREADS, dynamic shared memory D4W__SMEM. */
+__global__ void __launch_bounds__(LWG_THREADS, 1)
+dsv4_fast_wgmma_kernel(const uint16_t *__restrict__ q,          /* q: [tokens, hq, 512] bf16 */
+                       const uint8_t *__restrict__ swa_cache,   /* swa_cache: [Ns, stride(swa_bs)] */
+                       const int32_t *__restrict__ swa_idx,     /* swa_idx: [tokens, swa_width] */
+                       const int32_t *__restrict__ swa_len,     /* swa_len: [tokens] */
+                       const uint8_t *__restrict__ ext_cache,   /* ext_cache: [Ne, stride(ext_bs)] */
+                       const int32_t *__restrict__ ext_idx,     /* ext_idx: [tokens, ext_width] */
+                       const int32_t *__restrict__ ext_len,     /* ext_len: [tokens] */
+                       const float *__restrict__ sink,          /* sink: [hq], or NULL */
+                       uint16_t *__restrict__ out,              /* out: [tokens, hq, 512] bf16 */
+                       float *__restrict__ lse,                 /* lse: [hq, tokens] */
+                       int tokens, int hq, int swa_bs, int swa_width, int ext_bs, int ext_width,
+                       float scale)
+{
+#if defined(GPU_HAS_WGMMA)
+    extern __shared__ __align__(16) uint8_t d4w__smem[];
+    typedef d4w__loader L;
+    const lwg_smem<D4W__PANELS, L> sm = lwg_smem_of<D4W__PANELS, L>(d4w__smem);
+    const int tok = blockIdx.y, h0 = LWG_HG * (int)blockIdx.x;
+    lwg_load_q(sm, q + ((size_t)tok * hq + (size_t)h0) * D4F__D, D4F__D, hq - h0);
+    const int n_swa = swa_len[tok];
+    L ld = {swa_cache, ext_cache, swa_idx + (size_t)tok * swa_width,
+            ext_idx + (size_t)tok * ext_width, d4f__stride(swa_bs), d4f__stride(ext_bs), swa_bs,
+            ext_bs, n_swa, n_swa + ext_len[tok], sm.gen, sm.base, sm.raw(0), 0};
+    ld.start();
+    float o[2][64], m[2], l[2];
+    lwg_attend<D4W__PANELS>(ld, sm, (ld.n + LWG_BN - 1) / LWG_BN, scale * 1.4426950408889634f, o, m,
+                            l);
+
+    const int wg = threadIdx.x >> 7, i = threadIdx.x & 127, t = i & 3;
+    const int wrow = 16 * (i >> 5) + ((i & 31) >> 2);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int h = h0 + wrow + 8 * r;
+        if (h >= hq)
+            continue;
+        const float lse_v = l[r] == 0.0f ? -INFINITY : (m[r] + log2f(l[r])) * 0.6931471805599453f;
+        const float f = d4f__sink_factor(sink, h, lse_v);
+        const float inv = l[r] == 0.0f ? 0.0f : f / l[r];
+        uint16_t *dst = out + ((size_t)tok * hq + (size_t)h) * D4F__D + 256 * wg + 2 * t;
+#pragma unroll
+        for (int c = 0; c < 2; c++)
+#pragma unroll
+            for (int n = 0; n < 16; n++)
+                *(uint32_t *)(dst + 128 * c + 8 * n) =
+                    gpu_pack2<false>(o[c][4 * n + 2 * r] * inv, o[c][4 * n + 2 * r + 1] * inv);
+        if (wg == 0 && t == 0)
+            lse[(size_t)h * tokens + tok] = lse_v;
+    }
+#else
+    (void)q, (void)swa_cache, (void)swa_idx, (void)swa_len, (void)ext_cache, (void)ext_idx;
+    (void)ext_len, (void)sink, (void)out, (void)lse, (void)tokens, (void)hq, (void)swa_bs;
+    (void)swa_width, (void)ext_bs, (void)ext_width, (void)scale;
+    GPU_TRAP();
+#endif // GPU_HAS_WGMMA
+}
+
 extern "C" const char *opt_dsv4_sparse_decode_packed_unsupported(int tokens, int hq, int cc_major)
 {
 #if defined(GPU_VENDOR_NVIDIA)
@@ -584,6 +760,17 @@ extern "C" const char *opt_dsv4_sparse_decode_packed_unsupported(int tokens, int
     return "packed is written with NVIDIA PTX (mma.sync, movmatrix, cp.async); this backend has "
            "no such variant yet";
 #endif // GPU_VENDOR_NVIDIA
+}
+
+extern "C" const char *opt_dsv4_sparse_decode_wgmma_unsupported(int tokens, int hq, int cc_major)
+{
+    const char *why = opt_wgmma_unsupported(cc_major);
+    if (why)
+        return why;
+    if (tokens > 65535)
+        return "wgmma puts tokens on the grid's y dimension: at most 65535";
+    (void)hq;
+    return NULL;
 }
 
 static int d4f__scope_ok(const opt_dsv4_scope *s)
@@ -607,6 +794,27 @@ extern "C" int opt_dsv4_sparse_decode_packed(const opt_dsv4_args *a, void *strea
                                   hipFuncAttributeMaxDynamicSharedMemorySize, D4F__SMEM));
     const dim3 grid((unsigned)((a->hq + D4F__HG - 1) / D4F__HG), (unsigned)a->tokens);
     dsv4_fast_packed_kernel<<<grid, D4F__THREADS, D4F__SMEM, (hipStream_t)stream>>>(
+        (const uint16_t *)a->q, a->swa.cache, a->swa.idx, a->swa.len, a->extra.cache,
+        a->extra.idx, a->extra.len, a->sink, (uint16_t *)a->out, a->lse, a->tokens, a->hq,
+        a->swa.block_size, a->swa.width, a->extra.block_size, a->extra.width, a->scale);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+extern "C" int opt_dsv4_sparse_decode_wgmma(const opt_dsv4_args *a, void *stream)
+{
+    if (!a || a->tokens < 0 || a->tokens > 65535 || a->hq <= 0)
+        return OPT_EINVAL;
+    if (!(a->scale >= -FLT_MAX && a->scale <= FLT_MAX))
+        return OPT_EINVAL;
+    if (a->tokens == 0)
+        return OPT_OK;
+    if (!a->q || !a->out || !a->lse || !d4f__scope_ok(&a->swa) || !d4f__scope_ok(&a->extra))
+        return OPT_EINVAL;
+    GPU_CHECK(hipFuncSetAttribute((const void *)dsv4_fast_wgmma_kernel,
+                                  hipFuncAttributeMaxDynamicSharedMemorySize, D4W__SMEM));
+    const dim3 grid((unsigned)((a->hq + LWG_HG - 1) / LWG_HG), (unsigned)a->tokens);
+    dsv4_fast_wgmma_kernel<<<grid, LWG_THREADS, D4W__SMEM, (hipStream_t)stream>>>(
         (const uint16_t *)a->q, a->swa.cache, a->swa.idx, a->swa.len, a->extra.cache,
         a->extra.idx, a->extra.len, a->sink, (uint16_t *)a->out, a->lse, a->tokens, a->hq,
         a->swa.block_size, a->swa.width, a->extra.block_size, a->extra.width, a->scale);

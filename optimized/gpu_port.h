@@ -230,6 +230,14 @@ __device__ __forceinline__ void gpu_mma16816(float (&d)[4], const uint32_t (&a)[
                      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+/* 2^x by the MUFU instruction (ex2.approx.ftz: relative error 2^-22, results below 2^-126
+ * flush to 0 -- softmax weights that small vanish next to the row's largest, which is >= 1). */
+__device__ __forceinline__ float gpu_exp2_approx(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 /* Two f32 -> one packed pair of f16 (F16) or bf16, each rounded to nearest even, lo in the
  * low half (cvt.rn.{f16,bf16}x2.f32). */
 template <bool F16>

@@ -39,6 +39,7 @@
  * Every offset into the cache, q, out and the workspace is computed in 64 bits.
  */
 #include "gpu_port.h"
+#include "latent_wgmma.h"
 #include "numerics.h"
 
 #include <float.h>
@@ -150,9 +151,7 @@ static __device__ __forceinline__ uint32_t mlf__bf16x2(float lo, float hi)
  * to the row's largest, which is at least 1). exp2f adds a rescaling path for them. */
 static __device__ __forceinline__ float mlf__exp2(float x)
 {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
+    return gpu_exp2_approx(x);
 }
 
 /* a * b per bf16 half (the -0 addend keeps the product's sign of zero). */
@@ -536,52 +535,25 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 
 
 /* --------------------------------------------------------- wgmma segment (sm_90a) */
-/* The `wgmma` variant's segment: 64 query heads per block (wgmma's M), two warpgroups, key
- * tiles of 64 rows. Why: at 128 heads a latent row feeds 128 x 1088 multiply-adds (~240 FLOP
- * per bf16 byte), so the kernel is bound by the matrix units; mma.sync at 16 heads per block
- * re-reads each row eight times through registers and spends most of its issue slots around the
- * MMAs. Here one warpgroup instruction does a 64-head tile and the operands stay in shared
- * memory.
- *
- * Shared memory (base 1024-aligned; SW128 tiles and descriptors of gpu_port.h): Q [64 heads x
- * 576] (9 panels of 64 rows), then for bf16 two key-tile stages [64 keys x 576] filled by
- * cp.async (one in flight while the other is used), for fp8 one bf16 key tile plus two raw
- * stages of 64 x 576 codes that each thread decodes itself (its own cp.async chunks, through
- * the hardware's exact e4m3 -> f16 conversion; NaN codes stay NaN);
- * then P [64 heads x 64 keys] bf16 and 2 x 64 f32 (rescale factors, row sums).
- * Per tile:
- *   S = Q K^T                                 warpgroup 0: 36 x wgmma m64n64k16, both operands
- *                                             from shared memory (n64: the 2 KiB of Q each step
- *                                             reads serve 64 keys, so shared-memory bandwidth
- *                                             keeps up with the tensor cores); meanwhile every
- *                                             thread issues the next tile's copies;
- *   softmax                                   warpgroup 0: the running max moves only when a
- *                                             row's max grows past it by 2^8 (as split_kv: rare
- *                                             rescales); P = exp2(S - m) rounded to bf16 into
- *                                             shared memory, l sums the f32 weights, the rescale
- *                                             factors go to warpgroup 1 through shared memory;
- *   O_w += P V[:, 256w .. 256w + 255]          both warpgroups: 4 k-steps x 2 x wgmma m64n128k16,
- *                                             P K-major, V the key tile read MN-major.
- * Warpgroup w owns output dims 256w .. 256w + 255 (128 f32 per thread). Rows go out through
- * mlf__put (final or partial, as split_kv's). Two barriers a tile: "tile landed" (which also
- * says both warpgroups' MMAs on the previous tile are done, freeing its stage for the next
- * copy) and "P whole"; fp8 adds "tile decoded". */
-enum {
-    MLW__HG = 64,                 /* query heads per block */
-    MLW__THREADS = 256,           /* two warpgroups */
-    MLW__BN = 64,                 /* keys per tile */
-    MLW__PANEL = 64 * 128,        /* an SW128 panel: 64 rows x 64 bf16 */
-    MLW__TILE = 9 * MLW__PANEL,   /* 64 rows x 576 bf16: Q or a key tile */
-    MLW__RAW = 64 * 576,          /* 64 fp8 rows */
-    MLW__SMEM = 3 * MLW__TILE + MLW__PANEL + 2 * 64 * 4 + 1024, /* + 1024: base alignment */
-};
-static_assert(MLW__TILE + 2 * MLW__RAW == 2 * MLW__TILE, "fp8's bf16 tile + raw stages = bf16's stages");
-static_assert(MLW__SMEM <= 227 * 1024, "one block's shared memory");
+/* The `wgmma` variant's segment: 64 query heads per block on latent_wgmma.h's engine (why and
+ * how there), split_kv's key ranges, partials and combine around it. bf16 rows are copied
+ * into the engine's SW128 key tiles as they are; fp8 rows are staged raw and decoded by the
+ * thread that copied them, through the hardware's exact e4m3 -> f16 conversion (NaN codes
+ * stay NaN), then f32 -> bf16 (exact for every e4m3 value); k_scale goes on the logits and
+ * the output. */
+template <int KV> static constexpr int mlw__raw_bytes()
+{
+    return mlf__kv<KV>::FP8 ? LWG_BN * MLF__ROW : 0;
+}
+template <int KV> static constexpr int mlw__smem_bytes()
+{
+    return lwg_smem_bytes(MLF__ROW / 64, mlw__raw_bytes<KV>());
+}
+static_assert(mlw__smem_bytes<OPT_BF16>() <= 227 * 1024 && mlw__smem_bytes<OPT_FP8E4M3>() <= 227 * 1024,
+              "one block's shared memory");
 
 #if defined(GPU_HAS_WGMMA)
-/* Four e4m3 codes (bytes of w) as bf16 pairs (byte 0, byte 1) and (byte 2, byte 3), exact: the
- * hardware's e4m3x2 -> f16x2 conversion (NaN stays NaN), widened to f32 and narrowed to bf16,
- * both exact for every e4m3 value. */
+/* Four e4m3 codes (bytes of w) as bf16 pairs (byte 0, byte 1) and (byte 2, byte 3), exact. */
 static __device__ __forceinline__ void mlw__fp8x4_bf16(uint32_t w, uint32_t &lo, uint32_t &hi)
 {
     asm("{\n.reg .b16 c0, c1;\n.reg .b32 h0, h1;\n.reg .f16 a0, a1, a2, a3;\n"
@@ -595,207 +567,100 @@ static __device__ __forceinline__ void mlw__fp8x4_bf16(uint32_t w, uint32_t &lo,
         : "r"(w));
 }
 
-/* One segment (keys k0 .. k1 - 1 of sequence b, heads 64 hg ..) into partial slot `slot`.
- * sgen: the 1024-aligned shared base (generic), sbase: its shared-space address. Called by
- * every thread of the block (barriers). */
+/* The engine's loader over keys k0 .. k1 - 1 of one sequence's paged latent cache. */
+template <int KV> struct mlw__loader {
+    static constexpr bool RAW = mlf__kv<KV>::FP8;
+    static constexpr int RAW_BYTES = mlw__raw_bytes<KV>();
+    static constexpr int CH = mlf__kv<KV>::ROW_BYTES / 16; /* 16-byte chunks per row */
+    const uint8_t *cache;
+    const int32_t *bt;
+    int bs, k0, k1;
+    int32_t nx_blk; /* this thread's row's block of the next tile, read a tile ahead */
+
+    __device__ void start()
+    {
+        const int key = k0 + (int)(threadIdx.x >> 2);
+        nx_blk = key < k1 ? bt[key / bs] : 0;
+    }
+    __device__ void issue(int j, uint32_t dst)
+    {
+        const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
+        const int key = k0 + j * LWG_BN + r;
+        const bool ok = key < k1;
+        const uint8_t *src = ok ? cache + ((size_t)nx_blk * (size_t)bs + (size_t)(key % bs)) *
+                                              (size_t)mlf__kv<KV>::ROW_BYTES
+                                : cache;
+        nx_blk = key + LWG_BN < k1 ? bt[(key + LWG_BN) / bs] : 0;
+#pragma unroll
+        for (int u = 0; u < CH / 4; u++) {
+            const int ch = sub + 4 * u;
+            gpu_cp_async16(dst + (RAW ? r * MLF__ROW + 16 * ch : gpu_sw128_chunk(64, r, ch)),
+                           src + (ok ? 16 * ch : 0), ok ? 16 : 0);
+        }
+    }
+    __device__ void decode(int j, const uint8_t *raw, uint8_t *tile)
+    {
+        (void)j;
+        const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
+#pragma unroll
+        for (int u = 0; u < CH / 4; u++) {
+            const int ch = sub + 4 * u;
+            const uint4 w = *(const uint4 *)(raw + r * MLF__ROW + 16 * ch);
+            uint4 a, b;
+            mlw__fp8x4_bf16(w.x, a.x, a.y);
+            mlw__fp8x4_bf16(w.y, a.z, a.w);
+            mlw__fp8x4_bf16(w.z, b.x, b.y);
+            mlw__fp8x4_bf16(w.w, b.z, b.w);
+            *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch)) = a;
+            *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch + 1)) = b;
+        }
+    }
+    __device__ bool valid(int j, int c) const { return k0 + j * LWG_BN + c < k1; }
+};
+
+/* One segment (keys k0 .. k1 - 1 of sequence b, heads 64 hg ..): the final rows or partial
+ * slot `slot` (mlf__put). Called by every thread of the block (barriers). */
 template <int KV>
 static __device__ __forceinline__ void
 mlw__segment(const uint16_t *__restrict__ q, const uint8_t *__restrict__ cache,
-             const int32_t *__restrict__ bt, const mlf__dst &dst, bool full, uint8_t *sgen,
-             uint32_t sbase, int b, int hq, int hg, int bs, int k0, int k1, size_t slot, float ks,
-             float sl2)
+             const int32_t *__restrict__ bt, const mlf__dst &dst, bool full, uint8_t *smem,
+             int b, int hq, int hg, int bs, int k0, int k1, size_t slot, float ks, float sl2)
 {
-    typedef mlf__kv<KV> T;
-    const int tid = threadIdx.x, wg = tid >> 7, i = tid & 127, t = i & 3;
-    const int wrow = 16 * (i >> 5) + ((i & 31) >> 2); /* accumulator rows wrow, wrow + 8 */
-    const uint32_t sq = sbase, sk = sq + MLW__TILE, sp = sq + 3 * MLW__TILE;
-    const uint32_t sraw = sk + MLW__TILE; /* fp8: raw stages after the single bf16 tile */
-    float *red = (float *)(sgen + 3 * MLW__TILE + MLW__PANEL); /* [2][64] */
+    typedef mlw__loader<KV> L;
+    const lwg_smem<MLF__ROW / 64, L> sm = lwg_smem_of<MLF__ROW / 64, L>(smem);
+    const int h0 = LWG_HG * hg;
+    lwg_load_q(sm, q + ((size_t)b * hq + (size_t)h0) * MLF__ROW, MLF__ROW, hq - h0);
+    L ld = {cache, bt, bs, k0, k1, 0};
+    ld.start();
+    float o[2][64], m[2], l[2];
+    lwg_attend<MLF__ROW / 64>(ld, sm, (k1 - k0 + LWG_BN - 1) / LWG_BN, sl2, o, m, l);
 
-    /* Copy roles: thread tid moves 16-byte chunks lsub + 4u of tile row lrow. */
-    const int lrow = tid >> 2, lsub = tid & 3;
-    constexpr int CH = T::ROW_BYTES / 16;
-    const int nt = (k1 - k0 + MLW__BN - 1) / MLW__BN;
-    {
-        const int h = MLW__HG * hg + lrow;
-        const uint16_t *src = q + ((size_t)b * hq + (size_t)(h < hq ? h : 0)) * MLF__ROW;
-#pragma unroll
-        for (int u = 0; u < MLF__ROW / 8 / 4; u++) {
-            const int ch = lsub + 4 * u;
-            gpu_cp_async16(sq + gpu_sw128_chunk(64, lrow, ch), src + 8 * ch, h < hq ? 16 : 0);
-        }
-    }
-    /* The block-table entry of this thread's row is read a tile ahead of its copy, so the copy
-     * never waits on it. */
-    int32_t nx_blk = k0 + lrow < k1 ? bt[(k0 + lrow) / bs] : 0;
-    auto issue = [&](int j) {
-        if (j < nt) {
-            const int key = k0 + j * MLW__BN + lrow;
-            const bool ok = key < k1;
-            const uint8_t *src =
-                ok ? cache + ((size_t)nx_blk * (size_t)bs + (size_t)(key % bs)) * T::ROW_BYTES
-                   : cache;
-            nx_blk = key + MLW__BN < k1 ? bt[(key + MLW__BN) / bs] : 0;
-#pragma unroll
-            for (int u = 0; u < CH / 4; u++) {
-                const int ch = lsub + 4 * u;
-                const uint32_t dst = T::FP8 ? sraw + (j & 1) * MLW__RAW + lrow * 576 + 16 * ch
-                                            : sk + (j & 1) * MLW__TILE + gpu_sw128_chunk(64, lrow, ch);
-                gpu_cp_async16(dst, src + (ok ? 16 * ch : 0), ok ? 16 : 0);
-            }
-        }
-        gpu_cp_async_commit(); /* Q rides with tile 0 */
-    };
-    issue(0);
-
-    float o[2][64];
-#pragma unroll
-    for (int c = 0; c < 2; c++)
-#pragma unroll
-        for (int j = 0; j < 64; j++)
-            o[c][j] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-
-    for (int j = 0; j < nt; j++) {
-        gpu_cp_async_wait<0>(); /* tile j (and Q) landed: this thread's copies */
-        gpu_fence_proxy_async();
-        __syncthreads();        /* everyone's copies; tile j - 1's MMAs are done in both groups */
-        const uint32_t kt = T::FP8 ? sk : sk + (j & 1) * MLW__TILE;
-        if (T::FP8) {
-            issue(j + 1); /* into the raw stage this thread decoded at tile j - 1 */
-            const uint8_t *raw = sgen + (sraw - sbase) + (j & 1) * MLW__RAW + lrow * 576;
-#pragma unroll
-            for (int u = 0; u < CH / 4; u++) {
-                const int ch = lsub + 4 * u;
-                const uint4 w = *(const uint4 *)(raw + 16 * ch);
-                uint4 x, y;
-                mlw__fp8x4_bf16(w.x, x.x, x.y);
-                mlw__fp8x4_bf16(w.y, x.z, x.w);
-                mlw__fp8x4_bf16(w.z, y.x, y.y);
-                mlw__fp8x4_bf16(w.w, y.z, y.w);
-                *(uint4 *)(sgen + (sk - sbase) + gpu_sw128_chunk(64, lrow, 2 * ch)) = x;
-                *(uint4 *)(sgen + (sk - sbase) + gpu_sw128_chunk(64, lrow, 2 * ch + 1)) = y;
-            }
-            gpu_fence_proxy_async();
-            __syncthreads(); /* the bf16 tile is whole */
-        }
-
-        /* S = Q K^T over the tile's 64 keys, by warpgroup 0 (its loads go out meanwhile). */
-        float s[32];
-        if (wg == 0) {
-            gpu_wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < MLF__ROW / 16; kk++)
-                gpu_wgmma_ss<64, false>(s, gpu_sw128_kmajor_desc(sq, 64, 0, kk),
-                                        gpu_sw128_kmajor_desc(kt, 64, 0, kk), kk > 0);
-            gpu_wgmma_commit();
-        }
-        if (!T::FP8)
-            issue(j + 1); /* into tile j - 1's stage, whose MMAs are done */
-        float alpha[2];
-        if (wg == 0) {
-            gpu_wgmma_wait<0>();
-            gpu_wgmma_keep(s);
-            /* Logits in log2 units; keys past the segment weigh nothing. */
-            const int kc = k0 + j * MLW__BN + 2 * t; /* key of s[0] */
-            float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-            for (int e = 0; e < 32; e++) {
-                float v = s[e] * sl2;
-                if (kc + 8 * (e >> 2) + (e & 1) >= k1)
-                    v = -INFINITY;
-                s[e] = v;
-                mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], v);
-            }
-            float mu[2];
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 1));
-                mx[r] = fmaxf(mx[r], GPU_SHFL_XOR(mx[r], 2));
-                const float mn = mx[r] > m[r] + 8.0f ? mx[r] : m[r];
-                mu[r] = mn == -INFINITY ? 0.0f : mn;
-                alpha[r] = mn == m[r] ? 1.0f : mlf__exp2(m[r] - mu[r]);
-                m[r] = mn;
-            }
-            float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    const float p0 = mlf__exp2(s[4 * n + 2 * r] - mu[r]);
-                    const float p1 = mlf__exp2(s[4 * n + 2 * r + 1] - mu[r]);
-                    rs[r] += p0 + p1;
-                    *(uint32_t *)(sgen + (sp - sbase) + gpu_sw128_chunk(64, wrow + 8 * r, n) + 4 * t) =
-                        mlf__bf16x2(p0, p1);
-                }
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-                l[r] = l[r] * alpha[r] + rs[r];
-            if (t == 0)
-                red[wrow] = alpha[0], red[wrow + 8] = alpha[1];
-        }
-        gpu_fence_proxy_async();
-        __syncthreads(); /* P and the rescale factors whole */
-        if (wg == 1)
-            alpha[0] = red[wrow], alpha[1] = red[wrow + 8];
-        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
-#pragma unroll
-            for (int c = 0; c < 2; c++)
-#pragma unroll
-                for (int jj = 0; jj < 64; jj++)
-                    o[c][jj] *= alpha[(jj >> 1) & 1];
-        }
-
-        /* O_w += P V_w: V = the key tile's dims 256w .. 256w + 255, read MN-major. */
-        gpu_wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < MLW__BN / 16; kk++) {
-            const uint64_t pa = gpu_sw128_kmajor_desc(sp, 64, 0, kk);
-            gpu_wgmma_ss<128, false, 1>(o[0], pa, gpu_sw128_mnmajor_desc(kt + 4 * wg * MLW__PANEL, 64, kk), 1);
-            gpu_wgmma_ss<128, false, 1>(o[1], pa, gpu_sw128_mnmajor_desc(kt + (4 * wg + 2) * MLW__PANEL, 64, kk), 1);
-        }
-        gpu_wgmma_commit();
-        gpu_wgmma_wait<0>();
-        gpu_wgmma_keep(o[0]);
-        gpu_wgmma_keep(o[1]);
-    }
-    gpu_cp_async_wait<0>();
-
-    /* Row sums (warpgroup 0's, over the quad's lanes) to both groups, beside the rescale
-     * factors that warpgroup 1 may still be reading. */
+    const int wg = threadIdx.x >> 7, i = threadIdx.x & 127, t = i & 3;
+    const int wrow = 16 * (i >> 5) + ((i & 31) >> 2);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        l[r] += GPU_SHFL_XOR(l[r], 1);
-        l[r] += GPU_SHFL_XOR(l[r], 2);
+        const int h = h0 + wrow + 8 * r;
+        if (h >= hq)
+            continue;
+        const float inv = l[r] == 0.0f ? 0.0f : ks / l[r];
+#pragma unroll
+        for (int c = 0; c < 2; c++)
+#pragma unroll
+            for (int n = 0; n < 16; n++) {
+                const float v[2] = {o[c][4 * n + 2 * r] * inv, o[c][4 * n + 2 * r + 1] * inv};
+                mlf__put(dst, full, slot, b, hq, h, 256 * wg + 128 * c + 8 * n + 2 * t, v);
+            }
+        if (wg == 0 && t == 0)
+            mlf__put_lse(dst, full, slot, b, hq, h, m[r], l[r]);
     }
-    if (wg == 0 && t == 0)
-        red[64 + wrow] = l[0], red[64 + wrow + 8] = l[1];
-    __syncthreads();
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int h = MLW__HG * hg + wrow + 8 * r;
-        const float lt = red[64 + wrow + 8 * r];
-        if (h < hq) {
-            const float inv = lt == 0.0f ? 0.0f : ks / lt;
-#pragma unroll
-            for (int c = 0; c < 2; c++)
-#pragma unroll
-                for (int n = 0; n < 16; n++) {
-                    const float v[2] = {o[c][4 * n + 2 * r] * inv, o[c][4 * n + 2 * r + 1] * inv};
-                    mlf__put(dst, full, slot, b, hq, h, 256 * wg + 128 * c + 8 * n + 2 * t, v);
-                }
-            if (wg == 0 && t == 0)
-                mlf__put_lse(dst, full, slot, b, hq, h, m[r], lt);
-        }
-    }
-    __syncthreads(); /* the next segment refills Q, the tiles and red */
 }
 #endif // GPU_HAS_WGMMA
 
 /* Grid (head groups, nblk). WG = 0 (split_kv): groups of 16 heads, block MLF__THREADS, dynamic
- * shared memory mlf__smem_bytes<KV>(); WG = 1 (wgmma): groups of 64, MLW__THREADS, MLW__SMEM. */
+ * shared memory mlf__smem_bytes<KV>(); WG = 1 (wgmma): groups of 64, LWG_THREADS,
+ * mlw__smem_bytes<KV>(). */
 template <int KV, int WG>
-__global__ void __launch_bounds__(WG ? MLW__THREADS : MLF__THREADS, WG ? 1 : 3)
+__global__ void __launch_bounds__(WG ? LWG_THREADS : MLF__THREADS, WG ? 1 : 3)
 mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq, 576] bf16 */
                       const uint8_t *__restrict__ cache,        /* cache: [N, bs, 576] KV */
                       const float *__restrict__ k_scale,        /* k_scale: [1] (fp8 only) */
@@ -863,10 +728,8 @@ mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq
             const bool full = k0 == 0 && k1 == lj; /* the sequence's only segment */
 #if defined(GPU_HAS_WGMMA)
             if constexpr (WG != 0) {
-                const uint32_t sa = (gpu_smem_addr(mlf__smem) + 1023u) & ~1023u;
-                mlw__segment<KV>(q, cache, bt, dst, full,
-                                 mlf__smem + (sa - gpu_smem_addr(mlf__smem)), sa, b0 + j, hq,
-                                 (int)blockIdx.x, block_size, k0, k1, slot, ks, sl2);
+                mlw__segment<KV>(q, cache, bt, dst, full, mlf__smem, b0 + j, hq, (int)blockIdx.x,
+                                 block_size, k0, k1, slot, ks, sl2);
                 continue;
             }
 #endif // GPU_HAS_WGMMA
@@ -966,7 +829,7 @@ static mlf__ws mlf__ws_layout(void *base, int batch, int hq, int nblk)
 typedef struct mlf__shape {
     int hg, threads, per_sm;
 } mlf__shape;
-static const mlf__shape MLF__SPLIT = {MLF__HG, MLF__THREADS, 3}, MLF__WGMMA = {MLW__HG, MLW__THREADS, 1};
+static const mlf__shape MLF__SPLIT = {MLF__HG, MLF__THREADS, 3}, MLF__WGMMA = {LWG_HG, LWG_THREADS, 1};
 
 /* Block rows of the key space. When the batch's (sequence, head group) pairs fill 3/4 to all of
  * a wave at k sequences per block row (k dividing the batch), batch / k rows: equal lengths then
@@ -1038,7 +901,7 @@ template <int KV, int WG>
 static int mlf__launch(const opt_mla_decode_args *a, const mlf__ws *w, int nblk, hipStream_t stream)
 {
     const mlf__shape sh = WG ? MLF__WGMMA : MLF__SPLIT;
-    const int bytes = WG ? (int)MLW__SMEM : (int)mlf__smem_bytes<KV>();
+    const int bytes = WG ? mlw__smem_bytes<KV>() : (int)mlf__smem_bytes<KV>();
     GPU_CHECK(hipFuncSetAttribute((const void *)mla_fast_split_kernel<KV, WG>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
     const dim3 grid((unsigned)((a->hq + sh.hg - 1) / sh.hg), (unsigned)nblk);

@@ -470,6 +470,14 @@ int opt_mla_decode_wgmma(const opt_mla_decode_args *a, void *workspace, size_t w
 const char *opt_dsv4_sparse_decode_packed_unsupported(int tokens, int hq, int cc_major);
 int opt_dsv4_sparse_decode_packed(const opt_dsv4_args *a, void *stream);
 
+/* dsv4_sparse_decode wgmma (NVIDIA sm_90a, opt_wgmma_unsupported()): one block per (token,
+ * group of 64 query heads) on the latent_wgmma.h engine (S and O by Hopper warpgroup MMA from
+ * shared memory); indexed rows staged raw and decoded to bf16 in shared memory by the threads
+ * that copied them; the sink once; no workspace. For 64-128 heads (matrix-bound); fewer heads
+ * pad the 64-row tile. */
+const char *opt_dsv4_sparse_decode_wgmma_unsupported(int tokens, int hq, int cc_major);
+int opt_dsv4_sparse_decode_wgmma(const opt_dsv4_args *a, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

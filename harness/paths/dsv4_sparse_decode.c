@@ -360,6 +360,17 @@ static int ds__packed_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     return opt_dsv4_sparse_decode_packed(&a, stream);
 }
 
+static const char *ds__wgmma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return opt_dsv4_sparse_decode_wgmma_unsupported(c->positions.n, c->heads_q, g->cc_major);
+}
+
+static int ds__wgmma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
+{
+    const opt_dsv4_args a = ds__args(c, in, out);
+    return opt_dsv4_sparse_decode_wgmma(&a, stream);
+}
+
 static const hx_variant ds__variants[] = {
     {.name = "simple",
      .summary = "one block per (token, head) over the used SWA then extra entries, FP8 rows "
@@ -372,6 +383,12 @@ static const hx_variant ds__variants[] = {
                 "row read and dequantized once per token and group, online softmax, sink once",
      .unsupported = ds__packed_unsupported,
      .run = ds__packed_run,
+     .batch_invariant = 1},
+    {.name = "wgmma",
+     .summary = "Hopper warpgroup MMA (sm_90a): one block per (token, 64 heads), indexed rows "
+                "staged in shared memory and decoded to bf16 there, S and P.V by wgmma, sink once",
+     .unsupported = ds__wgmma_unsupported,
+     .run = ds__wgmma_run,
      .batch_invariant = 1},
 };
 #endif // ATTN_HAVE_GPU
