@@ -2,14 +2,14 @@
  * NVIDIA sm_90a only (GPU_HAS_WGMMA: wgmma.mma_async reading 128-byte-swizzled shared tiles
  * through matrix descriptors, gpu_port.h); elsewhere the kernel traps and
  * opt_mha_varlen_wgmma_unsupported() refuses first (not a Hopper device, or a library built
- * without an sm_90a image). Not yet run on a GPU at the time of writing.
+ * without an sm_90a image).
  *
  * Work: one block of two warpgroups (256 threads) per (query tile of BM = 128 rows of one
  * sequence, query head); warpgroup q owns rows 64q .. 64q + 63 of the tile (wgmma's M = 64).
  * The key range the tile may see (bottom-right causal and the left window, the union over its
  * rows; mha_common.h, the same schedule as mma) is walked in tiles of BN = 128 keys:
  *   S = Q K^T      wgmma m64n128k16, A = Q and B = K both from shared memory, K-major SW128
- *                  tiles (dqk / 16 steps, one batch, then waited for);
+ *                  tiles (dqk / 16 steps, one commit group);
  *   softmax        f32, online, exactly as mma: logits scaled (or soft-capped) into log2
  *                  units, per-row masks only on tiles that cross a row's causal/window edge or
  *                  the sequence end, the row max and sum over the quad of lanes sharing a row;
@@ -18,23 +18,40 @@
  *                  emulated reference rounds it; the row sum keeps the unrounded f32 values --
  *                  and B = V from shared memory, the same SW128 storage read MN-major
  *                  (transpose flag), so K and V tiles are copied by one routine.
+ * Pipeline (FlashAttention-3's intra-warpgroup overlap): each warpgroup keeps one S
+ * accumulator set and one P register set. Iteration it waits for P V of tile it - 2
+ * (wgmma.wait_group 0), packs P of tile it - 1, passes the block barrier, then issues S_it and
+ * P_(it-1) V_(it-1) as two commit groups and waits for S_it alone (wait_group 1), so the
+ * softmax of tile it runs while P V of tile it - 1 is still on the tensor cores. The wait for
+ * that P V opens the next iteration rather than closing this one: ptxas moved a wgmma wait
+ * placed after the softmax ahead of it, and the loop's back edge keeps it behind.
  * Global -> shared copies are cp.async by all 256 threads (16 bytes, rows past the visible
- * range zero-filled, so P = 0 never meets garbage) into WG_STAGES K/V stages, loads for tile
- * it + WG_STAGES - 1 in flight while tile it is used. Each thread fences its landed copies into
- * the async proxy (fence.proxy.async) before the barrier that precedes the wgmma reading them.
+ * range zero-filled, so P = 0 never meets garbage) into a ring of WG_STAGES stages. A stage
+ * holds K and V of one tile, but V is read one iteration after K, so copy group g carries K of
+ * tile g and V of tile g - 1: the group iteration it waits for (cp.async.wait_group
+ * WG_STAGES - 2) holds all it reads. The copies of iteration it (group it + WG_STAGES - 1, after
+ * its softmax) refill K of tile it - 1, whose S every thread waited for in iteration it - 1,
+ * and V of tile it - 2, whose P V every thread waited for at the top of iteration it, both
+ * before the barrier the copies follow. Each thread fences its landed copies into the async
+ * proxy (fence.proxy.async) before the barrier that precedes the wgmma reading them.
  * The output is O / l rounded once to the input dtype; LSE natural-log f32 [hq, tq]; a row
- * that sees no key writes 0 and -inf.
+ * that sees no key writes 0 and -inf. The numerics are those of the lockstep version this
+ * replaced (S, softmax, P V one after another): on an H200 its outputs and LSE matched it bit
+ * for bit (causal, window, softcap, GQA, varlen with empty sequences, bf16 and f16, D 64 and
+ * 128), 1.2x faster (causal and non-causal prefill, D = 128 and 64).
  *
  * Shared memory (dqk = dv = D): Q 128 x D, then per stage K 128 x D and V 128 x D, each an
  * SW128 tile (D / 64 panels of 128 rows x 128 bytes), + 1 KiB to align the base to 1024 bytes:
  * with 3 stages D = 128: 32 + 3 x 64 + 1 = 225 KiB, D = 64: 113 KiB; one block (256 threads
- * of 230 / 179 registers) per multiprocessor. Head dims other than 64 and 128 (and dqk != dv):
- * unsupported (mma has them).
+ * of 222 / 178 registers, no spills) per multiprocessor. Head dims other than 64 and 128 (and
+ * dqk != dv): unsupported (mma has them).
  *
  * What a later version would add (FlashAttention-3): a producer warpgroup with TMA and
- * mbarriers instead of cp.async by everyone, two consumer warpgroups in ping-pong so one's
- * softmax hides under the other's MMAs, and S of the next tile issued before this tile's
- * softmax.
+ * mbarriers instead of cp.async by everyone and a block barrier per tile (leaving either out,
+ * which gives wrong results, made D = 128 markedly faster on the H200), and two consumer
+ * warpgroups in ping-pong so one's softmax hides under the other's MMAs; at D = 64, where the
+ * softmax (its 2^x on the MUFU) outlasts the MMAs, S of the next tile issued before this
+ * tile's softmax into a second S set (32 + 2 x 64 + 32 accumulator and P registers a thread).
  */
 #include "gpu_port.h"
 #include "mha_common.h"
@@ -43,9 +60,10 @@
 #include <math.h>
 #include <stdint.h>
 
-/* K/V stages in the cp.async ring: tile it + WG_STAGES - 1 is in flight while tile it is
- * used. 3 (225 KiB at D = 128, the most a block may have) gives each copy two tiles of
- * compute to land in; the block is alone on its multiprocessor either way (registers). */
+/* Stages in the cp.async ring (K and V of one tile each, V filled one group later). 3 (225 KiB
+ * at D = 128, the most a block may have) gives each copy, issued after a softmax, about one
+ * iteration to land in; 2 still works (copies then go before the softmax, less overlap); the
+ * block is alone on its multiprocessor either way (registers). */
 #ifndef WG_STAGES
 #define WG_STAGES 3
 #endif
@@ -76,19 +94,32 @@ static __device__ int wg__image_sm90a = WG__IMAGE_SM90A;
 /* Copy rows [0, ROWS) of a tile whose global row r starts at src + r * stride (elements) into
  * the SW128 tile at shared address s (D columns); rows >= valid are zero-filled. Consecutive
  * threads take consecutive 16-byte chunks of a row: coalesced reads, and each 8 of them fill
- * one 128-byte swizzled row segment without bank conflicts. */
+ * one 128-byte swizzled row segment without bank conflicts. A thread keeps its chunk column
+ * and steps RS rows (a multiple of the swizzle's 8-row period) per round, so its shared and
+ * global addresses advance by constants and few registers stay live for them. */
 template <int D, int ROWS>
 static __device__ __forceinline__ void wg__load_tile(uint32_t s, const uint16_t *src, size_t stride,
                                                      int valid)
 {
-    constexpr int CH = D / 8;
-    static_assert(ROWS * CH % WG_THREADS == 0, "wg__load_tile: whole rounds of chunks");
+    constexpr int CH = D / 8, RS = WG_THREADS / CH;
+    static_assert(WG_THREADS % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
+                  "wg__load_tile: whole rounds of rows, each a multiple of the swizzle period");
+    const int r = threadIdx.x / CH, ch = threadIdx.x % CH;
+    const uint32_t sd = s + gpu_sw128_chunk(ROWS, r, ch);
+    const uint16_t *g = src + (size_t)r * stride + ch * 8;
+    if (valid >= ROWS) { /* a whole tile (uniform over the block): no per-row tests */
 #pragma unroll
-    for (int u = 0; u < ROWS * CH / WG_THREADS; u++) {
-        const int c = threadIdx.x + u * WG_THREADS, r = c / CH, ch = c % CH;
-        const bool ok = r < valid;
-        gpu_cp_async16(s + gpu_sw128_chunk(ROWS, r, ch),
-                       ok ? src + (size_t)r * stride + ch * 8 : src, ok ? 16 : 0);
+        for (int u = 0; u < ROWS / RS; u++) {
+            gpu_cp_async16(sd + (uint32_t)(u * RS * 128), g, 16);
+            g += (size_t)RS * stride;
+        }
+    } else {
+#pragma unroll
+        for (int u = 0; u < ROWS / RS; u++) {
+            const bool ok = r + RS * u < valid;
+            gpu_cp_async16(sd + (uint32_t)(u * RS * 128), ok ? g : src, ok ? 16 : 0);
+            g += (size_t)RS * stride;
+        }
     }
 }
 #endif // GPU_HAS_WGMMA
@@ -104,6 +135,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 #if defined(GPU_HAS_WGMMA)
     using C = wg__cfg<D>;
     constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = BN / 8, DT = D / 8;
+    constexpr int LNT = NT == 16 ? 4 : NT == 8 ? 3 : -1; /* log2 NT */
+    static_assert(LNT > 0, "the row-max tree covers BN = 64 or 128");
     extern __shared__ uint4 wg__smem[];
     /* The swizzle atoms must sit on 1024-byte boundaries (gpu_port.h): align the base. */
     const uint32_t sq = (gpu_smem_addr(wg__smem) + 1023u) & ~1023u;
@@ -131,21 +164,34 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     const size_t kv_stride = (size_t)hkv * D;
     const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * D;
     const uint16_t *vbase = v + ((size_t)k0 * hkv + kh) * D;
-    /* Prologue: Q with K/V tile 0 in the first cp.async group, tiles 1 .. ST - 2 one group
-     * each (groups stay one per tile, empty ones included, so the waits count right). */
-    if (n_it > 0)
-        wg__load_tile<D, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * D, (size_t)hq * D, tile.rows);
-#pragma unroll
-    for (int p = 0; p < ST - 1; p++) {
-        if (p < n_it) {
-            const long long j = jlo + (long long)p * BN;
+    constexpr uint32_t STAGE = C::K_BYTES + C::V_BYTES;
+    /* cp.async group g: K of tile g into stage g % ST, V of tile g - 1 into stage (g - 1) % ST,
+     * each where the tile exists. V is used one iteration after K (P V of tile it - 1 runs in
+     * iteration it), so it is loaded one group later and each group holds what one iteration
+     * needs: K_it for S and V_(it-1) for P V. Groups stay one per call, empty ones included,
+     * so the waits count right. */
+    auto load_group = [&](int g) {
+        if (g < n_it) {
+            const long long j = jlo + (long long)g * BN;
             const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
-            const uint32_t sk = skv0 + p * (C::K_BYTES + C::V_BYTES);
-            wg__load_tile<D, BN>(sk, kbase + (size_t)j * kv_stride, kv_stride, valid);
-            wg__load_tile<D, BN>(sk + C::K_BYTES, vbase + (size_t)j * kv_stride, kv_stride, valid);
+            wg__load_tile<D, BN>(skv0 + (uint32_t)(g % ST) * STAGE, kbase + (size_t)j * kv_stride,
+                                 kv_stride, valid);
+        }
+        if (g >= 1 && g <= n_it) {
+            const long long j = jlo + (long long)(g - 1) * BN;
+            const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
+            wg__load_tile<D, BN>(skv0 + (uint32_t)((g - 1) % ST) * STAGE + C::K_BYTES,
+                                 vbase + (size_t)j * kv_stride, kv_stride, valid);
         }
         gpu_cp_async_commit();
-    }
+    };
+    /* Group `it` (K_it, V_(it-1)) has landed for every thread and is visible to the async
+     * proxy; every thread is past the previous iteration, so the stages it read are free. */
+    auto await_group = [&]() {
+        gpu_cp_async_wait<ST - 2>();
+        gpu_fence_proxy_async();
+        __syncthreads();
+    };
 
     const float log2e = 1.4426950408889634f;
     const float sl2 = scale * log2e;
@@ -153,60 +199,75 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 #pragma unroll
     for (int j = 0; j < D / 2; j++)
         o[j] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {0.0f, 0.0f};
+    /* P of the tile whose P V is next, packed into A registers (k16 step c: columns
+     * 16c .. 16c + 15 = s[8c .. 8c + 7]). */
+    uint32_t pf[BN / 16][4];
 
-    for (int it = 0; it < n_it; it++) {
-        const int stage = it % ST;
-        const long long j0 = jlo + (long long)it * BN;
-        /* Tile it has landed (this thread's copies), is visible to the async proxy, and every
-         * thread is past iteration it - 1, whose stage the next copy refills. */
-        gpu_cp_async_wait<ST - 2>();
-        gpu_fence_proxy_async();
-        __syncthreads();
-        {
-            const int nx = it + ST - 1;
-            if (nx < n_it) {
-                const long long j = jlo + (long long)nx * BN;
-                const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
-                const uint32_t sk = skv0 + (nx % ST) * (C::K_BYTES + C::V_BYTES);
-                wg__load_tile<D, BN>(sk, kbase + (size_t)j * kv_stride, kv_stride, valid);
-                wg__load_tile<D, BN>(sk + C::K_BYTES, vbase + (size_t)j * kv_stride, kv_stride,
-                                     valid);
-            }
-            gpu_cp_async_commit();
-        }
-        const uint32_t sk = skv0 + stage * (C::K_BYTES + C::V_BYTES), sv = sk + C::K_BYTES;
-
-        /* S = Q K^T: this warpgroup's 64 rows x BN keys. */
-        float s[BN / 2];
+    /* S = Q K^T of one tile, this warpgroup's 64 rows x BN keys: issued, committed, not waited. */
+    auto issue_s = [&](float (&s)[BN / 2], uint32_t sk) {
         gpu_wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < D / 16; ks++)
             gpu_wgmma_ss<BN, F16>(s, gpu_sw128_kmajor_desc(sq, BM, 64 * wg, ks),
                                   gpu_sw128_kmajor_desc(sk, BN, 0, ks), ks > 0);
         gpu_wgmma_commit();
-        gpu_wgmma_wait<0>();
-        gpu_wgmma_keep(s);
-
-        /* Online softmax in log2 units, masked where the tile crosses a row's edge; P packed
-         * into A registers for P V (k16 step c: columns 16c .. 16c + 15 = s[8c .. 8c + 7]). */
-        const bool mask = j0 < all_lo || j0 + BN - 1 > all_hi;
-        float mx[2] = {-INFINITY, -INFINITY};
+    };
+    /* O = alpha O + P V for the tile whose P is in pf: issued, committed, not waited. */
+    auto issue_pv = [&](uint32_t sv) {
 #pragma unroll
-        for (int n = 0; n < NT; n++)
+        for (int d = 0; d < DT; d++) {
+            o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
+            o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+        }
+        gpu_wgmma_fence();
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float val = s[4 * n + e];
-                val = softcap > 0.0f ? softcap * tanhf(val * scale / softcap) * log2e : val * sl2;
-                if (mask) {
+        for (int ks = 0; ks < BN / 16; ks++)
+            gpu_wgmma_rs<D, F16, 1>(o, pf[ks], gpu_sw128_mnmajor_desc(sv, BN, ks), 1);
+        gpu_wgmma_commit();
+    };
+    /* Online softmax of tile j0's S in log2 units, masked where the tile crosses a row's edge:
+     * s becomes P in f32 (unrounded), m and l move on, alpha is O's rescale for this tile. */
+    auto softmax = [&](float (&s)[BN / 2], long long j0) {
+        /* Whole-tile branches (uniform over the block), so the common path is straight-line
+         * code: the logits into log2 units, then the masks where the tile crosses an edge. */
+        if (softcap > 0.0f) {
+#pragma unroll
+            for (int j = 0; j < BN / 2; j++)
+                s[j] = softcap * tanhf(s[j] * scale / softcap) * log2e;
+        } else {
+#pragma unroll
+            for (int j = 0; j < BN / 2; j++)
+                s[j] = s[j] * sl2;
+        }
+        if (j0 < all_lo || j0 + BN - 1 > all_hi) {
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
                     const int key = (int)j0 + 8 * n + 2 * t + (e & 1);
                     if (key < row_lo[e / 2] || key > row_hi[e / 2])
-                        val = -INFINITY;
+                        s[4 * n + e] = -INFINITY;
                 }
-                s[4 * n + e] = val;
-                mx[e / 2] = fmaxf(mx[e / 2], val);
-            }
-        float alpha[2], m_use[2];
+        }
+        /* Row maxima as a tree: max is exact, so the order does not change the value (NaN
+         * logits are skipped by fmaxf either way, and -inf is the floor as in a running max),
+         * and the dependency chain is log2 long instead of linear. */
+        float mx[2];
+#pragma unroll
+        for (int ii = 0; ii < 2; ii++) {
+            float a[NT];
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                a[n] = fmaxf(s[4 * n + 2 * ii], s[4 * n + 2 * ii + 1]);
+#pragma unroll
+            for (int lv = 0; lv < LNT; lv++)
+#pragma unroll
+                for (int n = 0; n < NT; n += 2 << lv)
+                    a[n] = fmaxf(a[n], a[n + (1 << lv)]);
+            mx[ii] = fmaxf(-INFINITY, a[0]);
+        }
+        float m_use[2];
 #pragma unroll
         for (int ii = 0; ii < 2; ii++) {
             mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 1));
@@ -217,7 +278,6 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             alpha[ii] = mha_exp2(m[ii] - m_use[ii]);
             m[ii] = m_new;
         }
-        uint32_t pf[BN / 16][4];
         float rs[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int n = 0; n < NT; n++) {
@@ -227,29 +287,78 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             const float p3 = mha_exp2(s[4 * n + 3] - m_use[1]);
             rs[0] += p0 + p1;
             rs[1] += p2 + p3;
-            pf[n / 2][(n % 2) * 2 + 0] = gpu_pack2<F16>(p0, p1);
-            pf[n / 2][(n % 2) * 2 + 1] = gpu_pack2<F16>(p2, p3);
+            s[4 * n + 0] = p0, s[4 * n + 1] = p1, s[4 * n + 2] = p2, s[4 * n + 3] = p3;
         }
 #pragma unroll
         for (int ii = 0; ii < 2; ii++)
             l[ii] = l[ii] * alpha[ii] + rs[ii];
+    };
+    /* P to the MMA's input dtype, where the emulated reference rounds it. Only once the P V
+     * that read the previous pf has completed. */
+    auto pack_p = [&](const float (&s)[BN / 2]) {
 #pragma unroll
-        for (int d = 0; d < DT; d++) {
-            o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
-            o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
+        for (int n = 0; n < NT; n++) {
+            pf[n / 2][(n % 2) * 2 + 0] = gpu_pack2<F16>(s[4 * n + 0], s[4 * n + 1]);
+            pf[n / 2][(n % 2) * 2 + 1] = gpu_pack2<F16>(s[4 * n + 2], s[4 * n + 3]);
         }
+    };
 
-        /* O += P V. */
-        gpu_wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < BN / 16; ks++)
-            gpu_wgmma_rs<D, F16, 1>(o, pf[ks], gpu_sw128_mnmajor_desc(sv, BN, ks), 1);
-        gpu_wgmma_commit();
-        gpu_wgmma_wait<0>();
+    /* After a wait for P V: its accumulators and A registers may be read and written again. */
+    auto pv_done = [&]() {
         gpu_wgmma_keep(o);
 #pragma unroll
         for (int ks = 0; ks < BN / 16; ks++)
             gpu_wgmma_keep(pf[ks]);
+    };
+
+    /* The pipeline (FlashAttention-3's intra-warpgroup overlap). Iteration it (1 .. n_it - 1):
+     * wait for P V of tile it - 2 (wgmma.wait_group 0), pack P_(it-1) into pf, then issue
+     * S_it and P_(it-1) V_(it-1) as two groups, wait for S_it alone (wait_group 1: P V stays in
+     * flight) and run tile it's softmax while P V runs. The wait for that P V opens the next
+     * iteration: placed after the softmax in the same basic block, ptxas scheduled it ahead of
+     * the softmax's exponentials (seen in the SASS, no overlap left); the loop's back edge
+     * keeps it behind them. Tile 0 has only S, a last step only the last P V. */
+    float s[BN / 2];
+    if (n_it > 0) {
+        /* Prologue: Q with group 0, groups 1 .. ST - 2. */
+        wg__load_tile<D, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * D, (size_t)hq * D, tile.rows);
+#pragma unroll
+        for (int g = 0; g < ST - 1; g++)
+            load_group(g);
+
+        await_group();
+        issue_s(s, skv0);
+        load_group(ST - 1);
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(s);
+        softmax(s, jlo);
+        for (int it = 1; it < n_it; it++) {
+            gpu_wgmma_wait<0>();
+            pv_done();
+            pack_p(s);
+            await_group();
+            issue_s(s, skv0 + (uint32_t)(it % ST) * STAGE);
+            issue_pv(skv0 + (uint32_t)((it - 1) % ST) * STAGE + C::K_BYTES);
+            /* Refill the stages of K_(it-1) (its S waited for in iteration it - 1) and of
+             * V_(it-2) (its P V waited for at the top of this iteration): behind this
+             * iteration's barrier no thread's MMA reads them. The copies are issued after the
+             * softmax (measured faster: the softmax starts as soon as S lands), which leaves
+             * them one iteration to land with 3 or more stages; with 2 they go before it. */
+            if constexpr (ST == 2)
+                load_group(it + ST - 1);
+            gpu_wgmma_wait<1>();
+            gpu_wgmma_keep(s);
+            softmax(s, jlo + (long long)it * BN);
+            if constexpr (ST > 2)
+                load_group(it + ST - 1);
+        }
+        gpu_wgmma_wait<0>();
+        pv_done();
+        pack_p(s);
+        await_group();
+        issue_pv(skv0 + (uint32_t)((n_it - 1) % ST) * STAGE + C::K_BYTES);
+        gpu_wgmma_wait<0>();
+        pv_done();
     }
     gpu_cp_async_wait<0>();
 
