@@ -226,6 +226,8 @@ static __device__ __forceinline__ void mlf__load_rope(const uint8_t *rp, int war
 }
 #endif // GPU_HAS_MMA_SYNC
 
+/* ------------------------------------------------------------------ split kernel */
+#if defined(GPU_HAS_MMA_SYNC)
 /* ------------------------------------------------------------- segment results */
 /* Where a segment's rows go: a segment that is its sequence's only one (it covers keys 0 ..
  * len - 1: `full`) writes the final row (out bf16 [batch, hq, 512], lse [hq, batch]), which the
@@ -273,8 +275,6 @@ static __device__ __forceinline__ void mlf__put_lse(const mlf__dst &o, bool full
         o.part_lse[slot * (size_t)hq + (size_t)h] = v;
 }
 
-/* ------------------------------------------------------------------ split kernel */
-#if defined(GPU_HAS_MMA_SYNC)
 /* Rope dims of warp w's k-step: the 64 rope dims are one fp8 slot (k-step w) or two bf16
  * chunks of 32 (chunk w / 2, k-step w % 2). */
 static __device__ constexpr int mlf__rope_d4(int fp8, int warp, int t)
