@@ -445,8 +445,10 @@ int opt_paged_decode_mma(const opt_paged_decode_args *a, void *workspace, size_t
  *
  * mla_decode split_kv: same arguments and contract as simple (SPEC section 8). Blocks of 16
  * query heads read every latent row once for all of them; the batch's keys laid end to end
- * are cut into equal ranges, one per block, whatever the sequence lengths; each (range,
- * sequence) pair leaves an f32 (out, lse) partial in the workspace, merged by a second kernel.
+ * are cut into equal ranges, one per block, whatever the sequence lengths (whole sequences per
+ * range when the batch fills about one wave that way); each (range, sequence) pair leaves an
+ * f32 (out, lse) partial in the workspace, merged by a second kernel, except a sequence inside
+ * one range, whose block writes the final row.
  * The workspace needs opt_mla_decode_split_kv_workspace(batch, hq) bytes. */
 const char *opt_mla_decode_split_kv_unsupported(int batch, int hq, int cc_major);
 size_t opt_mla_decode_split_kv_workspace(int batch, int hq);
