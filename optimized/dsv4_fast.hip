@@ -42,6 +42,7 @@
 #include "gpu_port.h"
 #include "latent_wgmma.h"
 #include "numerics.h"
+#include "paged_kv.h"
 
 #include <float.h>
 #include <math.h>
@@ -173,14 +174,6 @@ static __device__ __forceinline__ uint32_t d4f__bf16x2(float lo, float hi)
     return d;
 }
 
-/* 2^x, relative error 2^-22; results below 2^-126 flush to 0 (weights that small vanish next
- * to the row's largest, which is at least 1). exp2f adds a rescaling path for them. */
-static __device__ __forceinline__ float d4f__exp2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 /* a * b per bf16 half (the -0 addend keeps the product's sign of zero). */
 static __device__ __forceinline__ uint32_t d4f__bf16x2_mul(uint32_t a, uint32_t b)
@@ -460,12 +453,12 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
             for (int rr = 0; rr < 2; rr++) {
                 const float mn = mx[rr] > m[rr] + 8.0f ? mx[rr] : m[rr];
                 const float mu = mn == -INFINITY ? 0.0f : mn;
-                alpha[rr] = mn == m[rr] ? 1.0f : d4f__exp2(m[rr] - mu);
+                alpha[rr] = mn == m[rr] ? 1.0f : gpu_exp2_approx(m[rr] - mu);
 #pragma unroll
                 for (int i = 0; i < 2; i++)
 #pragma unroll
                     for (int e = 0; e < 2; e++)
-                        p[i][2 * rr + e] = d4f__exp2(x[i][2 * rr + e] - mu);
+                        p[i][2 * rr + e] = gpu_exp2_approx(x[i][2 * rr + e] - mu);
                 l[rr] = l[rr] * alpha[rr] + ((p[0][2 * rr] + p[0][2 * rr + 1]) + (p[1][2 * rr] + p[1][2 * rr + 1]));
                 m[rr] = mn;
             }
@@ -582,8 +575,8 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
  * scope's, in tiles of 64 (entry k of a scope is used iff k < len and its index is not -1; an
  * index used twice counts twice). Each row is staged raw (576 data bytes, 8 scale bytes; unused
  * entries zero-filled and flagged unused), the thread that copied it decodes it into the bf16
- * tile: e4m3 codes through the hardware's exact conversion to f16, then f32 times the tile's
- * 2^(e8m0 - 127) (exact), rounded to bf16 (exact: 4 significant bits); rope dims copied.
+ * tile: e4m3 codes times the tile's 2^(e8m0 - 127) by paged_kv.h's pkv_fp8x8_bf16 (exact: 4
+ * significant bits); rope dims copied.
  * Then the sink once, as packed: out = O / l times d4f__sink_factor, lse without the sink. */
 enum {
     D4W__PANELS = D4F__D / 64,                            /* K = V = 512 dims: 8 panels */
@@ -594,21 +587,6 @@ static_assert(D4W__SMEM <= 227 * 1024, "one block's shared memory");
 static_assert(D4W__RAW % 16 == 0, "16-byte aligned raw stages");
 
 #if defined(GPU_HAS_WGMMA)
-/* Four e4m3 codes (bytes of w) times mul, as bf16 pairs (byte 0, byte 1), (byte 2, byte 3). */
-static __device__ __forceinline__ void d4w__fp8x4(uint32_t w, float mul, uint32_t &lo, uint32_t &hi)
-{
-    float f0, f1, f2, f3;
-    asm("{\n.reg .b16 c0, c1;\n.reg .b32 h0, h1;\n.reg .f16 a0, a1, a2, a3;\n"
-        "mov.b32 {c0, c1}, %4;\n"
-        "cvt.rn.f16x2.e4m3x2 h0, c0;\ncvt.rn.f16x2.e4m3x2 h1, c1;\n"
-        "mov.b32 {a0, a1}, h0;\nmov.b32 {a2, a3}, h1;\n"
-        "cvt.f32.f16 %0, a0;\ncvt.f32.f16 %1, a1;\ncvt.f32.f16 %2, a2;\ncvt.f32.f16 %3, a3;\n}\n"
-        : "=f"(f0), "=f"(f1), "=f"(f2), "=f"(f3)
-        : "r"(w));
-    lo = gpu_pack2<false>(f0 * mul, f1 * mul);
-    hi = gpu_pack2<false>(f2 * mul, f3 * mul);
-}
-
 /* The engine's loader over one token's entries. Raw stage: data [64][576], scales [64][8],
  * used flags [64]. */
 struct d4w__loader {
@@ -667,13 +645,8 @@ struct d4w__loader {
                 const uint32_t e8 = sc[ch / 4];
                 const float mul = e8 == 255u ? __int_as_float(0x7FC00000)
                                              : e8 == 0u ? 0x1p-127f : __uint_as_float(e8 << 23);
-                uint4 a, b;
-                d4w__fp8x4(w.x, mul, a.x, a.y);
-                d4w__fp8x4(w.y, mul, a.z, a.w);
-                d4w__fp8x4(w.z, mul, b.x, b.y);
-                d4w__fp8x4(w.w, mul, b.z, b.w);
-                *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch)) = a;
-                *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch + 1)) = b;
+                *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch)) = pkv_fp8x8_bf16(w.x, w.y, mul);
+                *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch + 1)) = pkv_fp8x8_bf16(w.z, w.w, mul);
             } else { /* 8 bf16 rope dims */
                 *(uint4 *)(tile + gpu_sw128_chunk(64, r, D4F__NOPE / 8 + (ch - D4F__NOPE / 16))) = w;
             }

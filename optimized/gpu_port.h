@@ -44,7 +44,7 @@
  *                        their kernels trap and their unsupported() says so before any launch.
  *   GPU_HAS_WGMMA        NVIDIA sm_90a device code (the arch-specific Hopper target: defined
  *                        only in a compute_90a pass, __CUDA_ARCH_FEAT_SM90_ALL): warpgroup MMA
- *                        (wgmma.mma_async m64nNk16, N = 32, 64 or 128, bf16/f16 in, f32 acc.),
+ *                        (wgmma.mma_async m64nNk16, N = 64 or 128, bf16/f16 in, f32 accumulate),
  *                        its fences, and the 128-byte-swizzle shared-memory tiles and matrix
  *                        descriptors it reads -- gpu_wgmma_ss(), gpu_wgmma_rs(), gpu_sw128_*()
  *                        below, whose layout contract is written there and checked element by
@@ -388,13 +388,11 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
         asm volatile("" : "+r"(r[i])::"memory");
 }
 
-/* The accumulator operand lists: d[0..15], d[0..31] or d[0..63], read and written. */
+/* The accumulator operand lists: d[0..31] or d[0..63], read and written. */
 #define GPU__WG_D8(i)                                                                       \
     "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
         "+f"(d[i + 6]), "+f"(d[i + 7])
-#define GPU__WG_D16 GPU__WG_D8(0), GPU__WG_D8(8)
-#define GPU__WG_D32 GPU__WG_D16, GPU__WG_D8(16), GPU__WG_D8(24)
-#define GPU__WG_R16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define GPU__WG_D32 GPU__WG_D8(0), GPU__WG_D8(8), GPU__WG_D8(16), GPU__WG_D8(24)
 #define GPU__WG_D64 GPU__WG_D32, GPU__WG_D8(32), GPU__WG_D8(40), GPU__WG_D8(48), GPU__WG_D8(56)
 #define GPU__WG_R32                                                                   \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, " \
@@ -420,18 +418,13 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
                  : __VA_ARGS__                                                                \
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB))
 
-/* d[N / 2] (+)= A B for the warpgroup, N = 32, 64 or 128, f16 (F16) or bf16 inputs; B
- * K-major (TB = 0) or MN-major (TB = 1). */
+/* d[N / 2] (+)= A B for the warpgroup, N = 64 or 128, f16 (F16) or bf16 inputs; B K-major
+ * (TB = 0) or MN-major (TB = 1). */
 template <int N, bool F16, int TB = 0>
 __device__ __forceinline__ void gpu_wgmma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int acc)
 {
-    static_assert(N == 32 || N == 64 || N == 128, "gpu_wgmma_ss: N = 32, 64 or 128");
-    if constexpr (N == 32) {
-        if constexpr (F16)
-            GPU__WGMMA_SS("32", "f16", GPU__WG_R16, "16", "17", "18", "19", GPU__WG_D16);
-        else
-            GPU__WGMMA_SS("32", "bf16", GPU__WG_R16, "16", "17", "18", "19", GPU__WG_D16);
-    } else if constexpr (N == 64) {
+    static_assert(N == 64 || N == 128, "gpu_wgmma_ss: N = 64 or 128");
+    if constexpr (N == 64) {
         if constexpr (F16)
             GPU__WGMMA_SS("64", "f16", GPU__WG_R32, "32", "33", "34", "35", GPU__WG_D32);
         else

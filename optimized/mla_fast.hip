@@ -41,6 +41,7 @@
 #include "gpu_port.h"
 #include "latent_wgmma.h"
 #include "numerics.h"
+#include "paged_kv.h"
 
 #include <float.h>
 #include <math.h>
@@ -147,12 +148,6 @@ static __device__ __forceinline__ uint32_t mlf__bf16x2(float lo, float hi)
     return d;
 }
 
-/* 2^x, relative error 2^-22; results below 2^-126 flush to 0 (weights that small vanish next
- * to the row's largest, which is at least 1). exp2f adds a rescaling path for them. */
-static __device__ __forceinline__ float mlf__exp2(float x)
-{
-    return gpu_exp2_approx(x);
-}
 
 /* a * b per bf16 half (the -0 addend keeps the product's sign of zero). */
 static __device__ __forceinline__ uint32_t mlf__bf16x2_mul(uint32_t a, uint32_t b)
@@ -469,12 +464,12 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
             for (int rr = 0; rr < 2; rr++) {
                 const float mn = mx[rr] > m[rr] + 8.0f ? mx[rr] : m[rr];
                 const float mu = mn == -INFINITY ? 0.0f : mn;
-                alpha[rr] = mn == m[rr] ? 1.0f : mlf__exp2(m[rr] - mu);
+                alpha[rr] = mn == m[rr] ? 1.0f : gpu_exp2_approx(m[rr] - mu);
 #pragma unroll
                 for (int i = 0; i < 2; i++)
 #pragma unroll
                     for (int e = 0; e < 2; e++)
-                        p[i][2 * rr + e] = mlf__exp2(x[i][2 * rr + e] - mu);
+                        p[i][2 * rr + e] = gpu_exp2_approx(x[i][2 * rr + e] - mu);
                 l[rr] = l[rr] * alpha[rr] + ((p[0][2 * rr] + p[0][2 * rr + 1]) + (p[1][2 * rr] + p[1][2 * rr + 1]));
                 m[rr] = mn;
             }
@@ -538,9 +533,8 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 /* The `wgmma` variant's segment: 64 query heads per block on latent_wgmma.h's engine (why and
  * how there), split_kv's key ranges, partials and combine around it. bf16 rows are copied
  * into the engine's SW128 key tiles as they are; fp8 rows are staged raw and decoded by the
- * thread that copied them, through the hardware's exact e4m3 -> f16 conversion (NaN codes
- * stay NaN), then f32 -> bf16 (exact for every e4m3 value); k_scale goes on the logits and
- * the output. */
+ * thread that copied them (paged_kv.h's pkv_fp8x8_bf16, exact; NaN codes stay NaN); k_scale
+ * goes on the logits and the output. */
 template <int KV> static constexpr int mlw__raw_bytes()
 {
     return mlf__kv<KV>::FP8 ? LWG_BN * MLF__ROW : 0;
@@ -553,20 +547,6 @@ static_assert(mlw__smem_bytes<OPT_BF16>() <= 227 * 1024 && mlw__smem_bytes<OPT_F
               "one block's shared memory");
 
 #if defined(GPU_HAS_WGMMA)
-/* Four e4m3 codes (bytes of w) as bf16 pairs (byte 0, byte 1) and (byte 2, byte 3), exact. */
-static __device__ __forceinline__ void mlw__fp8x4_bf16(uint32_t w, uint32_t &lo, uint32_t &hi)
-{
-    asm("{\n.reg .b16 c0, c1;\n.reg .b32 h0, h1;\n.reg .f16 a0, a1, a2, a3;\n"
-        ".reg .f32 f0, f1, f2, f3;\n"
-        "mov.b32 {c0, c1}, %2;\n"
-        "cvt.rn.f16x2.e4m3x2 h0, c0;\ncvt.rn.f16x2.e4m3x2 h1, c1;\n"
-        "mov.b32 {a0, a1}, h0;\nmov.b32 {a2, a3}, h1;\n"
-        "cvt.f32.f16 f0, a0;\ncvt.f32.f16 f1, a1;\ncvt.f32.f16 f2, a2;\ncvt.f32.f16 f3, a3;\n"
-        "cvt.rn.bf16x2.f32 %0, f1, f0;\ncvt.rn.bf16x2.f32 %1, f3, f2;\n}\n"
-        : "=r"(lo), "=r"(hi)
-        : "r"(w));
-}
-
 /* The engine's loader over keys k0 .. k1 - 1 of one sequence's paged latent cache. */
 template <int KV> struct mlw__loader {
     static constexpr bool RAW = mlf__kv<KV>::FP8;
@@ -606,13 +586,8 @@ template <int KV> struct mlw__loader {
         for (int u = 0; u < CH / 4; u++) {
             const int ch = sub + 4 * u;
             const uint4 w = *(const uint4 *)(raw + r * MLF__ROW + 16 * ch);
-            uint4 a, b;
-            mlw__fp8x4_bf16(w.x, a.x, a.y);
-            mlw__fp8x4_bf16(w.y, a.z, a.w);
-            mlw__fp8x4_bf16(w.z, b.x, b.y);
-            mlw__fp8x4_bf16(w.w, b.z, b.w);
-            *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch)) = a;
-            *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch + 1)) = b;
+            *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch)) = pkv_fp8x8_bf16(w.x, w.y, 1.0f);
+            *(uint4 *)(tile + gpu_sw128_chunk(64, r, 2 * ch + 1)) = pkv_fp8x8_bf16(w.z, w.w, 1.0f);
         }
     }
     __device__ bool valid(int j, int c) const { return k0 + j * LWG_BN + c < k1; }
@@ -856,9 +831,8 @@ static size_t mlf__workspace(int batch, int hq, mlf__shape sh)
 {
     if (batch < 0 || hq <= 0)
         return 0;
-    const int groups = (hq + sh.hg - 1) / sh.hg, cap = MLF__NBLK_MAX / groups;
-    const int rows = (cap < 1 ? 1 : cap) > batch ? (cap < 1 ? 1 : cap) : batch;
-    return mlf__ws_layout(NULL, batch, hq, rows).bytes;
+    const int by_sms = mlf__nblk(0, hq, sh, MLF__NBLK_MAX); /* no batch: the SM-count rule */
+    return mlf__ws_layout(NULL, batch, hq, by_sms > batch ? by_sms : batch).bytes;
 }
 
 extern "C" size_t opt_mla_decode_split_kv_workspace(int batch, int hq)

@@ -33,6 +33,7 @@
 #include "block_scan.h"
 #include "gpu_port.h"
 #include "numerics.h"
+#include "paged_kv.h"
 
 #include <float.h>
 #include <limits.h>
@@ -78,39 +79,6 @@ static __device__ __forceinline__ uint32_t mpm__swz(int r, int ch)
     return (uint32_t)(r * (MPM_BK * 2) + ((ch ^ (r & 7)) << 4));
 }
 
-static __device__ __forceinline__ uint32_t mpm__pack_bf16(float lo, float hi)
-{
-    uint32_t r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-/* Two fp8e4m3 codes (low byte first) -> two bf16 of code * ks, the product in f32 rounded to
- * nearest even into bf16 (the reference's emulated dequantization). e4m3 -> f16 is exact, so
- * the hardware conversion gives the same value as numerics.h for every non-NaN code. */
-static __device__ __forceinline__ uint32_t mpm__fp8x2(uint32_t codes, float ks)
-{
-#if __CUDA_ARCH__ >= 890
-    uint32_t h2;
-    float lo, hi;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h2) : "h"((unsigned short)codes));
-    asm("{\n.reg .b16 l, u;\nmov.b32 {l, u}, %2;\ncvt.f32.f16 %0, l;\ncvt.f32.f16 %1, u;\n}\n"
-        : "=f"(lo), "=f"(hi)
-        : "r"(h2));
-    return mpm__pack_bf16(lo * ks, hi * ks);
-#else
-    const float lo = num_fp8e4m3_to_f32((uint8_t)(codes & 0xFFu)) * ks;
-    const float hi = num_fp8e4m3_to_f32((uint8_t)(codes >> 8 & 0xFFu)) * ks;
-    return (uint32_t)num_f32_to_bf16(lo) | (uint32_t)num_f32_to_bf16(hi) << 16;
-#endif // __CUDA_ARCH__ >= 890
-}
-
-/* Eight codes (one 32-bit word: four) -> eight bf16. */
-static __device__ __forceinline__ uint4 mpm__fp8x8(uint32_t w0, uint32_t w1, float ks)
-{
-    return make_uint4(mpm__fp8x2(w0, ks), mpm__fp8x2(w0 >> 16, ks), mpm__fp8x2(w1, ks),
-                      mpm__fp8x2(w1 >> 16, ks));
-}
 #endif // GPU_HAS_MMA_SYNC
 
 /* Grid (ceil(rows / 128), 2 * hq): block (x, y) makes rows 128 x .. of head y / 2's k_nope
@@ -175,7 +143,7 @@ mla_prefill_mma_decompress_kernel(
                 val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
             } else {
                 const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
-                val = mpm__fp8x8(w.x, w.y, ks);
+                val = pkv_fp8x8_bf16(w.x, w.y, ks);
             }
             *(uint4 *)(k + ((size_t)(row0 + r) * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
         }
@@ -228,7 +196,7 @@ mla_prefill_mma_decompress_kernel(
             for (int c = tid; c < MPM_BM * 4; c += MPM_THREADS) {
                 const int r = c / 4, q = c % 4;
                 const uint4 w = *(const uint4 *)(raw + stage * C::R_BYTES + r * MPM_BK + q * 16);
-                const uint4 lo = mpm__fp8x8(w.x, w.y, ks), hi = mpm__fp8x8(w.z, w.w, ks);
+                const uint4 lo = pkv_fp8x8_bf16(w.x, w.y, ks), hi = pkv_fp8x8_bf16(w.z, w.w, ks);
                 uint8_t *a = (uint8_t *)mpm__smem + MPM_STAGES * C::B_BYTES;
                 *(uint4 *)(a + mpm__swz(r, 2 * q)) = lo;
                 *(uint4 *)(a + mpm__swz(r, 2 * q + 1)) = hi;
@@ -275,7 +243,7 @@ mla_prefill_mma_decompress_kernel(
             uint16_t *orow = dst + ((size_t)r * hq + h) * ld + wn * 32 + 2 * t;
 #pragma unroll
             for (int nt = 0; nt < 4; nt++)
-                *(uint32_t *)(orow + nt * 8) = mpm__pack_bf16(acc[mt][nt][2 * i], acc[mt][nt][2 * i + 1]);
+                *(uint32_t *)(orow + nt * 8) = gpu_pack2<false>(acc[mt][nt][2 * i], acc[mt][nt][2 * i + 1]);
         }
 #else
     (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;

@@ -76,12 +76,11 @@ const char *opt_wgmma_unsupported(int cc_major);
 
 /* The wgmma layout contract (gpu_port.h), checked element by element: two warpgroups compute
  * c [128][n] = a [128][k] times B through gpu_wgmma_*, gpu_sw128_* and the coordinate helpers,
- * k in {64, 128}, bf16 (f16 when f16 != 0) bits in, f32 out, device pointers.
- *   mode 0 (S = Q K^T): a and b [n][k] row-major in SW128 tiles, both K-major; c = a b^T;
- *                       n in {32, 64, 128}.
+ * n and k in {64, 128}, bf16 (f16 when f16 != 0) bits in, f32 out, device pointers.
+ *   mode 0 (S = Q K^T): a and b [n][k] row-major in SW128 tiles, both K-major; c = a b^T.
  *   mode 1 (O = P V):   a in registers (the A fragment), b [k][n] row-major in an SW128 tile
- *                       read MN-major (transposed); c = a b; n in {64, 128}.
- *   mode 2 (O = P V):   a in a K-major SW128 tile (as mode 0), b as mode 1; n in {64, 128}.
+ *                       read MN-major (transposed); c = a b.
+ *   mode 2 (O = P V):   a in a K-major SW128 tile (as mode 0), b as mode 1.
  * OPT_EINVAL for other shapes; the kernel traps where opt_wgmma_unsupported() gives a reason. */
 int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a, const uint16_t *b,
                      float *c, void *stream);

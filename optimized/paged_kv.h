@@ -154,4 +154,33 @@ __device__ __forceinline__ void pkv_fp8x16_16bit(uint4 v, uint4 &lo, uint4 &hi)
     hi = make_uint4(r[4], r[5], r[6], r[7]);
 }
 
+/* Two fp8e4m3 codes (bytes 0 and 1 of codes, low first) -> two bf16 of code * ks: the product in
+ * f32, rounded to nearest even into bf16 (the reference's emulated dequantization; exact when ks
+ * is a power of two, e4m3 having 4 significant bits). NaN codes give NaN. sm_89+: the
+ * hardware's e4m3 -> f16 conversion, exact; elsewhere numerics.h's. mla_prefill mma's latent
+ * decode and the latent_wgmma.h loaders (mla_decode, dsv4_sparse_decode) use it. */
+__device__ __forceinline__ uint32_t pkv_fp8x2_bf16(uint32_t codes, float ks)
+{
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    uint32_t h2;
+    float lo, hi;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h2) : "h"((unsigned short)codes));
+    asm("{\n.reg .b16 l, u;\nmov.b32 {l, u}, %2;\ncvt.f32.f16 %0, l;\ncvt.f32.f16 %1, u;\n}\n"
+        : "=f"(lo), "=f"(hi)
+        : "r"(h2));
+    return gpu_pack2<false>(lo * ks, hi * ks);
+#else
+    const float lo = num_fp8e4m3_to_f32((uint8_t)(codes & 0xFFu)) * ks;
+    const float hi = num_fp8e4m3_to_f32((uint8_t)(codes >> 8 & 0xFFu)) * ks;
+    return (uint32_t)num_f32_to_bf16(lo) | (uint32_t)num_f32_to_bf16(hi) << 16;
+#endif
+}
+
+/* Eight codes (w0, w1: four each, low byte first) -> eight bf16 of code * ks. */
+__device__ __forceinline__ uint4 pkv_fp8x8_bf16(uint32_t w0, uint32_t w1, float ks)
+{
+    return make_uint4(pkv_fp8x2_bf16(w0, ks), pkv_fp8x2_bf16(w0 >> 16, ks), pkv_fp8x2_bf16(w1, ks),
+                      pkv_fp8x2_bf16(w1 >> 16, ks));
+}
+
 #endif /* ATTN_PAGED_KV_H */

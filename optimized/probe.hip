@@ -192,8 +192,6 @@ probe_wgmma_arange_kernel(int mode, const uint16_t *a, const uint16_t *b, float 
         gpu_wgmma_commit();
         gpu_wgmma_wait<0>();
         gpu_wgmma_keep(d);
-    } else if constexpr (N < 64) {
-        GPU_TRAP(); /* opt_wgmma_arange refuses: an MN-major SW128 tile is 64 columns wide */
     } else if (mode == 2) {
         gpu_wgmma_fence();
 #pragma unroll
@@ -299,9 +297,6 @@ template <bool F16>
 static int probe__wgmma_shape(int mode, int n, int k, const uint16_t *a, const uint16_t *b,
                               float *c, hipStream_t s)
 {
-    if (n == 32) /* K-major B only: an MN-major SW128 tile is 64 columns wide */
-        return k == 64 ? probe__wgmma_arange<32, 64, F16>(mode, a, b, c, s)
-                       : probe__wgmma_arange<32, 128, F16>(mode, a, b, c, s);
     if (n == 64)
         return k == 64 ? probe__wgmma_arange<64, 64, F16>(mode, a, b, c, s)
                        : probe__wgmma_arange<64, 128, F16>(mode, a, b, c, s);
@@ -312,8 +307,7 @@ static int probe__wgmma_shape(int mode, int n, int k, const uint16_t *a, const u
 extern "C" int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a,
                                 const uint16_t *b, float *c, void *stream)
 {
-    if (mode < 0 || mode > 2 || (n != 32 && n != 64 && n != 128) || (n == 32 && mode != 0) ||
-        (k != 64 && k != 128) || !a || !b || !c)
+    if (mode < 0 || mode > 2 || (n != 64 && n != 128) || (k != 64 && k != 128) || !a || !b || !c)
         return OPT_EINVAL;
     const hipStream_t s = (hipStream_t)stream;
     return f16 ? probe__wgmma_shape<true>(mode, n, k, a, b, c, s)
