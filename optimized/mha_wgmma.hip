@@ -40,11 +40,12 @@
  * for bit (causal, window, softcap, GQA, varlen with empty sequences, bf16 and f16, D 64 and
  * 128), 1.2x faster (causal and non-causal prefill, D = 128 and 64).
  *
- * Shared memory (dqk = dv = D): Q 128 x D, then per stage K 128 x D and V 128 x D, each an
- * SW128 tile (D / 64 panels of 128 rows x 128 bytes), + 1 KiB to align the base to 1024 bytes:
- * with 3 stages D = 128: 32 + 3 x 64 + 1 = 225 KiB, D = 64: 113 KiB; one block (256 threads
- * of 222 / 178 registers, no spills) per multiprocessor. Head dims other than 64 and 128 (and
- * dqk != dv): unsupported (mma has them).
+ * Shared memory: Q 128 x dqk, then per stage K 128 x dqk and V 128 x dv, each an SW128 tile
+ * (d / 64 panels of 128 rows x 128 bytes), + 1 KiB to align the base to 1024 bytes: with 3
+ * stages D = 128: 32 + 3 x 64 + 1 = 225 KiB, D = 64: 113 KiB; MLA prefill's (192, 128) fits
+ * 2 stages, 48 + 2 x 80 + 1 = 209 KiB. One block (256 threads of 222 / 178 registers, no
+ * spills) per multiprocessor. Head dims (dqk, dv) other than (64, 64), (128, 128) and
+ * (192, 128): unsupported (mma has 256).
  *
  * What a later version would add (FlashAttention-3): a producer warpgroup with TMA and
  * mbarriers instead of cp.async by everyone and a block barrier per tile (leaving either out,
@@ -69,13 +70,17 @@
 #endif
 enum { WG_THREADS = 256, WG_BM = 128, WG_BN = 128 };
 
-template <int D> struct wg__cfg {
-    static constexpr int BM = WG_BM, BN = WG_BN, ST = WG_STAGES;
-    static constexpr int Q_BYTES = BM * D * 2;
-    static constexpr int K_BYTES = BN * D * 2, V_BYTES = BN * D * 2; /* one stage */
-    static constexpr int SMEM = Q_BYTES + ST * (K_BYTES + V_BYTES) + 1024;
+/* Per (dqk, dv): WG_STAGES stages where they fit in a block's 227 KiB, else a double buffer
+ * (dqk 192, dv 128: 48 + 2 x 80 + 1 = 209 KiB). */
+template <int DQK, int DV> struct wg__cfg {
+    static constexpr int BM = WG_BM, BN = WG_BN;
+    static constexpr int Q_BYTES = BM * DQK * 2;
+    static constexpr int K_BYTES = BN * DQK * 2, V_BYTES = BN * DV * 2; /* one stage */
+    static constexpr int smem_of(int st) { return Q_BYTES + st * (K_BYTES + V_BYTES) + 1024; }
+    static constexpr int ST = smem_of(WG_STAGES) <= 227 * 1024 ? WG_STAGES : 2;
+    static constexpr int SMEM = smem_of(ST);
     static_assert(ST >= 2, "WG_STAGES: at least a double buffer");
-    static_assert(SMEM <= 227 * 1024, "WG_STAGES: more shared memory than a block may have");
+    static_assert(SMEM <= 227 * 1024, "more shared memory than a block may have");
 };
 
 /* 1 in a device image compiled for sm_90a (where GPU_HAS_WGMMA is), 0 in any other: read by
@@ -96,35 +101,40 @@ static __device__ int wg__image_sm90a = WG__IMAGE_SM90A;
  * threads take consecutive 16-byte chunks of a row: coalesced reads, and each 8 of them fill
  * one 128-byte swizzled row segment without bank conflicts. A thread keeps its chunk column
  * and steps RS rows (a multiple of the swizzle's 8-row period) per round, so its shared and
- * global addresses advance by constants and few registers stay live for them. */
+ * global addresses advance by constants and few registers stay live for them. A row of D / 8
+ * chunks that does not divide the block (D = 192) is copied one 64-column panel at a time. */
 template <int D, int ROWS>
 static __device__ __forceinline__ void wg__load_tile(uint32_t s, const uint16_t *src, size_t stride,
                                                      int valid)
 {
-    constexpr int CH = D / 8, RS = WG_THREADS / CH;
-    static_assert(WG_THREADS % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
+    constexpr int CH = WG_THREADS % (D / 8) == 0 ? D / 8 : 8, PARTS = D / 8 / CH,
+                  RS = WG_THREADS / CH;
+    static_assert(D % 64 == 0 && RS % 8 == 0 && ROWS % RS == 0,
                   "wg__load_tile: whole rounds of rows, each a multiple of the swizzle period");
     const int r = threadIdx.x / CH, ch = threadIdx.x % CH;
-    const uint32_t sd = s + gpu_sw128_chunk(ROWS, r, ch);
-    const uint16_t *g = src + (size_t)r * stride + ch * 8;
-    if (valid >= ROWS) { /* a whole tile (uniform over the block): no per-row tests */
 #pragma unroll
-        for (int u = 0; u < ROWS / RS; u++) {
-            gpu_cp_async16(sd + (uint32_t)(u * RS * 128), g, 16);
-            g += (size_t)RS * stride;
-        }
-    } else {
+    for (int part = 0; part < PARTS; part++) {
+        const uint32_t sd = s + gpu_sw128_chunk(ROWS, r, ch + part * CH);
+        const uint16_t *g = src + (size_t)r * stride + (ch + part * CH) * 8;
+        if (valid >= ROWS) { /* a whole tile (uniform over the block): no per-row tests */
 #pragma unroll
-        for (int u = 0; u < ROWS / RS; u++) {
-            const bool ok = r + RS * u < valid;
-            gpu_cp_async16(sd + (uint32_t)(u * RS * 128), ok ? g : src, ok ? 16 : 0);
-            g += (size_t)RS * stride;
+            for (int u = 0; u < ROWS / RS; u++) {
+                gpu_cp_async16(sd + (uint32_t)(u * RS * 128), g, 16);
+                g += (size_t)RS * stride;
+            }
+        } else {
+#pragma unroll
+            for (int u = 0; u < ROWS / RS; u++) {
+                const bool ok = r + RS * u < valid;
+                gpu_cp_async16(sd + (uint32_t)(u * RS * 128), ok ? g : src, ok ? 16 : 0);
+                g += (size_t)RS * stride;
+            }
         }
     }
 }
 #endif // GPU_HAS_WGMMA
 
-template <int D, bool F16>
+template <int DQK, int DV, bool F16>
 __global__ void __launch_bounds__(WG_THREADS, 1)
 mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                  const uint16_t *__restrict__ v, const int32_t *__restrict__ cu_q,
@@ -133,8 +143,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                  int hkv, float scale, float softcap, int causal, int window_left)
 {
 #if defined(GPU_HAS_WGMMA)
-    using C = wg__cfg<D>;
-    constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = BN / 8, DT = D / 8;
+    using C = wg__cfg<DQK, DV>;
+    constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = BN / 8, DT = DV / 8;
     constexpr int LNT = NT == 16 ? 4 : NT == 8 ? 3 : -1; /* log2 NT */
     static_assert(LNT > 0, "the row-max tree covers BN = 64 or 128");
     extern __shared__ uint4 wg__smem[];
@@ -161,9 +171,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     for (int ii = 0; ii < 2; ii++)
         mha_row_bounds(&tile, r0 + wrow + 8 * ii, causal, window_left, &row_lo[ii], &row_hi[ii]);
 
-    const size_t kv_stride = (size_t)hkv * D;
-    const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * D;
-    const uint16_t *vbase = v + ((size_t)k0 * hkv + kh) * D;
+    const size_t k_stride = (size_t)hkv * DQK, v_stride = (size_t)hkv * DV;
+    const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * DQK;
+    const uint16_t *vbase = v + ((size_t)k0 * hkv + kh) * DV;
     constexpr uint32_t STAGE = C::K_BYTES + C::V_BYTES;
     /* cp.async group g: K of tile g into stage g % ST, V of tile g - 1 into stage (g - 1) % ST,
      * each where the tile exists. V is used one iteration after K (P V of tile it - 1 runs in
@@ -174,14 +184,14 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         if (g < n_it) {
             const long long j = jlo + (long long)g * BN;
             const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
-            wg__load_tile<D, BN>(skv0 + (uint32_t)(g % ST) * STAGE, kbase + (size_t)j * kv_stride,
-                                 kv_stride, valid);
+            wg__load_tile<DQK, BN>(skv0 + (uint32_t)(g % ST) * STAGE, kbase + (size_t)j * k_stride,
+                                   k_stride, valid);
         }
         if (g >= 1 && g <= n_it) {
             const long long j = jlo + (long long)(g - 1) * BN;
             const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
-            wg__load_tile<D, BN>(skv0 + (uint32_t)((g - 1) % ST) * STAGE + C::K_BYTES,
-                                 vbase + (size_t)j * kv_stride, kv_stride, valid);
+            wg__load_tile<DV, BN>(skv0 + (uint32_t)((g - 1) % ST) * STAGE + C::K_BYTES,
+                                  vbase + (size_t)j * v_stride, v_stride, valid);
         }
         gpu_cp_async_commit();
     };
@@ -195,9 +205,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 
     const float log2e = 1.4426950408889634f;
     const float sl2 = scale * log2e;
-    float o[D / 2];
+    float o[DV / 2];
 #pragma unroll
-    for (int j = 0; j < D / 2; j++)
+    for (int j = 0; j < DV / 2; j++)
         o[j] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {0.0f, 0.0f};
     /* P of the tile whose P V is next, packed into A registers (k16 step c: columns
@@ -208,7 +218,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     auto issue_s = [&](float (&s)[BN / 2], uint32_t sk) {
         gpu_wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < D / 16; ks++)
+        for (int ks = 0; ks < DQK / 16; ks++)
             gpu_wgmma_ss<BN, F16>(s, gpu_sw128_kmajor_desc(sq, BM, 64 * wg, ks),
                                   gpu_sw128_kmajor_desc(sk, BN, 0, ks), ks > 0);
         gpu_wgmma_commit();
@@ -223,7 +233,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         gpu_wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BN / 16; ks++)
-            gpu_wgmma_rs<D, F16, 1>(o, pf[ks], gpu_sw128_mnmajor_desc(sv, BN, ks), 1);
+            gpu_wgmma_rs<DV, F16, 1>(o, pf[ks], gpu_sw128_mnmajor_desc(sv, BN, ks), 1);
         gpu_wgmma_commit();
     };
     /* Online softmax of tile j0's S in log2 units, masked where the tile crosses a row's edge:
@@ -321,7 +331,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     float s[BN / 2];
     if (n_it > 0) {
         /* Prologue: Q with group 0, groups 1 .. ST - 2. */
-        wg__load_tile<D, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * D, (size_t)hq * D, tile.rows);
+        wg__load_tile<DQK, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
+                               tile.rows);
 #pragma unroll
         for (int g = 0; g < ST - 1; g++)
             load_group(g);
@@ -373,7 +384,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         if (r >= lq)
             continue;
         const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * D);
+        uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * DV);
 #pragma unroll
         for (int d = 0; d < DT; d++)
             orow[(8 * d + 2 * t) / 2] =
@@ -410,18 +421,28 @@ extern "C" const char *opt_wgmma_unsupported(int cc_major)
 #endif // GPU_VENDOR_NVIDIA
 }
 
-extern "C" const char *opt_mha_varlen_wgmma_unsupported(const opt_varlen_args *a, int cc_major)
+static bool wg__dims_ok(int dqk, int dv)
 {
-    const char *why = opt_wgmma_unsupported(cc_major);
-    if (why)
-        return why;
+    return (dqk == dv && (dqk == 64 || dqk == 128)) || (dqk == 192 && dv == 128);
+}
+
+/* The argument checks of opt_mha_varlen_wgmma_unsupported, without the device's. */
+static const char *wg__args_unsupported(const opt_varlen_args *a)
+{
     if (a->dtype != OPT_BF16 && a->dtype != OPT_F16)
         return "wgmma multiplies bf16 or f16 inputs on the matrix cores (f32 inputs: simple)";
-    if (a->dqk != a->dv || (a->dqk != 64 && a->dqk != 128))
-        return "wgmma has tile shapes for head dims 64 and 128 (dqk = dv); mma has the others";
+    if (!wg__dims_ok(a->dqk, a->dv))
+        return "wgmma has tile shapes for head dims 64 and 128 (dqk = dv) and (192, 128); mma "
+               "has 256 too";
     if (a->hq > 65535)
         return "wgmma puts query heads on the grid's y dimension: at most 65535";
     return NULL;
+}
+
+extern "C" const char *opt_mha_varlen_wgmma_unsupported(const opt_varlen_args *a, int cc_major)
+{
+    const char *why = opt_wgmma_unsupported(cc_major);
+    return why ? why : wg__args_unsupported(a);
 }
 
 extern "C" size_t opt_mha_varlen_wgmma_workspace(int batch)
@@ -429,18 +450,18 @@ extern "C" size_t opt_mha_varlen_wgmma_workspace(int batch)
     return opt_mha_varlen_mma_workspace(batch); /* the same tile prefix */
 }
 
-template <int D, bool F16>
+template <int DQK, int DV, bool F16>
 static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t stream)
 {
-    const int bytes = wg__cfg<D>::SMEM;
-    GPU_CHECK(hipFuncSetAttribute((const void *)mha_wgmma_kernel<D, F16>,
+    const int bytes = wg__cfg<DQK, DV>::SMEM;
+    GPU_CHECK(hipFuncSetAttribute((const void *)mha_wgmma_kernel<DQK, DV, F16>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
     int rc = mha_tiles_prefix(a->cu_q, a->batch, WG_BM, (int32_t *)ts, stream);
     if (rc)
         return rc;
     const long long tiles = ((long long)a->tq + WG_BM - 1) / WG_BM + a->batch; /* upper bound */
     const dim3 grid((unsigned)tiles, (unsigned)a->hq);
-    mha_wgmma_kernel<D, F16><<<grid, WG_THREADS, bytes, stream>>>(
+    mha_wgmma_kernel<DQK, DV, F16><<<grid, WG_THREADS, bytes, stream>>>(
         (const uint16_t *)a->q, (const uint16_t *)a->k, (const uint16_t *)a->v, a->cu_q, a->cu_k,
         ts, (uint16_t *)a->out, a->lse, a->batch, a->tq, a->hq, a->hkv, a->scale, a->softcap,
         a->causal, a->window_left);
@@ -453,8 +474,7 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
 extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
                                     size_t workspace_bytes, void *stream)
 {
-    const bool dims_ok = a && a->dqk == a->dv && (a->dqk == 64 || a->dqk == 128);
-    if (mha_check_args(a, dims_ok, workspace, workspace_bytes) != OPT_OK)
+    if (mha_check_args(a, a && wg__dims_ok(a->dqk, a->dv), workspace, workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;
@@ -462,6 +482,30 @@ extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
     const int32_t *ts = (const int32_t *)workspace;
     const bool f16 = a->dtype == OPT_F16;
     if (a->dqk == 64)
-        return f16 ? wg__launch<64, true>(a, ts, s) : wg__launch<64, false>(a, ts, s);
-    return f16 ? wg__launch<128, true>(a, ts, s) : wg__launch<128, false>(a, ts, s);
+        return f16 ? wg__launch<64, 64, true>(a, ts, s) : wg__launch<64, 64, false>(a, ts, s);
+    if (a->dqk == 192)
+        return f16 ? wg__launch<192, 128, true>(a, ts, s) : wg__launch<192, 128, false>(a, ts, s);
+    return f16 ? wg__launch<128, 128, true>(a, ts, s) : wg__launch<128, 128, false>(a, ts, s);
+}
+
+/* opt_mha_varlen_matrix: per device (index < WG__DEVICES), 0 = not asked yet, 1 = this library
+ * runs wgmma there, 2 = it does not. Racing writers store the same answer. */
+enum { WG__DEVICES = 64 };
+static int wg__device_ok[WG__DEVICES];
+
+extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace,
+                                     size_t workspace_bytes, void *stream)
+{
+    int dev = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    int ok = dev >= 0 && dev < WG__DEVICES ? wg__device_ok[dev] : 2;
+    if (ok == 0) {
+        int cc = 0;
+        GPU_CHECK(hipDeviceGetAttribute(&cc, hipDeviceAttributeComputeCapabilityMajor, dev));
+        ok = opt_wgmma_unsupported(cc) ? 2 : 1;
+        wg__device_ok[dev] = ok;
+    }
+    if (a && ok == 1 && !wg__args_unsupported(a))
+        return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
+    return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
 }

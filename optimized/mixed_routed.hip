@@ -381,7 +381,7 @@ static int mr__run(const opt_mixed_args *a, const mr__plan *p, int chunk_tokens,
         v.q = q_r + row0 * q_row, v.k = k_r + (size_t)p->te * kv_row;
         v.v = v_r + (size_t)p->te * kv_row, v.cu_q = v.cu_k = pcu;
         v.out = o_r + row0 * q_row, v.lse = l_r + (size_t)a->hq * row0;
-        if ((rc = opt_mha_varlen_mma(&v, sub, sub_bytes, s)))
+        if ((rc = opt_mha_varlen_matrix(&v, sub, sub_bytes, s)))
             return rc;
     }
 

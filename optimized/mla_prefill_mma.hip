@@ -392,7 +392,7 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
     nn.k = kb, nn.v = vb, nn.cu_k = a->cu_q, nn.causal = 1;
     nn.out = p.chunks ? (void *)(ws + p.off_oa) : a->out;
     nn.lse = p.chunks ? (float *)(ws + p.off_la) : a->lse;
-    if ((rc = opt_mha_varlen_mma(&nn, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
+    if ((rc = opt_mha_varlen_matrix(&nn, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
         return rc;
 
     /* 2. the contexts, chunk by chunk. */
@@ -413,7 +413,7 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
         opt_varlen_args ch = mpm__varlen(a);
         ch.k = kb, ch.v = vb, ch.cu_k = mc + a->batch, ch.causal = 0;
         ch.out = ws + p.off_oc, ch.lse = (float *)(ws + p.off_lc);
-        if ((rc = opt_mha_varlen_mma(&ch, ts, ts_bytes, stream)) != OPT_OK)
+        if ((rc = opt_mha_varlen_matrix(&ch, ts, ts_bytes, stream)) != OPT_OK)
             return rc;
         const bool last = c + 1 == p.chunks;
         void *mo = last ? a->out : o_nxt;

@@ -127,6 +127,14 @@ size_t opt_mha_varlen_wgmma_workspace(int batch);
 int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
                          void *stream);
 
+/* The matrix-core mha_varlen the composite paths call per piece (extend chunked, mla_prefill
+ * mma, mixed routed): wgmma where opt_mha_varlen_wgmma_unsupported() gives no reason for a on
+ * the current device, else mma; the same arguments, contract and workspace
+ * (opt_mha_varlen_mma_workspace). The device's answer is cached per device, so no query
+ * blocks the stream. Supported wherever mma is. */
+int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
+                          void *stream);
+
 /* ------------------------------------------------------------ merge_states
  * SPEC section 3. oa, ob [t, h, d] in `dtype`; la, lb [h, t] f32 (+inf read as -inf);
  * out [t, h, d] in `dtype`; lse [h, t] f32. simple: one thread per output element. */
@@ -244,7 +252,7 @@ int opt_mixed_simple(const opt_mixed_args *a, void *stream);
  * prefill], stable within a class; their rows are gathered contiguously (16-byte copies);
  * decodes run paged_decode split_kv (seq_len = context + 1; simple where split_kv does not take
  * the cache), extends extend chunked (context chunks of at most chunk_tokens), prefills
- * mha_varlen mma causal over their k_new, v_new; out and lse are scattered back to the arrival
+ * mha_varlen causal (opt_mha_varlen_matrix) over their k_new, v_new; out and lse are scattered back to the arrival
  * order. host_ctx, host_new: context_lens [batch] and new tokens [batch] on the host, the same
  * values as on the device, for the sizes only. Supported where mma is (NVIDIA sm_80+, bf16/f16,
  * head_dim 64/128/256) with heads_q divisible by the cache's heads. Deterministic (no atomics);
@@ -270,9 +278,9 @@ int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ctx, const in
                       void *workspace, size_t workspace_bytes, void *stream);
 
 /* extend chunked (issue 6): SPEC section 6's algorithm from this library's kernels -- mha_varlen
- * mma causal over the new tokens; the contexts end to end in chunks of at most chunk_tokens,
- * each gathered (gather_cache vec/simple) into standard layout, attended without a mask (mma)
- * and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's sizes.
+ * (opt_mha_varlen_matrix: wgmma on Hopper, else mma) causal over the new tokens; the contexts
+ * end to end in chunks of at most chunk_tokens, each gathered (gather_cache vec/simple) into
+ * standard layout, attended without a mask and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's sizes.
  * Supported where mha_varlen mma is (NVIDIA sm_80+, bf16/f16, head_dim 64/128/256). */
 /* The chunk plan shared by extend and mla_prefill: contexts (context_lens [batch], device) laid
  * end to end and cut every chunk_tokens tokens; for chunk c, meta[c * (2 batch + 1) ..] holds

@@ -186,8 +186,9 @@ static const hx_variant ex__variants[] = {
      .run = ex__simple_run,
      .batch_invariant = 1},
     {.name = "chunked",
-     .summary = "SPEC 6 on the GPU: mma causal new-over-new, context chunks gathered (vec) to "
-                "standard layout, mma non-causal per chunk, merge_states vec",
+     .summary = "SPEC 6 on the GPU: matrix-core (wgmma on Hopper, else mma) causal "
+                "new-over-new, context chunks gathered (vec) to standard layout, non-causal per "
+                "chunk, merge_states vec",
      .unsupported = ex__chunked_unsupported,
      .run = ex__chunked_run,
      .workspace = ex__chunked_workspace},

@@ -49,6 +49,35 @@ record whose message says why):
                       (it takes no fp8), reading 2x the K/V bytes the cost model counts.
                       torch_naive: gather the blocks through the block table (any layout),
                       dequantize, matmul + softmax + matmul.
+  extend              SDPA flash / cudnn on contiguous K/V: each request's context gathered from the
+                      paged cache (any layout) and dequantized, its new K/V appended (setup, outside
+                      the timing); SPEC's bottom-right causal mask (new query j sees the whole context
+                      and new tokens 0..j; SDPA's is_causal is documented top-left). flash: equal
+                      lengths, one dense call with attn_mask=torch.nn.attention.bias.
+                      causal_lower_right(lq, lk) (torch routes that CausalBias to FlashAttention-2,
+                      whose causal mask is bottom-right); ragged, one call over jagged nested tensors
+                      with is_causal (FlashAttention-2 varlen, bottom-right). cudnn: equal lengths,
+                      one dense call with is_causal where it gives the bottom-right result, else an
+                      explicit additive mask; ragged, a batch padded to the longest request with an
+                      explicit mask (padding share in the message). One call per request only when no
+                      single call runs. Every way's first output is checked against the f64 reference
+                      before it is timed: a way whose mask is not SPEC's is dropped (said in the
+                      message), never timed. GQA through enable_gqa, else K/V heads expanded. No
+                      softcap (SDPA has none). fp8 caches: SDPA gets the dequantized values in the
+                      case dtype (2x the context bytes the cost model counts). torch_naive: per
+                      request, the context blocks gathered through the block table (any layout),
+                      dequantized, the new K/V appended, f32 matmul + mask (+ softcap) + softmax +
+                      matmul, query rows in chunks of <= 2^28 scores.
+  mla_prefill         SDPA flash / cudnn with Dqk 192 / Dv 128: the latent context (bf16, or fp8 x
+                      k_scale) and the new tokens' [c_kv | k_pe] decompressed with W_kvb into per-head
+                      K = [W_UK_h c_kv | k_pe], V = W_UV_h c_kv (f32 GEMMs stored in bf16, SPEC 9's
+                      contract; setup, outside the timing, as the cost model counts the attention
+                      alone, while the harness's kernels time their decompression), then extend's
+                      SDPA ways (Hkv = Hq). V as is where the backend takes Dqk != Dv, else zero-
+                      padded to 192 with the output sliced to 128 (FlashAttention-2 takes Dqk == Dv
+                      only; vLLM did this for FA2; said in the message). torch_naive: the whole
+                      pipeline per request inside the timing: latent rows gathered through the block
+                      table, dequantized, decompressed (f32 GEMM, stored in bf16), f32 attention.
   mla_decode          torch_naive: gather the 576-wide latent rows through the block table,
                       dequantize, scores over 576 dims, value = first 512 (absorbed MLA).
   dsv4_sparse_decode  torch_naive: gather the indexed rows of both scopes from the 584-byte
@@ -69,7 +98,7 @@ CORRECTNESS: each peer is checked against a float64 PyTorch computation of the s
 its own inputs (the dequantized cache values), judged as hx_compare does: default profile by
 output dtype (bf16 out: atol 1e-3, rtol 2^-6, cos_diff 5e-6; f16 out 2e-4 / 2^-9 / 1e-6; f32 lse
 1e-5 / 2^-13) with the case's atol./rtol./cos_tol. overrides. SDPA returns no LSE, so SDPA rows
-judge `out` only; the naive peers judge `out` (`out_lat` for MLA) and `lse`; torch_flex judges
+judge `out` only; the naive peers judge `out` (`out_lat` for mla_decode) and `lse`; torch_flex judges
 `out` and `lse` ([Hq, Tq]: flex_attention returns the natural-log LSE, its kernel's base-2 value
 times ln 2; rows that see no key give out 0 and lse -inf, as SPEC).
 
@@ -84,7 +113,8 @@ message says why. The judged output is the one the timed graph wrote. torch_flex
 its torch.compile'd call is timed as users call it (eager calls of the compiled function, as
 --no-graphs), and the output of a call after the timing is judged.
 FLOPs and bytes from the harness's cost model, mirrored from harness/paths/<path>.c cost() for
-mha_varlen, paged_decode, mla_decode and dsv4_sparse_decode (null in records of other paths).
+mha_varlen, paged_decode, extend, mla_decode, mla_prefill and dsv4_sparse_decode (null in records
+of other paths; mla_prefill's counts the attention alone, not the W_kvb decompression).
 pct_peak and peak are null/"": the peaks are the harness's own micro-benchmarks (run.gpu of an
 attn-harness record on the same device); err_ratio and reference{} are null (no emulated
 candidate, no CPU reference here).
@@ -284,6 +314,7 @@ MAX_OUTPUTS = 4
 
 # MLA / DeepSeek V4 geometry (reference/ref_mla.h)
 MLA_LAT, MLA_ROW, MLA_QK, MLA_V = 512, 576, 192, 128
+MLA_ROPE, MLA_NOPE, MLA_WROWS = 64, 128, 256
 DSV4_D, DSV4_NOPE, DSV4_TILE, DSV4_DATA, DSV4_TOKEN = 512, 448, 64, 576, 584
 HX_KV_DEFAULT_SCALE = 1.0 / 64
 HX_LATENT_K_SCALE = 0.0125
@@ -1166,8 +1197,39 @@ def _cost_dsv4(c):
     return flops, byts
 
 
-COSTS = {"mha_varlen": _cost_mha_varlen, "paged_decode": _cost_paged_decode,
-         "mla_decode": _cost_mla_decode, "dsv4_sparse_decode": _cost_dsv4}
+def _cost_extend(c):
+    """ex__cost: new tokens over context + themselves (bottom-right causal)."""
+    keys = blocks = 0.0
+    for n_, ctx_ in zip(c.seq_lens_q.v, c.context_lens.v):
+        n, ctx = float(n_), float(ctx_)
+        keys += n * ctx + n * (n + 1) / 2
+        blocks += (ctx_ + c.block_size - 1) // c.block_size
+    tn, tc = float(sum(c.seq_lens_q.v)), float(sum(c.context_lens.v))
+    es, nb = float(DTYPE_SIZE[c.dtype]), float(c.seq_lens_q.n)
+    qo = tn * c.heads_q * c.head_dim * es
+    token_bytes = 2.0 * c.heads_kv * c.head_dim * float(DTYPE_SIZE[c.kv_dtype])  # hx_kv_token_bytes
+    flops = 2.0 * keys * c.heads_q * 2.0 * c.head_dim
+    byts = (qo + tn * 2.0 * c.heads_kv * c.head_dim * es + tc * token_bytes + 4.0 * (blocks + 2 * nb + 1)
+            + (8.0 if c.kv_dtype == "fp8e4m3" else 0.0) + qo + 4.0 * c.heads_q * tn)
+    return flops, byts
+
+
+def _cost_mla_prefill(c):
+    """mp__cost: the attention's FLOPs alone (the W_kvb decompression is not counted)."""
+    keys = ctx = blocks = 0.0
+    for n, lc in zip(c.seq_lens_q.v, c.context_lens.v):
+        keys += float(n) * lc + float(n) * (n + 1) / 2
+        ctx += float(lc)
+        blocks += float((lc + c.block_size - 1) // c.block_size)
+    tq, hq, b = float(sum(c.seq_lens_q.v)), float(c.heads_q), float(c.seq_lens_q.n)
+    flops = 2.0 * keys * hq * (MLA_QK + MLA_V)
+    byts = (2.0 * (tq * hq * MLA_QK + tq * MLA_ROW + hq * MLA_WROWS * MLA_LAT)
+            + ctx * MLA_ROW * DTYPE_SIZE[c.kv_dtype] + 4.0 * (blocks + 2 * b + 1) + tq * hq * (2.0 * MLA_V + 4.0))
+    return flops, byts
+
+
+COSTS = {"mha_varlen": _cost_mha_varlen, "paged_decode": _cost_paged_decode, "extend": _cost_extend,
+         "mla_decode": _cost_mla_decode, "mla_prefill": _cost_mla_prefill, "dsv4_sparse_decode": _cost_dsv4}
 SUPPORTED_PATHS = list(COSTS)
 VARIANTS = ["torch_sdpa_flash", "torch_sdpa_cudnn", "torch_flex", "torch_naive"]
 
@@ -2078,6 +2140,282 @@ class TorchEnv:
         r["message"] = msg[:1000]
         return out
 
+    # ------------------------------------------ SDPA, bottom-right causal
+    def sdpa_try(self, fn):
+        """One call of fn under the backend in force -> (output, None), or (None, why it was
+        refused: the error's first line and SDPA's own "not used because" warnings)."""
+        with warnings.catch_warnings(record=True) as wl:
+            warnings.simplefilter("always")
+            try:
+                first = fn()
+                self.sync()
+                return first, None
+            except Exception as e:
+                if "OutOfMemory" in type(e).__name__:
+                    raise
+                why = _first_line(e, 200)
+                ws = [str(w.message).strip().split("\n")[0] for w in wl]
+                ws = [w for w in ws if "not used because" in w or "does not support" in w
+                      or "requires" in w or "only" in w][:2]
+                return None, why + ((" [" + " | ".join(ws) + "]") if ws else "")
+
+    def br_mask(self, lqs, lks, L, S, dtype, boolean=False):
+        """Additive mask [n, 1, L, S] (0 visible, -inf hidden; boolean: True visible, contiguous)
+        of SPEC section 4's bottom-right causal rule for n requests laid left-aligned in an [L, S]
+        grid: query i of request b sees key j < lk_b with j <= i + lk_b - lq_b. Padding query rows
+        (i >= lq_b, dropped from the output) see key 0, so no row is empty. Additive rows are
+        allocated 16 elements aligned (S rounded up, then sliced): cuDNN and mem-efficient
+        attention want an aligned bias row stride."""
+        torch = self.torch
+        n, Sa = len(lqs), (S + 15) // 16 * 16
+        if n * L * Sa > 1 << 31:
+            raise ValueError("an explicit [%d, 1, %d, %d] mask would take %.1f GiB" % (
+                n, L, S, n * L * Sa * 2.0 / 2**30))
+        dev = self.dev
+        lq_t = torch.tensor(lqs, device=dev).view(n, 1, 1)
+        lk_t = torch.tensor(lks, device=dev).view(n, 1, 1)
+        i = torch.arange(L, device=dev).view(1, L, 1)
+        j = torch.arange(Sa, device=dev).view(1, 1, Sa)
+        vis = ((j <= i + (lk_t - lq_t)) & (j < lk_t) & (i < lq_t)) | ((i >= lq_t) & (j == 0))
+        if boolean:
+            return vis[..., :S].unsqueeze(1).contiguous()
+        m = torch.zeros(n, 1, L, Sa, dtype=dtype, device=dev)
+        m.masked_fill_(~vis.unsqueeze(1), -math.inf)
+        return m[..., :S]
+
+    def sdpa_build_br(self, variant, qp, kp, vps, lq, lk, scale, check):
+        """SDPA ways to run SPEC's bottom-right causal attention of a varlen batch whose keys run
+        past its queries (extend, mla_prefill: lk = context + new, lq = new), under the
+        sdpa_kernel backend in force. qp [Tq, Hq, Dqk], kp [Tk, Hkv, Dqk] packed token-major
+        (request b's keys: its context, then its new tokens); vps: [(vp [Tk, Hkv, Dv'], note)],
+        the values to try in order: the true V, and where Dqk != Dv also V zero-padded to Dqk
+        (FlashAttention-2 takes Dqk == Dv only; the output is sliced back to Dv).
+        SDPA documents is_causal as top-left aligned, so:
+          flash: equal lengths, one dense call with attn_mask=causal_lower_right(L, S) (torch
+                 routes that CausalBias to FlashAttention-2 with its causal flag, which is
+                 bottom-right), else with is_causal; ragged, one call over jagged nested tensors
+                 with is_causal (FlashAttention-2 varlen, causal bottom-right);
+          cudnn: equal lengths, one dense call with is_causal, else with an explicit bottom-right
+                 mask; ragged, a batch padded to the longest request with an explicit mask
+                 (is_causal where no request has context);
+        and only when no single call runs, one call per request. GQA through enable_gqa, else
+        K/V heads expanded. Each way's first output goes through check(out [Tq, Hq, Dv]) -> None
+        or why it is not SPEC's result: a way whose causal mask is not bottom-right here is
+        dropped (said in the message), never timed.
+        -> ([(fn, unpack, None, note), ...], what was not kept) as sdpa_build: unpack(fn()) is
+        out [Tq, Hq, Dv]."""
+        torch, F = self.torch, self.F
+        flash = variant == "torch_sdpa_flash"
+        B, hq, hkv = len(lq), qp.shape[1], kp.shape[1]
+        dv = vps[0][0].shape[2]
+        dt = qp.dtype
+        cq, ck = _prefix(lq), _prefix(lk)
+        if any(a > k for a, k in zip(lq, lk)):
+            raise RuntimeError("internal: a request with more queries than keys")
+        active = [b for b in range(B) if lq[b] > 0]
+        if not active:
+            raise Unsupported("no request has new tokens: nothing for SDPA to run")
+        nb = len(active)
+        aq, ak = [lq[b] for b in active], [lk[b] for b in active]
+        uniform = len(set(aq)) == 1 and len(set(ak)) == 1
+        square = aq == ak  # no context anywhere: top-left and bottom-right agree
+        try:
+            from torch.nn.attention.bias import causal_lower_right
+        except ImportError:
+            causal_lower_right = None
+        no_bias = "torch %s has no torch.nn.attention.bias.causal_lower_right" % torch.__version__
+
+        def kv_rows(x):
+            """The key rows of the requests with queries, in order (qp holds no rows of the others)."""
+            return x if nb == B else torch.cat([x[ck[b]:ck[b + 1]] for b in active], 0)
+
+        def out_rows(o):
+            return o[..., :dv] if o.shape[-1] != dv else o
+
+        def dense(kk, vv, kw, how):
+            L, S = aq[0], ak[0]
+            qd = qp.view(nb, L, hq, -1).transpose(1, 2)
+            kd = kv_rows(kk).view(nb, S, kk.shape[1], -1).transpose(1, 2)
+            vd = kv_rows(vv).view(nb, S, vv.shape[1], -1).transpose(1, 2)
+            shape = "[%d, %d heads, %d x %d]" % (nb, hq, L, S)
+            if L == S or how == "causal":
+                def fn(qd=qd, kd=kd, vd=vd, kw=kw):
+                    return F.scaled_dot_product_attention(qd, kd, vd, is_causal=True, **kw)
+                note = "one dense SDPA call %s with is_causal" % shape + (
+                    " (no context: lq == lk, where top-left and bottom-right agree)" if L == S
+                    else " (this backend's is_causal is bottom-right aligned here: checked)")
+            elif how == "bias":
+                if causal_lower_right is None:
+                    raise ImportError(no_bias)
+                bias = causal_lower_right(L, S)
+
+                def fn(qd=qd, kd=kd, vd=vd, bias=bias, kw=kw):
+                    return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=bias, **kw)
+                note = ("one dense SDPA call %s with attn_mask=torch.nn.attention.bias.causal_lower_right(%d, %d)"
+                        % (shape, L, S))
+            else:
+                boolean = how == "mask_bool"
+                mask = self.br_mask([L], [S], L, S, dt, boolean)
+
+                def fn(qd=qd, kd=kd, vd=vd, mask=mask, kw=kw):
+                    return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, **kw)
+                note = ("one dense SDPA call %s with an explicit bottom-right causal mask [1, 1, %d, %d] (%s)"
+                        % (shape, L, S, "boolean" if boolean else "additive, " + str(dt).replace("torch.", "")))
+
+            def unpack(o, L=L):
+                return out_rows(o.transpose(1, 2).reshape(nb * L, hq, -1))
+            return fn, unpack, note
+
+        def njt(kk, vv, kw, how):
+            def nt(x, lens):
+                offs = torch.tensor(_prefix(lens), dtype=torch.int64, device=self.dev)
+                try:
+                    t = torch.nested.nested_tensor_from_jagged(x, offs, min_seqlen=min(lens), max_seqlen=max(lens))
+                except TypeError:
+                    t = torch.nested.nested_tensor_from_jagged(x, offs)
+                return t.transpose(1, 2)
+            qn, kn, vn = nt(qp, aq), nt(kv_rows(kk), ak), nt(kv_rows(vv), ak)
+
+            def fn(qn=qn, kn=kn, vn=vn, kw=kw):
+                return F.scaled_dot_product_attention(qn, kn, vn, is_causal=True, **kw)
+
+            def unpack(o):
+                return out_rows(o.transpose(1, 2).values())
+            note = ("one SDPA call over jagged nested tensors with is_causal (%d requests, true lengths; "
+                    "FlashAttention-2 varlen, whose causal mask is bottom-right%s)"
+                    % (nb, "" if square else ": checked"))
+            return fn, unpack, note
+
+        def padded(kk, vv, kw, how):
+            L, S = max(aq), max(ak)
+            qd = torch.zeros(nb, hq, L, qp.shape[2], dtype=dt, device=self.dev)
+            kd = torch.zeros(nb, kk.shape[1], S, kk.shape[2], dtype=dt, device=self.dev)
+            vd = torch.zeros(nb, vv.shape[1], S, vv.shape[2], dtype=dt, device=self.dev)
+            for i, b in enumerate(active):
+                qd[i, :, :lq[b]] = qp[cq[b]:cq[b + 1]].transpose(0, 1)
+                kd[i, :, :lk[b]] = kk[ck[b]:ck[b + 1]].transpose(0, 1)
+                vd[i, :, :lk[b]] = vv[ck[b]:ck[b + 1]].transpose(0, 1)
+            pad = 100.0 * (1.0 - sum(a * k for a, k in zip(aq, ak)) / float(nb * L * S))
+            note = ("one SDPA call on a batch padded to the longest request (%d queries x %d keys; %.1f%% of "
+                    "the (query, key) pairs are padding) " % (L, S, pad))
+            if square:  # left-aligned, each query's visible keys lie inside its request
+                def fn(qd=qd, kd=kd, vd=vd, kw=kw):
+                    return F.scaled_dot_product_attention(qd, kd, vd, is_causal=True, **kw)
+                note += "with is_causal (no context: lq == lk, padding keys lie past every real query)"
+            else:
+                boolean = how == "padded_bool"
+                mask = self.br_mask(aq, ak, L, S, dt, boolean)
+
+                def fn(qd=qd, kd=kd, vd=vd, mask=mask, kw=kw):
+                    return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, **kw)
+                note += "with an explicit bottom-right causal mask [%d, 1, %d, %d] (%s)" % (
+                    nb, L, S, "boolean" if boolean else "additive")
+
+            def unpack(o):
+                return out_rows(torch.cat([o[i, :, :aq[i]].transpose(0, 1) for i in range(nb)], 0))
+            return fn, unpack, note
+
+        def loop(kk, vv, kw, how):
+            views, kinds = [], set()
+            for b in active:
+                qb = qp[cq[b]:cq[b + 1]].unsqueeze(0).transpose(1, 2)
+                kb = kk[ck[b]:ck[b + 1]].unsqueeze(0).transpose(1, 2)
+                vb = vv[ck[b]:ck[b + 1]].unsqueeze(0).transpose(1, 2)
+                if lq[b] == lk[b]:
+                    m = None
+                    kinds.add("is_causal where lq == lk")
+                elif flash and causal_lower_right is not None:
+                    m = causal_lower_right(lq[b], lk[b])
+                    kinds.add("causal_lower_right")
+                elif flash:
+                    m = None
+                    kinds.add("is_causal (bottom-right in FlashAttention-2: checked)")
+                else:
+                    m = self.br_mask([lq[b]], [lk[b]], lq[b], lk[b], dt)
+                    kinds.add("explicit bottom-right masks")
+                views.append((qb, kb, vb, m))
+
+            def fn(views=views, kw=kw):
+                return [F.scaled_dot_product_attention(a, b_, c_, attn_mask=m, is_causal=m is None, **kw)
+                        for a, b_, c_, m in views]
+
+            def unpack(os_):
+                return out_rows(torch.cat([o[0].transpose(0, 1) for o in os_], 0))
+            note = "one SDPA call per request (%d calls; %s)" % (nb, ", ".join(sorted(kinds)))
+            return fn, unpack, note
+
+        build = {"bias": dense, "causal": dense, "mask": dense, "mask_bool": dense, "njt": njt, "padded": padded,
+                 "padded_bool": padded, "loop": loop}
+        if flash:
+            groups = [["bias", "causal"]] if uniform else [["njt"]]
+        elif uniform:
+            groups = [["causal"] if square else ["causal", "mask", "mask_bool"]]
+        else:
+            groups = [["padded"] if square else ["padded", "padded_bool"]]
+        modes = ["enable_gqa", "expanded"] if hq != hkv else ["mha"]
+        expanded = {}
+
+        def heads(x, key):
+            if key not in expanded:
+                expanded[key] = x.repeat_interleave(hq // hkv, dim=1)
+            return expanded[key]
+
+        found, fails, wrong = [], [], []
+
+        def run_group(group):
+            """The first (strategy, value, GQA mode) of the group that runs and passes check."""
+            for st in group:
+                st_wrong = False
+                for vi, (vv0, vnote) in enumerate(vps):
+                    if st_wrong:
+                        break  # its mask is not SPEC's: another value or GQA mode will not change that
+                    for mode in modes:
+                        kw = {"scale": scale}
+                        kk, vv = kp, vv0
+                        if mode == "enable_gqa":
+                            kw["enable_gqa"] = True
+                        elif mode == "expanded":
+                            kk, vv = heads(kp, "k"), heads(vv0, "v%d" % vi)
+                        tag = "/".join([st, mode] + (["V padded to Dqk"] if vi else []))
+                        try:
+                            fn, unpack, note = build[st](kk, vv, kw, st)
+                        except Exception as e:
+                            if "OutOfMemory" in type(e).__name__:
+                                raise
+                            fails.append("%s: %s" % (tag, _first_line(e, 200)))
+                            continue
+                        first, why = self.sdpa_try(fn)
+                        if why:
+                            fails.append("%s: %s" % (tag, why))
+                            continue
+                        bad = check(unpack(first))
+                        del first
+                        if bad:
+                            wrong.append("%s ran, but its output is not SPEC's bottom-right causal attention (%s): "
+                                         "dropped" % (tag, bad))
+                            st_wrong = True
+                            break
+                        if vnote:
+                            note += "; " + vnote
+                        if mode == "expanded":
+                            note += ("; K/V heads expanded %dx to Hq (this backend took no GQA here): it reads %dx "
+                                     "the K/V bytes the cost model counts" % (hq // hkv, hq // hkv))
+                        elif mode == "enable_gqa":
+                            note += "; GQA through enable_gqa"
+                        found.append((fn, unpack, None, note))
+                        return
+        for g in groups:
+            run_group(g)
+        if not found:
+            run_group(["loop"])  # one call per request only when no single call runs
+        if not found:
+            if wrong:
+                raise RuntimeError("SDPA ran, but no way gave SPEC's bottom-right causal result: "
+                                   + "; ".join(wrong + fails))
+            raise Unsupported("SDPA refused every way of running it: " + "; ".join(fails))
+        rest = wrong + fails
+        return found, ("not kept: %s" % "; ".join(rest)[:600]) if rest else ""
+
     # ------------------------------------------------------- FlexAttention
     def run_flex(self, r, c, qp, kp, vp):
         """torch_flex on a mha_varlen case, as FlexAttention users run a ragged batch: every
@@ -2233,6 +2571,32 @@ def _locate_paged(c, name, i):
     seq = i // (c.heads_q * c.head_dim)
     return "seq %d (seq_len %d) head %d dim %d" % (seq, c.seq_lens_q.v[seq], i // c.head_dim % c.heads_q,
                                                    i % c.head_dim)
+
+
+def _locate_extend(c, name, i):
+    """ex__locate: out [Tn, Hq, D], lse [Hq, Tn]."""
+    tn = sum(c.seq_lens_q.v)
+    if name == "lse":
+        head, token, dim = i // tn, i % tn, -1
+    else:
+        token, head, dim = i // (c.heads_q * c.head_dim), i // c.head_dim % c.heads_q, i % c.head_dim
+    seq, pos = _locate_varlen(c.seq_lens_q.v, token)
+    ctx = c.context_lens.v[seq] if seq >= 0 else 0
+    s = "seq %d new token %d (position %d) head %d" % (seq, pos, ctx + pos, head)
+    return s + (" dim %d" % dim if dim >= 0 else "")
+
+
+def _locate_mla_prefill(c, name, i):
+    """mp__locate: out [Tq, Hq, 128], lse [Hq, Tq]."""
+    tq = sum(c.seq_lens_q.v)
+    if name == "lse":
+        head, token, dim = i // tq, i % tq, -1
+    else:
+        token, head, dim = i // (c.heads_q * MLA_V), i // MLA_V % c.heads_q, i % MLA_V
+    seq, pos = _locate_varlen(c.seq_lens_q.v, token)
+    ctx = c.context_lens.v[seq] if seq >= 0 else 0
+    s = "seq %d token %d (position %d after %d context) head %d" % (seq, pos, pos + ctx, ctx, head)
+    return s + (" dim %d" % dim if dim >= 0 else "")
 
 
 def _locate_mla(c, name, i):
@@ -2484,6 +2848,198 @@ def run_paged_decode(env, c, variants, results):
             r["status"], r["message"] = "ERROR", _first_line(e, 1000)
 
 
+def _gross_mismatch(env, out, ref):
+    """None when out [T, H, D] is ref (f64) up to rounding: |out - ref| <= 0.1 * max(1, max |ref|)
+    everywhere, finite. Else why not: the check that drops an SDPA way whose causal mask is not
+    SPEC's bottom-right one (the judged output still goes through judge(), tolerances and all)."""
+    torch = env.torch
+    if tuple(out.shape) != tuple(ref.shape):
+        return "shape %s, want %s" % (tuple(out.shape), tuple(ref.shape))
+    if not out.numel():
+        return None
+    o = out.double()
+    if not bool(torch.isfinite(o).all()):
+        return "non-finite values"
+    err = float((o - ref).abs().max())
+    lim = 0.1 * max(1.0, float(ref.abs().max()))
+    return None if err <= lim else "max |out - ref| = %.3g > %.3g" % (err, lim)
+
+
+def _sdpa_br_run(env, r, v, c, q, kp, vps, lq, lk, ref, loc, prefix):
+    """An SDPA row of extend / mla_prefill: every single-call bottom-right causal way the backend
+    takes (sdpa_build_br) timed, the fastest kept, its out judged (SDPA returns no LSE)."""
+    with env.sdpa_kernel([env.backends[v]]):
+        cands, refused = env.sdpa_build_br(v, q, kp, vps, lq, lk, c.scale,
+                                           lambda out: _gross_mismatch(env, out, ref))
+        out = env.run_sdpa(r, cands, refused)
+        del cands
+    r["message"] = (prefix + r["message"])[:1000]
+    env.judge(r, c, "out", out, ref, loc)
+    del out
+
+
+def _naive_extend(env, c, q, k_new, v_new, kc, vc, bt, ks, vs):
+    """torch_naive for extend: per request, the context's blocks gathered through the block table
+    (any layout), sliced to its context length, dequantized, concatenated with the new K/V; f32
+    matmul + SPEC's bottom-right causal mask (+ softcap) + softmax + matmul, the query rows in
+    chunks of at most 2^28 scores. -> (out [Tn, Hq, D] dtype, lse [Hq, Tn] f32)."""
+    torch = env.torch
+    n, ctx = c.seq_lens_q.v, c.context_lens.v
+    bs, hkv, d, hq = c.block_size, c.heads_kv, c.head_dim, c.heads_q
+    G = hq // hkv
+    fp8 = c.kv_dtype == "fp8e4m3"
+    dt = env.tdt[c.dtype]
+    cn = _prefix(n)
+    ar = torch.arange(max([1] + [a + b for a, b in zip(n, ctx)]), device=env.dev)
+    plan = []
+    for b in range(len(n)):
+        if n[b] == 0:
+            continue
+        nblk = (ctx[b] + bs - 1) // bs
+        L = ctx[b] + n[b]
+        plan.append((b, bt[b, :nblk].long(), nblk, L, max(1, (1 << 28) // max(1, hq * L))))
+
+    def gather(cache, idx, nblk, lc, is_v, scale):
+        """[Hkv, lc, D] f32: the first lc slots of the request's blocks."""
+        t = cache[idx]
+        if c.layout == 0:  # [nblk, bs, Hkv, D]
+            t = t.reshape(nblk * bs, hkv, d).transpose(0, 1)
+        elif c.layout == 1:  # [nblk, Hkv, bs, D]
+            t = t.transpose(0, 1).reshape(hkv, nblk * bs, d)
+        elif not is_v:  # K [nblk, Hkv, D/x, bs, x]
+            t = t.permute(1, 0, 3, 2, 4).reshape(hkv, nblk * bs, d)
+        else:  # V [nblk, Hkv, bs/x, D, x]
+            t = t.permute(1, 0, 2, 4, 3).reshape(hkv, nblk * bs, d)
+        t = t[:, :lc]
+        return env.from_fp8(t) * scale if fp8 else t.float()
+
+    def fn():
+        outs, lses = [], []
+        for b, idx, nblk, L, rows in plan:
+            kn = k_new[cn[b]:cn[b + 1]].float().transpose(0, 1)  # [Hkv, n, D]
+            vn = v_new[cn[b]:cn[b + 1]].float().transpose(0, 1)
+            if ctx[b]:
+                K = torch.cat([gather(kc, idx, nblk, ctx[b], False, ks), kn], 1)  # [Hkv, L, D]
+                V = torch.cat([gather(vc, idx, nblk, ctx[b], True, vs), vn], 1)
+            else:
+                K, V = kn, vn
+            Kt = K.transpose(1, 2).unsqueeze(1)  # [Hkv, 1, D, L]
+            Vg = V.unsqueeze(1)  # [Hkv, 1, L, D]
+            qb = q[cn[b]:cn[b + 1]].float()
+            for i0 in range(0, n[b], rows):
+                i1 = min(n[b], i0 + rows)
+                m = i1 - i0
+                qq = qb[i0:i1].reshape(m, hkv, G, d).permute(1, 2, 0, 3)  # [Hkv, G, m, D]
+                s = torch.matmul(qq, Kt) * c.scale  # [Hkv, G, m, L]
+                if c.softcap > 0:
+                    s = c.softcap * torch.tanh(s / c.softcap)
+                vis = ar[None, :L] <= (ar[i0:i1] + ctx[b])[:, None]  # key j <= i + ctx
+                s = s.masked_fill(~vis, -math.inf)
+                lse = torch.logsumexp(s, -1)  # every row sees key 0: finite
+                p = torch.exp(s - lse[..., None])
+                o = torch.matmul(p, Vg)  # [Hkv, G, m, D]
+                outs.append(o.permute(2, 0, 1, 3).reshape(m, hq, d))
+                lses.append(lse.reshape(hq, m))
+        return torch.cat(outs, 0).to(dt), torch.cat(lses, 1)
+    return fn
+
+
+def run_extend(env, c, variants, results):
+    """SPEC section 6: request b's n_b new queries over its c_b cached context tokens and its new
+    tokens, bottom-right causal. Inputs as ex__make_inputs: q, k_new, v_new [Tn, *, D], then the
+    context K/V [Tc, Hkv, D] (dtype), written into the case's paged cache (fp8: codes of x / scale)."""
+    torch = env.torch
+    variants = _no_flex(c, variants, results)
+    pending = []
+    for v in variants:
+        why = None
+        if v != "torch_naive":
+            why = env.sdpa_unavailable(v)
+            if not why and c.softcap > 0:
+                why = "SDPA has no logit soft-cap (softcap = %s)" % _g(c.softcap)
+        if why:
+            results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
+        else:
+            pending.append(v)
+    if not pending:
+        return
+    n, ctx, B = c.seq_lens_q.v, c.context_lens.v, c.seq_lens_q.n
+    hq, hkv, d = c.heads_q, c.heads_kv, c.head_dim
+    dt = env.tdt[c.dtype]
+    fp8 = c.kv_dtype == "fp8e4m3"
+    gen = env.generator(c.seed)
+    tn, tc = sum(n), sum(ctx)
+    q = env.normal(gen, (tn, hq, d), 1.0, dt)
+    k_new = env.normal(gen, (tn, hkv, d), 1.0, dt)
+    v_new = env.normal(gen, (tn, hkv, d), 1.0, dt)
+    k_rows = env.normal(gen, (tc, hkv, d), 1.0, dt)
+    v_rows = env.normal(gen, (tc, hkv, d), 1.0, dt)
+    if fp8:
+        k_codes, v_codes = env.to_fp8(k_rows.float() / _f32(c.k_scale)), env.to_fp8(v_rows.float() / _f32(c.v_scale))
+        k_deq, v_deq = env.from_fp8(k_codes) * c.k_scale, env.from_fp8(v_codes) * c.v_scale
+        del k_rows, v_rows
+    else:
+        k_codes, v_codes, k_deq, v_deq = k_rows, v_rows, k_rows, v_rows
+    table, pool = make_block_table(c, "block_table", ctx, c.block_size)
+    bt = torch.tensor(table, dtype=torch.int32, device=env.dev)
+    cn, cc = _prefix(n), _prefix(ctx)
+    lk = [a + b for a, b in zip(ctx, n)]
+    ck = _prefix(lk)
+
+    def keys_of(ctx_rows, new_rows, dtype):
+        """[sum(c_b + n_b), Hkv, D]: request b's (dequantized) context rows, then its new rows."""
+        parts = []
+        for b in range(B):
+            parts += [ctx_rows[cc[b]:cc[b + 1]].to(dtype), new_rows[cn[b]:cn[b + 1]].to(dtype)]
+        return torch.cat(parts, 0)
+
+    # the f64 check: one attention per request over concat(context, new), SPEC's ground truth
+    kf, vf = keys_of(k_deq, k_new, torch.float32), keys_of(v_deq, v_new, torch.float32)
+    ref = torch.zeros(tn, hq, d, dtype=torch.float64, device=env.dev)
+    lse_ref = torch.full((hq, tn), -math.inf, dtype=torch.float64, device=env.dev)  # [Hq, Tn]
+    for b in range(B):
+        if n[b]:
+            ref[cn[b]:cn[b + 1]] = env.attn_ref_f64(q[cn[b]:cn[b + 1]], kf[ck[b]:ck[b + 1]], vf[ck[b]:ck[b + 1]],
+                                                    c.scale, 1, -1, c.softcap, lse_out=lse_ref[:, cn[b]:cn[b + 1]])
+    del kf, vf
+    loc = lambda nm, i: _locate_extend(c, nm, i)  # noqa: E731
+    kp = vp = None
+    for v in pending:
+        r = results[v]
+        try:
+            if v == "torch_naive":
+                kc = _paged_cache(env, c, k_codes, ctx, bt, pool, False)
+                vc = _paged_cache(env, c, v_codes, ctx, bt, pool, True)
+                fn = _naive_extend(env, c, q, k_new, v_new, kc, vc, bt, _f32(c.k_scale), _f32(c.v_scale))
+                r["message"] = ("per request: the context's blocks gathered through the block table (%s, %s), "
+                                "dequantized, concatenated with the new K/V, f32 matmul + bottom-right causal "
+                                "mask%s + softmax + matmul (%d requests, query rows in chunks of <= 2^28 scores)"
+                                % (LAYOUTS[c.layout], c.kv_dtype, " + softcap" if c.softcap > 0 else "", B))
+                out, lse = env.timed(r, fn) or fn()
+                env.judge(r, c, "out", out, ref, loc)
+                env.judge(r, c, "lse", lse, lse_ref, loc)
+                del out, lse, kc, vc
+            else:
+                if kp is None:
+                    kp, vp = keys_of(k_deq, k_new, dt), keys_of(v_deq, v_new, dt)
+                prefix = ("each request's context gathered from the paged cache (%s, %s) into contiguous K/V and "
+                          "concatenated with its new K/V (setup, outside the timing); "
+                          % (LAYOUTS[c.layout], c.kv_dtype))
+                if fp8:
+                    prefix += ("fp8 context given to SDPA dequantized as %s (SDPA takes no fp8): it reads 2x the "
+                               "context K/V bytes the cost model counts; " % c.dtype)
+                    odd = [k for k in ("k_scale", "v_scale")
+                           if getattr(c, k) != 2.0 ** round(math.log2(getattr(c, k)))]
+                    if odd:
+                        prefix += ("%s not a power of two: the dequantized values are rounded to %s, an error the f64 "
+                                   "check (on the exact dequantized values) counts; " % (" and ".join(odd), c.dtype))
+                _sdpa_br_run(env, r, v, c, q, kp, [(vp, "")], n, lk, ref, loc, prefix)
+        except Unsupported as e:
+            r["status"], r["message"], r["outputs"] = "SKIP_UNSUPPORTED", str(e)[:1000], []
+        except Exception as e:
+            r["status"], r["message"] = "ERROR", _first_line(e, 1000)
+
+
 def run_mla_decode(env, c, variants, results):
     torch = env.torch
     variants = _no_flex(c, variants, results)
@@ -2560,6 +3116,167 @@ def run_mla_decode(env, c, variants, results):
         r["status"], r["message"], r["outputs"] = "SKIP_UNSUPPORTED", str(e)[:1000], []
     except Exception as e:
         r["status"], r["message"] = "ERROR", _first_line(e, 1000)
+
+
+def _naive_mla_prefill(env, c, q, ckv, kpe, w, cache, bt, ks):
+    """torch_naive for mla_prefill, the whole pipeline per request: the latent context rows
+    gathered through the block table, dequantized, concatenated with the new tokens' [c_kv | k_pe];
+    K/V decompressed with W_kvb (f32 GEMM, stored in bf16 as SPEC 9's contract); f32 matmul +
+    bottom-right causal mask + softmax + matmul, query rows in chunks of at most 2^28 scores.
+    -> (out [Tq, Hq, 128] bf16, lse [Hq, Tq] f32)."""
+    torch = env.torch
+    n, ctx = c.seq_lens_q.v, c.context_lens.v
+    bs, hq = c.block_size, c.heads_q
+    fp8 = c.kv_dtype == "fp8e4m3"
+    bf16 = torch.bfloat16
+    cn = _prefix(n)
+    wf = w.float().t().contiguous()  # [512, Hq * 256]: the weights in f32 (setup)
+    ar = torch.arange(max([1] + [a + b for a, b in zip(n, ctx)]), device=env.dev)
+    plan = []
+    for b in range(len(n)):
+        if n[b] == 0:
+            continue
+        L = ctx[b] + n[b]
+        plan.append((b, bt[b, :(ctx[b] + bs - 1) // bs].long(), L, max(1, (1 << 28) // max(1, hq * L))))
+
+    def fn():
+        outs, lses = [], []
+        for b, idx, L, rows in plan:
+            lat = torch.cat([ckv[cn[b]:cn[b + 1]].float(), kpe[cn[b]:cn[b + 1]].float()], 1)  # [n, 576]
+            if ctx[b]:
+                blk = cache[idx].reshape(-1, MLA_ROW)[:ctx[b]]
+                lat = torch.cat([env.from_fp8(blk) * ks if fp8 else blk.float(), lat], 0)  # [L, 576]
+            kv = torch.matmul(lat[:, :MLA_LAT], wf).to(bf16).float().view(L, hq, MLA_WROWS)
+            K = torch.cat([kv[..., :MLA_NOPE], lat[:, None, MLA_LAT:].expand(L, hq, MLA_ROPE)], 2)
+            Kt = K.permute(1, 2, 0)  # [Hq, 192, L]
+            V = kv[..., MLA_NOPE:].transpose(0, 1)  # [Hq, L, 128]
+            qb = q[cn[b]:cn[b + 1]].float().transpose(0, 1)  # [Hq, n, 192]
+            for i0 in range(0, n[b], rows):
+                i1 = min(n[b], i0 + rows)
+                s = torch.matmul(qb[:, i0:i1], Kt) * c.scale  # [Hq, m, L]
+                vis = ar[None, :L] <= (ar[i0:i1] + ctx[b])[:, None]
+                s = s.masked_fill(~vis, -math.inf)
+                lse = torch.logsumexp(s, -1)  # [Hq, m], finite: every row sees key 0
+                p = torch.exp(s - lse[..., None])
+                outs.append(torch.matmul(p, V).transpose(0, 1))  # [m, Hq, 128]
+                lses.append(lse)
+        return torch.cat(outs, 0).to(bf16), torch.cat(lses, 1)
+    return fn
+
+
+def run_mla_prefill(env, c, variants, results):
+    """SPEC section 9 (non-absorbed MLA prefill, DeepSeek R1 geometry): per request, n_b new
+    queries over its c_b latent context rows and its new tokens, bottom-right causal, K/V per head
+    decompressed from the latent rows by W_kvb. Inputs as mp__make_inputs: the latent cache (rows
+    sd 1, rounded to bf16; fp8: codes of x / k_scale), q sd 1 / (scale sqrt(192)), c_kv and k_pe sd 1,
+    W_kvb sd 1 / sqrt(512), all bf16."""
+    torch = env.torch
+    F = env.F
+    variants = _no_flex(c, variants, results)
+    pending = []
+    for v in variants:
+        why = None if v == "torch_naive" else env.sdpa_unavailable(v)
+        if why:
+            results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
+        else:
+            pending.append(v)
+    if not pending:
+        return
+    n, ctx, B, hq = c.seq_lens_q.v, c.context_lens.v, c.seq_lens_q.n, c.heads_q
+    tq, tc = sum(n), sum(ctx)
+    if tq == 0:
+        raise Unsupported("no request has new tokens: nothing to attend")
+    bf16 = torch.bfloat16
+    fp8 = c.kv_dtype == "fp8e4m3"
+    ks = _f32(c.k_scale) if fp8 else 1.0
+    gen = env.generator(c.seed)
+    rows = env.normal(gen, (tc, MLA_ROW), 1.0, bf16)  # the cached context's latent rows
+    codes = env.to_fp8(rows.float() / ks) if fp8 else rows
+    del rows
+    q = env.normal(gen, (tq, hq, MLA_QK), 1.0 / (c.scale * math.sqrt(MLA_QK)), bf16)
+    ckv = env.normal(gen, (tq, MLA_LAT), 1.0, bf16)
+    kpe = env.normal(gen, (tq, MLA_ROPE), 1.0, bf16)
+    w = env.normal(gen, (hq * MLA_WROWS, MLA_LAT), 1.0 / math.sqrt(MLA_LAT), bf16)
+    table, pool = make_block_table(c, "block_table", ctx, c.block_size)
+    bt = torch.tensor(table, dtype=torch.int32, device=env.dev)
+    cn, cc = _prefix(n), _prefix(ctx)
+    lk = [a + b for a, b in zip(ctx, n)]
+    ck = _prefix(lk)
+
+    # Every request's latent rows, context (dequantized) then new: [Tk, 576] f32. Decompressed
+    # per head (setup): k_nope = W_UK_h c_kv, v = W_UV_h c_kv in f32, stored in bf16 (SPEC 9's
+    # contract: a kernel's up-projection GEMM writes them so); k_pe shared by every head.
+    lat_ctx = env.from_fp8(codes) * ks if fp8 else codes.float()
+    lat_new = torch.cat([ckv.float(), kpe.float()], 1)
+    parts = []
+    for b in range(B):
+        parts += [lat_ctx[cc[b]:cc[b + 1]], lat_new[cn[b]:cn[b + 1]]]
+    lat = torch.cat(parts, 0)
+    del lat_ctx, lat_new, parts
+    tk = lat.shape[0]
+    wf = w.float().t()
+    k_nope = torch.empty(tk, hq, MLA_NOPE, dtype=bf16, device=env.dev)
+    v_b = torch.empty(tk, hq, MLA_V, dtype=bf16, device=env.dev)
+    step = max(1, (1 << 26) // (hq * MLA_WROWS))
+    for t0 in range(0, tk, step):
+        t1 = min(tk, t0 + step)
+        kv = torch.matmul(lat[t0:t1, :MLA_LAT], wf).view(t1 - t0, hq, MLA_WROWS)
+        k_nope[t0:t1] = kv[..., :MLA_NOPE]
+        v_b[t0:t1] = kv[..., MLA_NOPE:]
+        del kv
+    kf = torch.cat([k_nope.float(), lat[:, None, MLA_LAT:].expand(tk, hq, MLA_ROPE)], 2)  # [Tk, Hq, 192]
+    del lat, k_nope
+
+    ref = torch.zeros(tq, hq, MLA_V, dtype=torch.float64, device=env.dev)
+    lse_ref = torch.full((hq, tq), -math.inf, dtype=torch.float64, device=env.dev)  # [Hq, Tq]
+    for b in range(B):
+        if n[b]:
+            ref[cn[b]:cn[b + 1]] = env.attn_ref_f64(q[cn[b]:cn[b + 1]], kf[ck[b]:ck[b + 1]], v_b[ck[b]:ck[b + 1]],
+                                                    c.scale, 1, -1, 0.0, lse_out=lse_ref[:, cn[b]:cn[b + 1]])
+    loc = lambda nm, i: _locate_mla_prefill(c, nm, i)  # noqa: E731
+    kp = v_pad = None
+    for v in pending:
+        r = results[v]
+        try:
+            if v == "torch_naive":
+                bs = c.block_size
+                if fp8:
+                    cache = torch.full((pool, bs, MLA_ROW), 0x7F, dtype=torch.uint8, device=env.dev)
+                else:
+                    cache = torch.full((pool, bs, MLA_ROW), math.nan, dtype=bf16, device=env.dev)
+                if tc:
+                    seq = torch.repeat_interleave(torch.arange(B, device=env.dev), torch.tensor(ctx, device=env.dev))
+                    pos = torch.arange(tc, device=env.dev) - torch.tensor(cc[:-1], device=env.dev)[seq]
+                    cache[bt[seq, pos // bs].long(), pos % bs] = codes
+                fn = _naive_mla_prefill(env, c, q, ckv, kpe, w, cache, bt, ks)
+                r["message"] = ("the whole pipeline per request, inside the timing: the latent context gathered "
+                                "through the block table (%s), dequantized, concatenated with the new tokens' "
+                                "latents, K/V decompressed with W_kvb (f32 GEMM, stored in bf16), f32 matmul + "
+                                "bottom-right causal mask + softmax + matmul (%d requests, query rows in chunks of "
+                                "<= 2^28 scores)" % (c.kv_dtype, B))
+                out, lse = env.timed(r, fn) or fn()
+                env.judge(r, c, "out", out, ref, loc)
+                env.judge(r, c, "lse", lse, lse_ref, loc)
+                del out, lse, cache
+            else:
+                if kp is None:
+                    kp = kf.to(bf16)
+                    v_pad = F.pad(v_b, (0, MLA_QK - MLA_V))
+                vps = [(v_b, ""),
+                       (v_pad, "V zero-padded 128 -> 192 (FlashAttention-2 takes Dqk == Dv only; vLLM did the same "
+                               "for FA2), the output sliced back to 128: 1.5x the P.V FLOPs and V bytes")]
+                prefix = ("the latent context gathered from the paged cache (%s) and, with the new tokens' latents, "
+                          "decompressed with W_kvb into per-head K [192] / V [128] in bf16 (f32 GEMMs; setup, "
+                          "outside the timing, as the cost model counts the attention only: the harness's kernels "
+                          "time their decompression); " % c.kv_dtype)
+                if fp8 and ks != 2.0 ** round(math.log2(ks)):
+                    prefix += ("the fp8 context's k_pe given to SDPA rounded to bf16 (k_scale %s is not a power of "
+                               "two); " % _g(ks))
+                _sdpa_br_run(env, r, v, c, q, kp, vps, n, lk, ref, loc, prefix)
+        except Unsupported as e:
+            r["status"], r["message"], r["outputs"] = "SKIP_UNSUPPORTED", str(e)[:1000], []
+        except Exception as e:
+            r["status"], r["message"] = "ERROR", _first_line(e, 1000)
 
 
 def _dsv4_quantize(env, x):
@@ -2676,8 +3393,8 @@ def run_dsv4(env, c, variants, results):
         r["status"], r["message"] = "ERROR", _first_line(e, 1000)
 
 
-RUNNERS = {"mha_varlen": run_mha_varlen, "paged_decode": run_paged_decode, "mla_decode": run_mla_decode,
-           "dsv4_sparse_decode": run_dsv4}
+RUNNERS = {"mha_varlen": run_mha_varlen, "paged_decode": run_paged_decode, "extend": run_extend,
+           "mla_decode": run_mla_decode, "mla_prefill": run_mla_prefill, "dsv4_sparse_decode": run_dsv4}
 
 
 # ================================================================== the run
