@@ -488,13 +488,12 @@ extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
     return f16 ? wg__launch<128, 128, true>(a, ts, s) : wg__launch<128, 128, false>(a, ts, s);
 }
 
-/* opt_mha_varlen_matrix: per device (index < WG__DEVICES), 0 = not asked yet, 1 = this library
- * runs wgmma there, 2 = it does not. Racing writers store the same answer. */
+/* opt_wgmma_here: per device (index < WG__DEVICES), 0 = not asked yet, 1 = this library runs
+ * wgmma there, 2 = it does not. Racing writers store the same answer. */
 enum { WG__DEVICES = 64 };
 static int wg__device_ok[WG__DEVICES];
 
-extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace,
-                                     size_t workspace_bytes, void *stream)
+extern "C" int opt_wgmma_here(int *yes)
 {
     int dev = 0;
     GPU_CHECK(hipGetDevice(&dev));
@@ -505,7 +504,17 @@ extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace,
         ok = opt_wgmma_unsupported(cc) ? 2 : 1;
         wg__device_ok[dev] = ok;
     }
-    if (a && ok == 1 && !wg__args_unsupported(a))
+    *yes = ok == 1;
+    return OPT_OK;
+}
+
+extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace,
+                                     size_t workspace_bytes, void *stream)
+{
+    int wg = 0, rc = opt_wgmma_here(&wg);
+    if (rc != OPT_OK)
+        return rc;
+    if (a && wg && !wg__args_unsupported(a))
         return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
     return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
 }

@@ -7,7 +7,12 @@
  * mla_prefill_mma_decompress_kernel: the kv_b_proj GEMM K|V = latent [rows, 512] x W_kvb^T
  *   [512, hq * 256], bf16 in, f32 accumulation, bf16 out (nearest even, where the reference
  *   rounds k_nope and v). One block of 8 warps per (128 key rows, 128 output columns = one
- *   head's k_nope or v half); warps 2 x 4, 64 x 32 each (16 MMAs per 6 ldmatrix.x4 per k16).
+ *   head's k_nope or v half). On Hopper (opt_wgmma_here) its two warpgroups take 64 rows each
+ *   with wgmma m64n128k16 from SW128 tiles; elsewhere warps 2 x 4, 64 x 32 each, mma.sync (16
+ *   MMAs per 6 ldmatrix.x4 per k16). On the H200 (ncu, 8K new tokens, 16 heads) wgmma took the
+ *   decompression from 193 us (mma.sync) to 166 us; at ~210 TFLOP/s it is latency-bound, not by
+ *   the MMAs: K is only 512 deep (8 stages), and a 256-column tile at one block per SM was
+ *   slower (199 us).
  *   The 512 latent dims stream in 8 stages of 64 through a 3-deep cp.async pipeline, tiles
  *   XOR-swizzled for ldmatrix. Each key row's latent is read where it lives: the new tokens'
  *   c_kv rows, or a context token's row of the paged latent cache through the block table (a
@@ -22,10 +27,11 @@
  *   every chunk_tokens tokens: per chunk and request the first context token and the output
  *   rows), here for the latent cache.
  * opt_mla_prefill_mma composes, in one stream:
- *   1. decompress the new tokens; mha_varlen mma, causal (cu_k = cu_q) -> (o, lse);
- *   2. per chunk: decompress its context rows (the key buffers of step 1 reused); mha_varlen
- *      mma without a mask over the request's part of the chunk; merge_states vec into (o, lse),
- *      the last merge writing the outputs.
+ *   1. decompress the new tokens; the matrix-core mha_varlen (opt_mha_varlen_matrix: wgmma on
+ *      Hopper, else mma), causal (cu_k = cu_q) -> (o, lse);
+ *   2. per chunk: decompress its context rows (the key buffers of step 1 reused); the same
+ *      mha_varlen without a mask over the request's part of the chunk; merge_states vec into
+ *      (o, lse), the last merge writing the outputs.
  * Partials are stored in bf16 (lse f32) between merges, as the reference's emulated candidate
  * (ref_mla_prefill_chunked with the case's chunk_tokens) rounds them. The host needs only the
  * context lengths, to size the plan; no host data enters the timed launches.
@@ -60,14 +66,26 @@ enum {
 /* Where the key rows' latent comes from. */
 enum { MPM_SRC_NEW = 0, MPM_SRC_BF16 = 1, MPM_SRC_FP8 = 2 };
 
-template <int SRC> struct mpm__cfg {
+/* WG: the MMAs are Hopper's wgmma (two warpgroups, m64n128k16 from SW128 tiles), else mma.sync
+ * from XOR-swizzled tiles (+ 1 KiB to align the base to the 1024-byte swizzle atom for wgmma).
+ * Output columns per block: MPM_BN (one head's k_nope or v, two blocks per SM), or for wgmma
+ * MPM_WG_BN = 256 (both: each latent byte streamed serves twice the FLOPs, one block per SM).
+ * On the H200 (ncu, 8K tokens x 16 heads) 128 took 166 us and 256 took 199 us: the short K loop
+ * (8 stages) wants the second block per SM to hide each block's prologue and epilogue. */
+#ifndef MPM_WG_BN
+#define MPM_WG_BN 128
+#endif
+template <int SRC, bool WG> struct mpm__cfg {
+    static constexpr int BN = WG ? MPM_WG_BN : MPM_BN;  /* output columns (W rows) per block */
+    static_assert(BN == 128 || BN == 256, "a block makes a head's k_nope, v, or both");
+    static constexpr int ACC = BN * MPM_BM / MPM_THREADS; /* accumulators a thread */
     static constexpr int A_BYTES = MPM_BM * MPM_BK * 2; /* one bf16 stage of latent rows */
-    static constexpr int B_BYTES = MPM_BN * MPM_BK * 2; /* one stage of W rows */
+    static constexpr int B_BYTES = BN * MPM_BK * 2;     /* one stage of W rows */
     static constexpr int R_BYTES = MPM_BM * MPM_BK;     /* one stage of fp8 codes */
     /* fp8: the codes are pipelined, the converted tile needs one stage only. */
     static constexpr int A_STAGES = SRC == MPM_SRC_FP8 ? 1 : MPM_STAGES;
     static constexpr int SMEM = MPM_STAGES * B_BYTES + A_STAGES * A_BYTES +
-                                (SRC == MPM_SRC_FP8 ? MPM_STAGES * R_BYTES : 0);
+                                (SRC == MPM_SRC_FP8 ? MPM_STAGES * R_BYTES : 0) + (WG ? 1024 : 0);
 };
 
 /* ------------------------------------------------------ decompression GEMM */
@@ -79,13 +97,94 @@ static __device__ __forceinline__ uint32_t mpm__swz(int r, int ch)
     return (uint32_t)(r * (MPM_BK * 2) + ((ch ^ (r & 7)) << 4));
 }
 
+/* The tile layout of either MMA form: a stage is `rows` rows x 64 bf16 (one SW128 panel for
+ * WG). */
+template <bool WG> static __device__ __forceinline__ uint32_t mpm__at(int rows, int r, int ch)
+{
+#if defined(GPU_HAS_WGMMA)
+    if (WG)
+        return gpu_sw128_chunk(rows, r, ch);
+#endif // GPU_HAS_WGMMA
+    (void)rows;
+    return mpm__swz(r, ch);
+}
+
+/* acc (+)= A B^T over one stage (A: 128 latent rows x 64, B: BN W rows x 64, both K-major).
+ * mma.sync (BN 128): warp (wm, wn) of 2 x 4 owns rows 64 wm .., columns 32 wn ..;
+ * acc[16 mt + 4 nt + c] is its m16n8 tile (mt, nt) element c. wgmma (BN 256): warpgroup w owns
+ * rows 64 w ..; acc[64 c ..] columns 128 c .. in wgmma's C layout (gpu_wgmma_c_coord).
+ * mpm__acc_at says where each lands. */
+template <bool WG, int ACC>
+static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[ACC], uint32_t sa, uint32_t sb,
+                                                      bool first)
+{
+    const int tid = threadIdx.x;
+    if (WG) {
+#if defined(GPU_HAS_WGMMA)
+        constexpr int BN = 2 * ACC; /* B rows: ACC = BN x 128 rows / 256 threads */
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < MPM_BK / 16; kk++) {
+            const uint64_t da = gpu_sw128_kmajor_desc(sa, MPM_BM, 64 * (tid / 128), kk);
+#pragma unroll
+            for (int c = 0; c < BN / 128; c++)
+                gpu_wgmma_ss<128, false>(*(float(*)[64])&acc[64 * c], da,
+                                         gpu_sw128_kmajor_desc(sb, BN, 128 * c, kk),
+                                         !first || kk > 0);
+        }
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+        gpu_wgmma_keep(acc);
+#else
+        (void)acc, (void)sa, (void)sb, (void)first;
+        GPU_TRAP();
+#endif // GPU_HAS_WGMMA
+        return;
+    }
+    (void)first;
+    const int warp = tid / 32, lane = tid % 32, wm = warp / 4, wn = warp % 4;
+#pragma unroll
+    for (int kk = 0; kk < MPM_BK / 16; kk++) {
+        uint32_t a[4][4];
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+            gpu_ldmatrix_x4(a[mt], sa + mpm__swz(wm * 64 + mt * 16 + lane % 16, 2 * kk + lane / 16));
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++) {
+            uint32_t b[4];
+            gpu_ldmatrix_x4(b, sb + mpm__swz(wn * 32 + nn * 16 + lane % 8 + (lane / 16) * 8,
+                                             2 * kk + (lane / 8) % 2));
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                gpu_mma16816<false>(*(float(*)[4])&acc[16 * mt + 8 * nn], a[mt], b[0], b[1]);
+                gpu_mma16816<false>(*(float(*)[4])&acc[16 * mt + 8 * nn + 4], a[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+/* Tile row and column (of the block's BN) of acc[e] (e even; acc[e + 1] is the next column). */
+template <bool WG> static __device__ __forceinline__ void mpm__acc_at(int e, int *row, int *col)
+{
+    const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
+    if (WG) {
+        const int i = tid % 128;
+        *row = 64 * (tid / 128) + 16 * (i / 32) + (i % 32) / 4 + 8 * ((e / 2) % 2);
+        *col = 128 * (e / 64) + 8 * ((e % 64) / 4) + 2 * t;
+    } else {
+        const int warp = tid / 32, wm = warp / 4, wn = warp % 4;
+        *row = wm * 64 + (e / 16) * 16 + g + 8 * ((e % 4) / 2);
+        *col = wn * 32 + ((e / 4) % 4) * 8 + 2 * t;
+    }
+}
+
 #endif // GPU_HAS_MMA_SYNC
 
-/* Grid (ceil(rows / 128), 2 * hq): block (x, y) makes rows 128 x .. of head y / 2's k_nope
- * (y even, with k_pe) or v (y odd). SRC_NEW: row r is new token r (c_kv, k_pe); else row r is
+/* Grid (ceil(rows / 128), hq * 256 / BN): block (x, y) makes rows 128 x .. of head y / 2's
+ * k_nope (y even, with k_pe) or v (y odd); BN = 256: of head y's both. SRC_NEW: row r is new token r (c_kv, k_pe); else row r is
  * context token starts[b] + r - cu[b] of the request b with cu[b] <= r < cu[b + 1]. */
-template <int SRC>
-__global__ void __launch_bounds__(MPM_THREADS, 2)
+template <int SRC, bool WG>
+__global__ void __launch_bounds__(MPM_THREADS, (mpm__cfg<SRC, WG>::BN == 128 ? 2 : 1))
 mla_prefill_mma_decompress_kernel(
     const void *__restrict__ lat,              /* NEW: c_kv [rows, 512] bf16; else cache [N, bs, 576] */
     const uint16_t *__restrict__ k_pe,         /* NEW: k_pe [rows, 64] bf16; else unused */
@@ -98,17 +197,19 @@ mla_prefill_mma_decompress_kernel(
     int rows, int hq, int batch, int block_size, int max_blocks)
 {
 #if defined(GPU_HAS_MMA_SYNC)
-    using C = mpm__cfg<SRC>;
+    using C = mpm__cfg<SRC, WG>;
     extern __shared__ uint4 mpm__smem[];
     __shared__ long long row_s[MPM_BM]; /* element offset of each row's latent; -1: no row */
-    const uint32_t sb0 = gpu_smem_addr(mpm__smem);
+    const uint32_t s_in = gpu_smem_addr(mpm__smem);
+    const uint32_t sb0 = WG ? (s_in + 1023u) & ~1023u : s_in; /* wgmma: the swizzle atom */
+    uint8_t *const gen0 = (uint8_t *)mpm__smem + (sb0 - s_in);
     const uint32_t sa0 = sb0 + MPM_STAGES * C::B_BYTES;
     const uint32_t sr0 = sa0 + C::A_STAGES * C::A_BYTES;
-    const uint8_t *raw = (const uint8_t *)mpm__smem + MPM_STAGES * C::B_BYTES +
-                         C::A_STAGES * C::A_BYTES;
+    const uint8_t *raw = gen0 + MPM_STAGES * C::B_BYTES + C::A_STAGES * C::A_BYTES;
 
     const int tid = threadIdx.x, row0 = blockIdx.x * MPM_BM;
-    const int h = blockIdx.y / 2, half = blockIdx.y % 2;
+    constexpr int PARTS = MPM_WROWS / C::BN; /* blocks per head */
+    const int h = blockIdx.y / PARTS, half = blockIdx.y % PARTS;
     const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
 
     if (tid < MPM_BM) {
@@ -148,13 +249,13 @@ mla_prefill_mma_decompress_kernel(
             *(uint4 *)(k + ((size_t)(row0 + r) * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
         }
 
-    /* One pipeline stage: W rows h * 256 + half * 128 + n and the rows' latent, dims
+    /* One pipeline stage: W rows h * 256 + half * 128 + n (n < BN) and the rows' latent, dims
      * ks * 64 .. + 63. Rows without a key are zero-filled (never stored). */
     const uint16_t *wb = w_kvb + ((size_t)h * MPM_WROWS + (size_t)half * MPM_NOPE) * MPM_LAT;
     auto load_stage = [&](int stage, int kstep) {
-        for (int c = tid; c < MPM_BN * 8; c += MPM_THREADS) {
+        for (int c = tid; c < C::BN * 8; c += MPM_THREADS) {
             const int n = c / 8, ch = c % 8;
-            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__swz(n, ch),
+            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__at<WG>(C::BN, n, ch),
                            wb + (size_t)n * MPM_LAT + kstep * MPM_BK + ch * 8, 16);
         }
         if (SRC != MPM_SRC_FP8) {
@@ -163,7 +264,8 @@ mla_prefill_mma_decompress_kernel(
                 const long long off = row_s[r];
                 const uint16_t *src = (const uint16_t *)lat + (off < 0 ? 0 : off) +
                                       kstep * MPM_BK + ch * 8;
-                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__swz(r, ch), src, off < 0 ? 0 : 16);
+                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__at<WG>(MPM_BM, r, ch), src,
+                               off < 0 ? 0 : 16);
             }
         } else {
             for (int c = tid; c < MPM_BM * 4; c += MPM_THREADS) {
@@ -183,13 +285,15 @@ mla_prefill_mma_decompress_kernel(
         gpu_cp_async_commit();
     }
 
-    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-    const int wm = warp / 4, wn = warp % 4; /* rows 64 wm .., columns 32 wn .. */
-    float acc[4][4][4] = {};
+    float acc[C::ACC] = {};
 
     for (int kstep = 0; kstep < MPM_NK; kstep++) {
         const int stage = kstep % MPM_STAGES;
         gpu_cp_async_wait<MPM_STAGES - 2>();
+#if defined(GPU_HAS_WGMMA)
+        if (WG)
+            gpu_fence_proxy_async(); /* the landed copies, to wgmma's async proxy */
+#endif // GPU_HAS_WGMMA
         __syncthreads(); /* stage arrived for all; the stage refilled below is free */
         if (SRC == MPM_SRC_FP8) {
             /* Each thread converts the codes it copied itself (visible to it after the wait). */
@@ -197,54 +301,40 @@ mla_prefill_mma_decompress_kernel(
                 const int r = c / 4, q = c % 4;
                 const uint4 w = *(const uint4 *)(raw + stage * C::R_BYTES + r * MPM_BK + q * 16);
                 const uint4 lo = pkv_fp8x8_bf16(w.x, w.y, ks), hi = pkv_fp8x8_bf16(w.z, w.w, ks);
-                uint8_t *a = (uint8_t *)mpm__smem + MPM_STAGES * C::B_BYTES;
-                *(uint4 *)(a + mpm__swz(r, 2 * q)) = lo;
-                *(uint4 *)(a + mpm__swz(r, 2 * q + 1)) = hi;
+                uint8_t *a = gen0 + MPM_STAGES * C::B_BYTES;
+                *(uint4 *)(a + mpm__at<WG>(MPM_BM, r, 2 * q)) = lo;
+                *(uint4 *)(a + mpm__at<WG>(MPM_BM, r, 2 * q + 1)) = hi;
             }
+#if defined(GPU_HAS_WGMMA)
+            if (WG)
+                gpu_fence_proxy_async();
+#endif // GPU_HAS_WGMMA
             __syncthreads();
         }
         if (kstep + MPM_STAGES - 1 < MPM_NK)
             load_stage((kstep + MPM_STAGES - 1) % MPM_STAGES, kstep + MPM_STAGES - 1);
         gpu_cp_async_commit(); /* possibly empty: keeps the group count uniform */
 
-        const uint32_t sa = sa0 + (SRC == MPM_SRC_FP8 ? 0 : stage * C::A_BYTES);
-        const uint32_t sb = sb0 + stage * C::B_BYTES;
-#pragma unroll
-        for (int kk = 0; kk < MPM_BK / 16; kk++) {
-            uint32_t a[4][4];
-#pragma unroll
-            for (int mt = 0; mt < 4; mt++)
-                gpu_ldmatrix_x4(a[mt], sa + mpm__swz(wm * 64 + mt * 16 + lane % 16, 2 * kk + lane / 16));
-#pragma unroll
-            for (int nn = 0; nn < 2; nn++) {
-                uint32_t b[4];
-                gpu_ldmatrix_x4(b, sb + mpm__swz(wn * 32 + nn * 16 + lane % 8 + (lane / 16) * 8,
-                                                 2 * kk + (lane / 8) % 2));
-#pragma unroll
-                for (int mt = 0; mt < 4; mt++) {
-                    gpu_mma16816<false>(acc[mt][2 * nn], a[mt], b[0], b[1]);
-                    gpu_mma16816<false>(acc[mt][2 * nn + 1], a[mt], b[2], b[3]);
-                }
-            }
-        }
+        mpm__stage_mma<WG>(acc, sa0 + (SRC == MPM_SRC_FP8 ? 0 : stage * C::A_BYTES),
+                           sb0 + stage * C::B_BYTES, kstep == 0);
     }
     gpu_cp_async_wait<0>();
 
-    /* Rounded to bf16 into K dims 0..127 or V. */
-    uint16_t *dst = half == 0 ? k : v;
-    const int ld = half == 0 ? MPM_QK : MPM_V;
+    /* Rounded to bf16: block columns half * 128 + col, 0..127 into K dims 0..127, 128..255
+     * into V. */
 #pragma unroll
-    for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const int r = row0 + wm * 64 + mt * 16 + g + 8 * i;
-            if (r >= rows)
-                continue;
-            uint16_t *orow = dst + ((size_t)r * hq + h) * ld + wn * 32 + 2 * t;
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++)
-                *(uint32_t *)(orow + nt * 8) = gpu_pack2<false>(acc[mt][nt][2 * i], acc[mt][nt][2 * i + 1]);
-        }
+    for (int e = 0; e < C::ACC; e += 2) {
+        int r, col;
+        mpm__acc_at<WG>(e, &r, &col);
+        r += row0;
+        col += half * MPM_NOPE;
+        const bool is_k = col < MPM_NOPE;
+        uint16_t *dst = is_k ? k : v;
+        const int ld = is_k ? MPM_QK : MPM_V;
+        if (r < rows)
+            *(uint32_t *)(dst + ((size_t)r * hq + h) * ld + (is_k ? col : col - MPM_NOPE)) =
+                gpu_pack2<false>(acc[e], acc[e + 1]);
+    }
 #else
     (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
     (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
@@ -295,22 +385,34 @@ static mpm__plan mpm__make_plan(int batch, int tq, int hq, const int32_t *host_c
     return p;
 }
 
+template <int SRC, bool WG>
+static int mpm__decompress_as(const opt_mla_prefill_args *a, const void *lat, const int32_t *meta,
+                              int rows, uint16_t *k, uint16_t *v, hipStream_t stream)
+{
+    const int bytes = mpm__cfg<SRC, WG>::SMEM;
+    GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC, WG>,
+                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM), (unsigned)(a->hq * (MPM_WROWS / mpm__cfg<SRC, WG>::BN)));
+    mla_prefill_mma_decompress_kernel<SRC, WG><<<grid, MPM_THREADS, bytes, stream>>>(
+        lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
+        (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
+        a->max_blocks);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+/* The decompression GEMM on wgmma where this device runs it (opt_wgmma_here), else mma.sync. */
 template <int SRC>
 static int mpm__decompress(const opt_mla_prefill_args *a, const void *lat, const int32_t *meta,
                            int rows, uint16_t *k, uint16_t *v, hipStream_t stream)
 {
     if (rows <= 0)
         return OPT_OK;
-    const int bytes = mpm__cfg<SRC>::SMEM;
-    GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC>,
-                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM), (unsigned)(2 * a->hq));
-    mla_prefill_mma_decompress_kernel<SRC><<<grid, MPM_THREADS, bytes, stream>>>(
-        lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
-        (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
-        a->max_blocks);
-    GPU_CHECK(hipGetLastError());
-    return OPT_OK;
+    int wg = 0, rc = opt_wgmma_here(&wg);
+    if (rc != OPT_OK)
+        return rc;
+    return wg ? mpm__decompress_as<SRC, true>(a, lat, meta, rows, k, v, stream)
+              : mpm__decompress_as<SRC, false>(a, lat, meta, rows, k, v, stream);
 }
 
 static opt_varlen_args mpm__varlen(const opt_mla_prefill_args *a)

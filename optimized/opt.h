@@ -74,6 +74,11 @@ int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float *c0, float 
  * library has an sm_90a image for it; else why not (always a reason off NVIDIA). */
 const char *opt_wgmma_unsupported(int cc_major);
 
+/* *yes = 1 when opt_wgmma_unsupported() gives no reason for the current device, else 0; the
+ * answer is cached per device, so composite paths ask on every launch without a query that
+ * blocks the stream. OPT_OK, or the runtime's error. */
+int opt_wgmma_here(int *yes);
+
 /* The wgmma layout contract (gpu_port.h), checked element by element: two warpgroups compute
  * c [128][n] = a [128][k] times B through gpu_wgmma_*, gpu_sw128_* and the coordinate helpers,
  * n and k in {64, 128}, bf16 (f16 when f16 != 0) bits in, f32 out, device pointers.

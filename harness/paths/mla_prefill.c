@@ -261,9 +261,10 @@ static const hx_variant mp__variants[] = {
      .run = mp__simple_run,
      .workspace = mp__simple_workspace},
     {.name = "mma",
-     .summary = "mma.sync decompression GEMM (latent read in place: c_kv or the paged cache, "
-                "fp8 dequantized in shared memory), mha_varlen mma 192/128 causal over the new "
-                "tokens, context chunks non-causal, merge_states vec",
+     .summary = "matrix-core decompression GEMM (wgmma on Hopper, else mma.sync; latent read "
+                "in place: c_kv or the paged cache, fp8 dequantized in shared memory), "
+                "matrix-core 192/128 attention causal over the new tokens, context chunks "
+                "non-causal, merge_states vec",
      .unsupported = mp__mma_unsupported,
      .run = mp__mma_run,
      .workspace = mp__mma_workspace},
