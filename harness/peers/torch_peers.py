@@ -2168,9 +2168,9 @@ class TorchEnv:
         attention want an aligned bias row stride."""
         torch = self.torch
         n, Sa = len(lqs), (S + 15) // 16 * 16
-        if n * L * Sa > 1 << 31:
-            raise ValueError("an explicit [%d, 1, %d, %d] mask would take %.1f GiB" % (
-                n, L, S, n * L * Sa * 2.0 / 2**30))
+        if n * L * Sa > 1 << 30:  # its construction holds a few [n, L, S] temporaries besides
+            raise ValueError("an explicit [%d, 1, %d, %d] mask: past the 2^30 elements this peer builds"
+                             % (n, L, S))
         dev = self.dev
         lq_t = torch.tensor(lqs, device=dev).view(n, 1, 1)
         lk_t = torch.tensor(lks, device=dev).view(n, 1, 1)
