@@ -133,7 +133,7 @@ static opt_varlen_args xc__varlen(const opt_extend_args *a)
 extern "C" const char *opt_extend_chunked_unsupported(const opt_extend_args *a, int cc_major)
 {
     const opt_varlen_args v = xc__varlen(a);
-    const char *why = opt_mha_varlen_mma_unsupported(&v, cc_major);
+    const char *why = opt_mha_varlen_matrix_unsupported(&v, cc_major);
     if (why)
         return why;
     if (a->cache.heads <= 0 || a->hq % a->cache.heads)

@@ -108,12 +108,20 @@ typedef cudaDeviceAttr hipDeviceAttribute_t;
 #define hipDeviceAttributeComputeCapabilityMinor cudaDevAttrComputeCapabilityMinor
 #define hipDeviceAttributeMaxSharedMemoryPerBlock cudaDevAttrMaxSharedMemoryPerBlock
 #define hipFuncSetAttribute cudaFuncSetAttribute
+#define hipMemcpyFromSymbol cudaMemcpyFromSymbol
 #define hipFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 #define hipOccupancyMaxActiveBlocksPerMultiprocessor cudaOccupancyMaxActiveBlocksPerMultiprocessor
 
 #else
 #error "gpu_port.h is for GPU translation units (hipcc -x hip, or nvcc)"
 #endif // vendor
+
+/* A __device__ variable as hipMemcpyFromSymbol's symbol argument. */
+#if defined(GPU_VENDOR_AMD)
+#define GPU_SYMBOL(x) HIP_SYMBOL(x)
+#else
+#define GPU_SYMBOL(x) x
+#endif // GPU_VENDOR_AMD
 
 #include "opt.h"
 

@@ -516,5 +516,19 @@ extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace,
         return rc;
     if (a && wg && !wg__args_unsupported(a))
         return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
+#if defined(GPU_VENDOR_NVIDIA)
     return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
+#else
+    return opt_mha_varlen_portable(a, workspace, workspace_bytes, stream);
+#endif // GPU_VENDOR_NVIDIA
+}
+
+extern "C" const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int cc_major)
+{
+#if defined(GPU_VENDOR_NVIDIA)
+    return opt_mha_varlen_mma_unsupported(a, cc_major); /* wgmma's shapes are a subset */
+#else
+    (void)cc_major;
+    return opt_mha_varlen_portable_unsupported(a);
+#endif // GPU_VENDOR_NVIDIA
 }

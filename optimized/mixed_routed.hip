@@ -291,7 +291,7 @@ static int mr__make_plan(const opt_mixed_args *a, const int32_t *host_ctx, const
 extern "C" const char *opt_mixed_routed_unsupported(const opt_mixed_args *a, int cc_major)
 {
     const opt_varlen_args v = mr__prefill_args(a, a->batch, a->tq);
-    const char *why = opt_mha_varlen_mma_unsupported(&v, cc_major);
+    const char *why = opt_mha_varlen_matrix_unsupported(&v, cc_major);
     if (why)
         return why; /* mma is also extend chunked's kernel: this covers both */
     const opt_extend_args e = mr__extend_args(a, a->batch, a->tq, a->max_blocks);

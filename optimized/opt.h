@@ -132,11 +132,23 @@ size_t opt_mha_varlen_wgmma_workspace(int batch);
 int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
                          void *stream);
 
+/* mha_varlen portable: the same tiles and numerics on gpu_port.h's vendor-neutral matrix
+ * primitive (MFMA on CDNA gfx90a / gfx940-942, mma.sync on NVIDIA sm_80+) and nothing else
+ * vendor-specific; bf16; (dqk, dv) in (64, 64), (128, 128), (256, 256), (192, 128). Workspace:
+ * opt_mha_varlen_mma_workspace(batch). opt_matrix_unsupported(): NULL when the current device's
+ * image has the primitive, else why not. */
+const char *opt_matrix_unsupported(void);
+const char *opt_mha_varlen_portable_unsupported(const opt_varlen_args *a);
+int opt_mha_varlen_portable(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
+                            void *stream);
+
 /* The matrix-core mha_varlen the composite paths call per piece (extend chunked, mla_prefill
  * mma, mixed routed): wgmma where opt_mha_varlen_wgmma_unsupported() gives no reason for a on
- * the current device, else mma; the same arguments, contract and workspace
- * (opt_mha_varlen_mma_workspace). The device's answer is cached per device, so no query
- * blocks the stream. Supported wherever mma is. */
+ * the current device, else mma on NVIDIA, portable elsewhere (AMD); the same arguments,
+ * contract and workspace (opt_mha_varlen_mma_workspace). The device's answer is cached per
+ * device, so no query blocks the stream. opt_mha_varlen_matrix_unsupported: NULL where it
+ * runs a (cc_major: the device's compute capability major). */
+const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int cc_major);
 int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
                           void *stream);
 

@@ -196,6 +196,20 @@ static int mv__wgmma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *o
     return opt_mha_varlen_wgmma(&a, hx_dptr(out, "workspace"), mv__wgmma_workspace(c), stream);
 }
 
+static const char *mv__portable_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    (void)g;
+    const opt_varlen_args a = mv__args(c, NULL, NULL);
+    return opt_mha_varlen_portable_unsupported(&a);
+}
+
+static int mv__portable_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
+                            void *stream)
+{
+    const opt_varlen_args a = mv__args(c, in, out);
+    return opt_mha_varlen_portable(&a, hx_dptr(out, "workspace"), mv__mma_workspace(c), stream);
+}
+
 static const hx_variant mv__variants[] = {
     {.name = "simple",
      .summary = "one block per (token, head), keys streamed with an online softmax in f32",
@@ -213,6 +227,13 @@ static const hx_variant mv__variants[] = {
      .unsupported = mv__wgmma_unsupported,
      .run = mv__wgmma_run,
      .workspace = mv__wgmma_workspace,
+     .batch_invariant = 1},
+    {.name = "portable",
+     .summary = "64-row tiles on gpu_port.h's vendor-neutral matrix primitive (MFMA on CDNA, "
+                "mma.sync on NVIDIA), S and P through shared memory: the AMD path, bf16",
+     .unsupported = mv__portable_unsupported,
+     .run = mv__portable_run,
+     .workspace = mv__mma_workspace,
      .batch_invariant = 1},
 };
 #endif // ATTN_HAVE_GPU
