@@ -10,9 +10,9 @@
  *   head's k_nope or v half). On Hopper (opt_wgmma_here) its two warpgroups take 64 rows each
  *   with wgmma m64n128k16 from SW128 tiles; elsewhere warps 2 x 4, 64 x 32 each, mma.sync (16
  *   MMAs per 6 ldmatrix.x4 per k16). On the H200 (ncu, 8K new tokens, 16 heads) wgmma took the
- *   decompression from 193 us (mma.sync) to 166 us; at ~210 TFLOP/s it is latency-bound, not by
- *   the MMAs: K is only 512 deep (8 stages), and a 256-column tile at one block per SM was
- *   slower (199 us).
+ *   decompression from 193 us (mma.sync) to 166 us, and writing the output through shared
+ *   memory in whole 16-byte chunks to 150 us; at ~230 TFLOP/s it is not bound by the MMAs: K
+ *   is only 512 deep (8 stages), and a 256-column tile at one block per SM was slower (199 us).
  *   The 512 latent dims stream in 8 stages of 64 through a 3-deep cp.async pipeline, tiles
  *   XOR-swizzled for ldmatrix. Each key row's latent is read where it lives: the new tokens'
  *   c_kv rows, or a context token's row of the paged latent cache through the block table (a
@@ -319,21 +319,30 @@ mla_prefill_mma_decompress_kernel(
                            sb0 + stage * C::B_BYTES, kstep == 0);
     }
     gpu_cp_async_wait<0>();
+    __syncthreads(); /* every MMA and copy is done with the stages: they hold the output now */
 
-    /* Rounded to bf16: block columns half * 128 + col, 0..127 into K dims 0..127, 128..255
-     * into V. */
+    /* Rounded to bf16 into a [128][BN + 8] tile over the W stages, then written out in 16-byte
+     * chunks: each output row's BN columns are contiguous (k_nope in K dims 0..127, v), and
+     * whole chunks fill whole 32-byte sectors where the fragments' 4-byte stores filled half
+     * of each. Block columns half * 128 + c: 0..127 go to K dims 0..127, 128..255 to V. */
+    constexpr int OLD = C::BN + 8;
+    static_assert(MPM_BM * OLD * 2 <= MPM_STAGES * C::B_BYTES, "the output tile fits the W stages");
+    uint16_t *ot = (uint16_t *)gen0;
 #pragma unroll
     for (int e = 0; e < C::ACC; e += 2) {
         int r, col;
         mpm__acc_at<WG>(e, &r, &col);
-        r += row0;
-        col += half * MPM_NOPE;
+        *(uint32_t *)(ot + r * OLD + col) = gpu_pack2<false>(acc[e], acc[e + 1]);
+    }
+    __syncthreads();
+    for (int c = tid; c < MPM_BM * (C::BN / 8); c += MPM_THREADS) {
+        const int r = c / (C::BN / 8), col = (c % (C::BN / 8)) * 8 + half * MPM_NOPE;
+        if (row0 + r >= rows)
+            continue;
         const bool is_k = col < MPM_NOPE;
-        uint16_t *dst = is_k ? k : v;
-        const int ld = is_k ? MPM_QK : MPM_V;
-        if (r < rows)
-            *(uint32_t *)(dst + ((size_t)r * hq + h) * ld + (is_k ? col : col - MPM_NOPE)) =
-                gpu_pack2<false>(acc[e], acc[e + 1]);
+        uint16_t *dst = is_k ? k + ((size_t)(row0 + r) * hq + h) * MPM_QK + col
+                             : v + ((size_t)(row0 + r) * hq + h) * MPM_V + (col - MPM_NOPE);
+        *(uint4 *)dst = *(const uint4 *)(ot + r * OLD + col - half * MPM_NOPE);
     }
 #else
     (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
