@@ -1503,6 +1503,24 @@ def _no_flex(c, variants, results):
     return [v for v in variants if v != "torch_flex"]
 
 
+def _pending(env, c, variants, results, no_sdpa=None):
+    """The variants left to run on case c; the others get their SKIP_UNSUPPORTED rows here:
+    torch_flex (mha_varlen only), and the SDPA variants when no_sdpa (why no SDPA backend takes
+    this path) is given, the backend is not available, or the case has a soft-cap."""
+    pending = []
+    for v in _no_flex(c, variants, results):
+        why = None
+        if v != "torch_naive":
+            why = no_sdpa or env.sdpa_unavailable(v)
+            if not why and c.softcap > 0:
+                why = "SDPA has no logit soft-cap (softcap = %s)" % _g(c.softcap)
+        if why:
+            results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
+        else:
+            pending.append(v)
+    return pending
+
+
 def flex_tables(lq, lk, window_left):
     """torch_flex's per-token tables of a packed batch (lists; --self-test checks them):
     q_doc, k_doc: each query's / key's sequence; q_hi = i + lk - lq for query i of its sequence (its
@@ -2779,18 +2797,7 @@ def _naive_paged_decode(env, c, q, kc, vc, bt, seq_lens, ks, vs):
 
 def run_paged_decode(env, c, variants, results):
     torch = env.torch
-    variants = _no_flex(c, variants, results)
-    pending = []
-    for v in variants:
-        why = None
-        if v != "torch_naive":
-            why = env.sdpa_unavailable(v)
-            if not why and c.softcap > 0:
-                why = "SDPA has no logit soft-cap (softcap = %s)" % _g(c.softcap)
-        if why:
-            results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
-        else:
-            pending.append(v)
+    pending = _pending(env, c, variants, results)
     if not pending:
         return
     lens, B = c.seq_lens_q.v, c.seq_lens_q.n
@@ -2949,18 +2956,7 @@ def run_extend(env, c, variants, results):
     tokens, bottom-right causal. Inputs as ex__make_inputs: q, k_new, v_new [Tn, *, D], then the
     context K/V [Tc, Hkv, D] (dtype), written into the case's paged cache (fp8: codes of x / scale)."""
     torch = env.torch
-    variants = _no_flex(c, variants, results)
-    pending = []
-    for v in variants:
-        why = None
-        if v != "torch_naive":
-            why = env.sdpa_unavailable(v)
-            if not why and c.softcap > 0:
-                why = "SDPA has no logit soft-cap (softcap = %s)" % _g(c.softcap)
-        if why:
-            results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
-        else:
-            pending.append(v)
+    pending = _pending(env, c, variants, results)
     if not pending:
         return
     n, ctx, B = c.seq_lens_q.v, c.context_lens.v, c.seq_lens_q.n
@@ -3042,15 +3038,9 @@ def run_extend(env, c, variants, results):
 
 def run_mla_decode(env, c, variants, results):
     torch = env.torch
-    variants = _no_flex(c, variants, results)
-    pending = []
-    for v in variants:
-        if v != "torch_naive":
-            results[v]["status"] = "SKIP_UNSUPPORTED"
-            results[v]["message"] = ("absorbed MLA has Dqk 576 / Dv 512 over one latent head: beyond SDPA's "
-                                     "FlashAttention-2 / cuDNN head dims (<= 256); torch_naive is the PyTorch peer")
-        else:
-            pending.append(v)
+    pending = _pending(env, c, variants, results,
+                       no_sdpa="absorbed MLA has Dqk 576 / Dv 512 over one latent head: beyond SDPA's "
+                               "FlashAttention-2 / cuDNN head dims (<= 256); torch_naive is the PyTorch peer")
     if not pending:
         return
     lens, B, hq = c.seq_lens_q.v, c.seq_lens_q.n, c.heads_q
@@ -3172,14 +3162,7 @@ def run_mla_prefill(env, c, variants, results):
     W_kvb sd 1 / sqrt(512), all bf16."""
     torch = env.torch
     F = env.F
-    variants = _no_flex(c, variants, results)
-    pending = []
-    for v in variants:
-        why = None if v == "torch_naive" else env.sdpa_unavailable(v)
-        if why:
-            results[v]["status"], results[v]["message"] = "SKIP_UNSUPPORTED", why
-        else:
-            pending.append(v)
+    pending = _pending(env, c, variants, results)
     if not pending:
         return
     n, ctx, B, hq = c.seq_lens_q.v, c.context_lens.v, c.seq_lens_q.n, c.heads_q
@@ -3299,15 +3282,9 @@ def _dsv4_quantize(env, x):
 
 def run_dsv4(env, c, variants, results):
     torch = env.torch
-    variants = _no_flex(c, variants, results)
-    pending = []
-    for v in variants:
-        if v != "torch_naive":
-            results[v]["status"] = "SKIP_UNSUPPORTED"
-            results[v]["message"] = ("sparse: indexed rows of a 584-byte FP8 cache, head dim 512 and a sink; no "
-                                     "SDPA backend takes that; torch_naive is the PyTorch peer")
-        else:
-            pending.append(v)
+    pending = _pending(env, c, variants, results,
+                       no_sdpa="sparse: indexed rows of a 584-byte FP8 cache, head dim 512 and a sink; no "
+                               "SDPA backend takes that; torch_naive is the PyTorch peer")
     if not pending:
         return
     T, hq, W, K = c.positions.n, c.heads_q, c.window, c.topk
