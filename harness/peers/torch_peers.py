@@ -2097,20 +2097,10 @@ class TorchEnv:
                         def unpack(os_):
                             return scatter([o[0].transpose(0, 1) for o in os_])
                         note = "one SDPA call per sequence (%d calls)" % nb
-                    with warnings.catch_warnings(record=True) as wl:
-                        warnings.simplefilter("always")
-                        try:
-                            first = fn()
-                            self.sync()
-                        except Exception as e:
-                            if "OutOfMemory" in type(e).__name__:
-                                raise
-                            why = _first_line(e, 200)
-                            ws = [str(w.message).strip().split("\n")[0] for w in wl]
-                            ws = [w for w in ws if "not used because" in w or "does not support" in w
-                                  or "requires" in w or "only" in w][:2]
-                            fails.append("%s/%s: %s%s" % (mode, st, why, (" [" + " | ".join(ws) + "]") if ws else ""))
-                            continue
+                    first, why = self.sdpa_try(fn)
+                    if why is not None:
+                        fails.append("%s/%s: %s" % (mode, st, why))
+                        continue
                     if mode == "expanded":
                         note += "; K/V heads expanded %dx to Hq (this backend took no GQA): it reads %dx the " \
                                 "K/V bytes the cost model counts" % (hq // hkv, hq // hkv)
@@ -2795,6 +2785,24 @@ def _naive_paged_decode(env, c, q, kc, vc, bt, seq_lens, ks, vs):
     return fn
 
 
+def _paged_kv(env, c, gen, lens, hkv, d, dt):
+    """The paged cache's K and V rows (sum(lens) x Hkv x D, drawn sd 1 in dt after what the caller
+    drew) and their block table: (k_codes, v_codes, k_deq, v_deq, table, pool, bt). fp8 caches
+    hold codes of x / scale, dequantized as codes * scale; else codes = deq = the rows."""
+    T = sum(lens)
+    k_rows = env.normal(gen, (T, hkv, d), 1.0, dt)
+    v_rows = env.normal(gen, (T, hkv, d), 1.0, dt)
+    if c.kv_dtype == "fp8e4m3":
+        k_codes, v_codes = env.to_fp8(k_rows.float() / _f32(c.k_scale)), env.to_fp8(v_rows.float() / _f32(c.v_scale))
+        k_deq, v_deq = env.from_fp8(k_codes) * c.k_scale, env.from_fp8(v_codes) * c.v_scale
+        del k_rows, v_rows
+    else:
+        k_codes, v_codes, k_deq, v_deq = k_rows, v_rows, k_rows, v_rows
+    table, pool = make_block_table(c, "block_table", lens, c.block_size)
+    bt = env.torch.tensor(table, dtype=env.torch.int32, device=env.dev)
+    return k_codes, v_codes, k_deq, v_deq, table, pool, bt
+
+
 def run_paged_decode(env, c, variants, results):
     torch = env.torch
     pending = _pending(env, c, variants, results)
@@ -2807,17 +2815,7 @@ def run_paged_decode(env, c, variants, results):
     fp8 = c.kv_dtype == "fp8e4m3"
     gen = env.generator(c.seed)
     q = env.normal(gen, (B, hq, d), 1.0, dt)
-    T = sum(lens)
-    k_rows = env.normal(gen, (T, hkv, d), 1.0, dt)
-    v_rows = env.normal(gen, (T, hkv, d), 1.0, dt)
-    if fp8:
-        k_codes, v_codes = env.to_fp8(k_rows.float() / _f32(c.k_scale)), env.to_fp8(v_rows.float() / _f32(c.v_scale))
-        k_deq, v_deq = env.from_fp8(k_codes) * c.k_scale, env.from_fp8(v_codes) * c.v_scale
-        del k_rows, v_rows
-    else:
-        k_codes, v_codes, k_deq, v_deq = k_rows, v_rows, k_rows, v_rows
-    table, pool = make_block_table(c, "block_table", lens, c.block_size)
-    bt = torch.tensor(table, dtype=torch.int32, device=env.dev)
+    k_codes, v_codes, k_deq, v_deq, table, pool, bt = _paged_kv(env, c, gen, lens, hkv, d, dt)
     ref_out, ref_lse = env.decode_ref_f64(
         q, lambda b0, b1: (_paged_rows(env, k_deq, lens, b0, b1)[0],) + _paged_rows(env, v_deq, lens, b0, b1),
         B, hkv, c.scale, c.softcap, chunk=_ref_chunk(B, max([1] + lens) * hkv * d * 16))
@@ -2951,6 +2949,21 @@ def _naive_extend(env, c, q, k_new, v_new, kc, vc, bt, ks, vs):
     return fn
 
 
+def _ref_per_request(env, q, kf, vf, n, cn, ck, scale, softcap):
+    """SPEC section 4's f64 attention, bottom-right causal, per request b: its n[b] queries (rows
+    cn[b] .. of q [Tq, Hq, Dqk]) over its keys (rows ck[b] .. of kf, vf) -> (out [Tq, Hq, Dv],
+    lse [Hq, Tq]), f64; a request without queries leaves nothing."""
+    torch = env.torch
+    tq, hq = q.shape[0], q.shape[1]
+    ref = torch.zeros(tq, hq, vf.shape[-1], dtype=torch.float64, device=env.dev)
+    lse = torch.full((hq, tq), -math.inf, dtype=torch.float64, device=env.dev)
+    for b in range(len(n)):
+        if n[b]:
+            ref[cn[b]:cn[b + 1]] = env.attn_ref_f64(q[cn[b]:cn[b + 1]], kf[ck[b]:ck[b + 1]], vf[ck[b]:ck[b + 1]],
+                                                    scale, 1, -1, softcap, lse_out=lse[:, cn[b]:cn[b + 1]])
+    return ref, lse
+
+
 def run_extend(env, c, variants, results):
     """SPEC section 6: request b's n_b new queries over its c_b cached context tokens and its new
     tokens, bottom-right causal. Inputs as ex__make_inputs: q, k_new, v_new [Tn, *, D], then the
@@ -2964,20 +2977,11 @@ def run_extend(env, c, variants, results):
     dt = env.tdt[c.dtype]
     fp8 = c.kv_dtype == "fp8e4m3"
     gen = env.generator(c.seed)
-    tn, tc = sum(n), sum(ctx)
+    tn = sum(n)
     q = env.normal(gen, (tn, hq, d), 1.0, dt)
     k_new = env.normal(gen, (tn, hkv, d), 1.0, dt)
     v_new = env.normal(gen, (tn, hkv, d), 1.0, dt)
-    k_rows = env.normal(gen, (tc, hkv, d), 1.0, dt)
-    v_rows = env.normal(gen, (tc, hkv, d), 1.0, dt)
-    if fp8:
-        k_codes, v_codes = env.to_fp8(k_rows.float() / _f32(c.k_scale)), env.to_fp8(v_rows.float() / _f32(c.v_scale))
-        k_deq, v_deq = env.from_fp8(k_codes) * c.k_scale, env.from_fp8(v_codes) * c.v_scale
-        del k_rows, v_rows
-    else:
-        k_codes, v_codes, k_deq, v_deq = k_rows, v_rows, k_rows, v_rows
-    table, pool = make_block_table(c, "block_table", ctx, c.block_size)
-    bt = torch.tensor(table, dtype=torch.int32, device=env.dev)
+    k_codes, v_codes, k_deq, v_deq, table, pool, bt = _paged_kv(env, c, gen, ctx, hkv, d, dt)
     cn, cc = _prefix(n), _prefix(ctx)
     lk = [a + b for a, b in zip(ctx, n)]
     ck = _prefix(lk)
@@ -2991,12 +2995,7 @@ def run_extend(env, c, variants, results):
 
     # the f64 check: one attention per request over concat(context, new), SPEC's ground truth
     kf, vf = keys_of(k_deq, k_new, torch.float32), keys_of(v_deq, v_new, torch.float32)
-    ref = torch.zeros(tn, hq, d, dtype=torch.float64, device=env.dev)
-    lse_ref = torch.full((hq, tn), -math.inf, dtype=torch.float64, device=env.dev)  # [Hq, Tn]
-    for b in range(B):
-        if n[b]:
-            ref[cn[b]:cn[b + 1]] = env.attn_ref_f64(q[cn[b]:cn[b + 1]], kf[ck[b]:ck[b + 1]], vf[ck[b]:ck[b + 1]],
-                                                    c.scale, 1, -1, c.softcap, lse_out=lse_ref[:, cn[b]:cn[b + 1]])
+    ref, lse_ref = _ref_per_request(env, q, kf, vf, n, cn, ck, c.scale, c.softcap)
     del kf, vf
     loc = lambda nm, i: _locate_extend(c, nm, i)  # noqa: E731
     kp = vp = None
@@ -3210,12 +3209,7 @@ def run_mla_prefill(env, c, variants, results):
     kf = torch.cat([k_nope.float(), lat[:, None, MLA_LAT:].expand(tk, hq, MLA_ROPE)], 2)  # [Tk, Hq, 192]
     del lat, k_nope
 
-    ref = torch.zeros(tq, hq, MLA_V, dtype=torch.float64, device=env.dev)
-    lse_ref = torch.full((hq, tq), -math.inf, dtype=torch.float64, device=env.dev)  # [Hq, Tq]
-    for b in range(B):
-        if n[b]:
-            ref[cn[b]:cn[b + 1]] = env.attn_ref_f64(q[cn[b]:cn[b + 1]], kf[ck[b]:ck[b + 1]], v_b[ck[b]:ck[b + 1]],
-                                                    c.scale, 1, -1, 0.0, lse_out=lse_ref[:, cn[b]:cn[b + 1]])
+    ref, lse_ref = _ref_per_request(env, q, kf, v_b, n, cn, ck, c.scale, 0.0)
     loc = lambda nm, i: _locate_mla_prefill(c, nm, i)  # noqa: E731
     kp = v_pad = None
     for v in pending:
