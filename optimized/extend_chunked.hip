@@ -133,7 +133,7 @@ static opt_varlen_args xc__varlen(const opt_extend_args *a)
 extern "C" const char *opt_extend_chunked_unsupported(const opt_extend_args *a, int cc_major)
 {
     const opt_varlen_args v = xc__varlen(a);
-    const char *why = opt_mha_varlen_matrix_unsupported(&v, cc_major);
+    const char *why = opt_mha_varlen_matrix_unsupported(&v, a->matrix, cc_major);
     if (why)
         return why;
     if (a->cache.heads <= 0 || a->hq % a->cache.heads)
@@ -174,7 +174,7 @@ extern "C" int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_
     nn.k = a->k_new, nn.v = a->v_new, nn.cu_k = a->cu_q, nn.causal = 1;
     nn.out = p.chunks ? (void *)(ws + p.off_oa) : a->out;
     nn.lse = p.chunks ? (float *)(ws + p.off_la) : a->lse;
-    if ((rc = opt_mha_varlen_matrix(&nn, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
+    if ((rc = opt_mha_varlen_matrix(&nn, a->matrix, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
         return rc;
 
     /* 2. the context, chunk by chunk. */
@@ -201,7 +201,7 @@ extern "C" int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_
         opt_varlen_args ch = xc__varlen(a);
         ch.k = kc, ch.v = vc, ch.cu_k = cu, ch.causal = 0;
         ch.out = ws + p.off_oc, ch.lse = (float *)(ws + p.off_lc);
-        if ((rc = opt_mha_varlen_matrix(&ch, ts, ts_bytes, stream)) != OPT_OK)
+        if ((rc = opt_mha_varlen_matrix(&ch, a->matrix, ts, ts_bytes, stream)) != OPT_OK)
             return rc;
         const bool last = c + 1 == p.chunks;
         void *mo = last ? a->out : o_nxt;

@@ -508,27 +508,33 @@ extern "C" int opt_wgmma_here(int *yes)
     return OPT_OK;
 }
 
-extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace,
+extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, int matrix, void *workspace,
                                      size_t workspace_bytes, void *stream)
 {
-    int wg = 0, rc = opt_wgmma_here(&wg);
-    if (rc != OPT_OK)
-        return rc;
-    if (a && wg && !wg__args_unsupported(a))
-        return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
 #if defined(GPU_VENDOR_NVIDIA)
-    return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
+    if (matrix != OPT_MATRIX_PORTABLE) {
+        int wg = 0, rc = opt_wgmma_here(&wg);
+        if (rc != OPT_OK)
+            return rc;
+        if (a && wg && !wg__args_unsupported(a))
+            return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
+        return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
+    }
 #else
-    return opt_mha_varlen_portable(a, workspace, workspace_bytes, stream);
+    (void)matrix;
 #endif // GPU_VENDOR_NVIDIA
+    return opt_mha_varlen_portable(a, workspace, workspace_bytes, stream);
 }
 
-extern "C" const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int cc_major)
+extern "C" const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int matrix,
+                                                         int cc_major)
 {
 #if defined(GPU_VENDOR_NVIDIA)
-    return opt_mha_varlen_mma_unsupported(a, cc_major); /* wgmma's shapes are a subset */
+    if (matrix != OPT_MATRIX_PORTABLE)
+        return opt_mha_varlen_mma_unsupported(a, cc_major); /* wgmma's shapes are a subset */
 #else
+    (void)matrix;
+#endif // GPU_VENDOR_NVIDIA
     (void)cc_major;
     return opt_mha_varlen_portable_unsupported(a);
-#endif // GPU_VENDOR_NVIDIA
 }

@@ -291,7 +291,7 @@ static int mr__make_plan(const opt_mixed_args *a, const int32_t *host_ctx, const
 extern "C" const char *opt_mixed_routed_unsupported(const opt_mixed_args *a, int cc_major)
 {
     const opt_varlen_args v = mr__prefill_args(a, a->batch, a->tq);
-    const char *why = opt_mha_varlen_matrix_unsupported(&v, cc_major);
+    const char *why = opt_mha_varlen_matrix_unsupported(&v, a->matrix, cc_major);
     if (why)
         return why; /* mma is also extend chunked's kernel: this covers both */
     const opt_extend_args e = mr__extend_args(a, a->batch, a->tq, a->max_blocks);
@@ -381,7 +381,7 @@ static int mr__run(const opt_mixed_args *a, const mr__plan *p, int chunk_tokens,
         v.q = q_r + row0 * q_row, v.k = k_r + (size_t)p->te * kv_row;
         v.v = v_r + (size_t)p->te * kv_row, v.cu_q = v.cu_k = pcu;
         v.out = o_r + row0 * q_row, v.lse = l_r + (size_t)a->hq * row0;
-        if ((rc = opt_mha_varlen_matrix(&v, sub, sub_bytes, s)))
+        if ((rc = opt_mha_varlen_matrix(&v, a->matrix, sub, sub_bytes, s)))
             return rc;
     }
 

@@ -1,8 +1,10 @@
 /* mla_prefill_mma.hip - SPEC sections 9 and 6 on the matrix cores (issue 6 item 4): non-absorbed
  * MLA prefill as a serving stack runs it -- decompress the latent with a GEMM, attend with a
- * flash kernel at (dqk, dv) = (192, 128), the context in chunks merged by LSE. NVIDIA only
- * (GPU_HAS_MMA_SYNC: mma.sync m16n8k16, ldmatrix, cp.async); elsewhere the kernels trap and
- * opt_mla_prefill_mma_unsupported() says so before any launch.
+ * flash kernel at (dqk, dv) = (192, 128), the context in chunks merged by LSE. On NVIDIA the
+ * GEMM is mma.sync (GPU_HAS_MMA_SYNC, with ldmatrix and cp.async) or wgmma; with
+ * OPT_MATRIX_PORTABLE, and on AMD, it is mla_prefill_portable_decompress_kernel on gpu_port.h's
+ * vendor-neutral primitive and the attention is mha_varlen portable; a kernel built for a
+ * target without what it needs traps, and opt_mla_prefill_mma_unsupported() says so first.
  *
  * mla_prefill_mma_decompress_kernel: the kv_b_proj GEMM K|V = latent [rows, 512] x W_kvb^T
  *   [512, hq * 256], bf16 in, f32 accumulation, bf16 out (nearest even, where the reference
@@ -89,6 +91,162 @@ template <int SRC, bool WG> struct mpm__cfg {
 };
 
 /* ------------------------------------------------------ decompression GEMM */
+/* What every form of the decompression kernel does first, for its NR rows row0 ..: row_s[i]
+ * = the element offset of row row0 + i's latent (-1: no such row), then (k_nope blocks, half
+ * 0) the rows' k_pe into K dims 128..191, eight dims per item. SRC_NEW: row r is new token r
+ * (c_kv, k_pe); else row r is context token starts[b] + r - cu[b] of the request b with
+ * cu[b] <= r < cu[b + 1], read from the paged cache (fp8: code * ks rounded to bf16). Ends
+ * with the block's threads past a barrier. */
+template <int SRC, int NR>
+static __device__ __forceinline__ void
+mpm__rows_and_k_pe(long long *row_s, const void *lat, const uint16_t *k_pe, float ks,
+                   const int32_t *block_table, const int32_t *meta, uint16_t *k, int row0,
+                   int rows, int hq, int h, int half, int batch, int block_size, int max_blocks)
+{
+    const int tid = threadIdx.x, nth = blockDim.x;
+    for (int i = tid; i < NR; i += nth) {
+        const int r = row0 + i;
+        long long off = -1;
+        if (r < rows) {
+            if (SRC == MPM_SRC_NEW) {
+                off = (long long)r * MPM_LAT;
+            } else {
+                const int32_t *starts = meta, *cu = meta + batch;
+                const int lo = gpu_segment_of(cu, batch, r); /* empty requests are skipped */
+                const long long j = (long long)starts[lo] + (r - cu[lo]);
+                const long long blk = block_table[(size_t)lo * max_blocks + j / block_size];
+                off = (blk * block_size + j % block_size) * MPM_ROW;
+            }
+        }
+        row_s[i] = off;
+    }
+    __syncthreads();
+    if (half != 0)
+        return;
+    for (int it = tid; it < NR * 8; it += nth) {
+        const int i = it / 8, c = it % 8;
+        const long long off = row_s[i];
+        if (off < 0)
+            continue;
+        uint4 val;
+        if (SRC == MPM_SRC_NEW) {
+            val = *(const uint4 *)(k_pe + (size_t)(row0 + i) * MPM_ROPE + c * 8);
+        } else if (SRC == MPM_SRC_BF16) {
+            val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
+        } else {
+            const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
+            val = pkv_fp8x8_bf16(w.x, w.y, ks);
+        }
+        *(uint4 *)(k + ((size_t)(row0 + i) * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
+    }
+}
+
+/* The decompressed tile ot [NR rows][LD] bf16 (shared memory, columns half * 128 + c of head
+ * h's 256) to K dims 0..127 (block columns 0..127) or V (128..255) in 16-byte chunks: each
+ * output row's columns are contiguous, so whole chunks fill whole sectors. After a barrier. */
+template <int NR, int BN, int LD>
+static __device__ __forceinline__ void mpm__store_tile(const uint16_t *ot, uint16_t *k, uint16_t *v,
+                                                       int row0, int rows, int hq, int h, int half)
+{
+    for (int c = threadIdx.x; c < NR * (BN / 8); c += blockDim.x) {
+        const int r = c / (BN / 8), col = (c % (BN / 8)) * 8 + half * MPM_NOPE;
+        if (row0 + r >= rows)
+            continue;
+        const bool is_k = col < MPM_NOPE;
+        uint16_t *dst = is_k ? k + ((size_t)(row0 + r) * hq + h) * MPM_QK + col
+                             : v + ((size_t)(row0 + r) * hq + h) * MPM_V + (col - MPM_NOPE);
+        *(uint4 *)dst = *(const uint4 *)(ot + r * LD + col - half * MPM_NOPE);
+    }
+}
+
+/* The vendor-neutral form (OPT_MATRIX_PORTABLE, and the AMD build's only one): gpu_port.h's
+ * 16 x 16 x 16 primitive through its fragment helpers, plain loads into padded shared tiles,
+ * one stage of 32 latent dims at a time. Block: MPP_WARPS warps (wavefronts) x 16 rows each
+ * = 64 rows, 128 columns (one head's k_nope or v); grid (ceil(rows / 64), 2 hq). */
+enum { MPP_WARPS = 4, MPP_BM = 16 * MPP_WARPS, MPP_BK = 32, MPP_LD = MPP_BK + 8 };
+
+template <int SRC>
+__global__ void __launch_bounds__(MPP_WARPS * GPU_WARP_SIZE)
+mla_prefill_portable_decompress_kernel(const void *__restrict__ lat,
+                                       const uint16_t *__restrict__ k_pe,
+                                       const float *__restrict__ k_scale,
+                                       const int32_t *__restrict__ block_table,
+                                       const int32_t *__restrict__ meta,
+                                       const uint16_t *__restrict__ w_kvb, uint16_t *__restrict__ k,
+                                       uint16_t *__restrict__ v, int rows, int hq, int batch,
+                                       int block_size, int max_blocks)
+{
+#if defined(GPU_HAS_MMA_BF16)
+    __shared__ long long row_s[MPP_BM];
+    __shared__ uint16_t as[MPP_BM * MPP_LD], bs[MPM_BN * MPP_LD];
+    __shared__ uint16_t ot[MPP_BM * (MPM_BN + 8)];
+    const int tid = threadIdx.x, nth = blockDim.x, lane = tid % GPU_WARP_SIZE;
+    const int warp = tid / GPU_WARP_SIZE, row0 = blockIdx.x * MPP_BM;
+    const int h = blockIdx.y / 2, half = blockIdx.y % 2;
+    const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
+    mpm__rows_and_k_pe<SRC, MPP_BM>(row_s, lat, k_pe, ks, block_table, meta, k, row0, rows, hq, h,
+                                    half, batch, block_size, max_blocks);
+    const uint16_t *wb = w_kvb + ((size_t)h * MPM_WROWS + (size_t)half * MPM_NOPE) * MPM_LAT;
+
+    float acc[MPM_BN / 16][GPU_MMA_C_REGS];
+    for (int nt = 0; nt < MPM_BN / 16; nt++)
+        for (int e = 0; e < GPU_MMA_C_REGS; e++)
+            acc[nt][e] = 0.0f;
+    for (int k0 = 0; k0 < MPM_LAT; k0 += MPP_BK) {
+        __syncthreads(); /* every warp is done with the previous stage */
+        for (int c = tid; c < MPM_BN * (MPP_BK / 8); c += nth) {
+            const int n = c / (MPP_BK / 8), ch = c % (MPP_BK / 8);
+            *(uint4 *)(bs + n * MPP_LD + ch * 8) =
+                *(const uint4 *)(wb + (size_t)n * MPM_LAT + k0 + ch * 8);
+        }
+        for (int c = tid; c < MPP_BM * (MPP_BK / 8); c += nth) {
+            const int r = c / (MPP_BK / 8), ch = c % (MPP_BK / 8);
+            const long long off = row_s[r];
+            uint4 val = make_uint4(0u, 0u, 0u, 0u); /* rows without a key: never stored */
+            if (off >= 0) {
+                if (SRC == MPM_SRC_FP8) {
+                    const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + k0 + ch * 8);
+                    val = pkv_fp8x8_bf16(w.x, w.y, ks);
+                } else {
+                    val = *(const uint4 *)((const uint16_t *)lat + off + k0 + ch * 8);
+                }
+            }
+            *(uint4 *)(as + r * MPP_LD + ch * 8) = val;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < MPP_BK / 16; kk++) {
+            uint32_t a[GPU_MMA_A_REGS];
+            for (int e = 0; e < GPU_MMA_A_ELEMS; e += 2) {
+                int row, kd;
+                gpu_mma_a_coord(lane, e, &row, &kd);
+                a[e / 2] = *(const uint32_t *)(as + (16 * warp + row) * MPP_LD + 16 * kk + kd);
+            }
+            for (int nt = 0; nt < MPM_BN / 16; nt++) {
+                uint32_t b[GPU_MMA_B_REGS];
+                for (int e = 0; e < GPU_MMA_B_ELEMS; e += 2) {
+                    int kd, col;
+                    gpu_mma_b_coord(lane, e, &kd, &col);
+                    b[e / 2] = *(const uint32_t *)(bs + (16 * nt + col) * MPP_LD + 16 * kk + kd);
+                }
+                gpu_mma_bf16_16x16x16(acc[nt], a, b);
+            }
+        }
+    }
+    for (int nt = 0; nt < MPM_BN / 16; nt++)
+        for (int e = 0; e < GPU_MMA_C_ELEMS; e++) {
+            int row, col;
+            gpu_mma_c_coord(lane, e, &row, &col);
+            ot[(16 * warp + row) * (MPM_BN + 8) + 16 * nt + col] = num_f32_to_bf16(acc[nt][e]);
+        }
+    __syncthreads();
+    mpm__store_tile<MPP_BM, MPM_BN, MPM_BN + 8>(ot, k, v, row0, rows, hq, h, half);
+#else
+    (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
+    (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
+    GPU_TRAP();
+#endif // GPU_HAS_MMA_BF16
+}
+
 #if defined(GPU_HAS_MMA_SYNC)
 /* Byte offset of 16-byte chunk `ch` (0..7) of row r in a tile of 64-element bf16 rows: the
  * chunk index XORed with r % 8, so ldmatrix's eight row addresses hit eight bank groups. */
@@ -212,42 +370,8 @@ mla_prefill_mma_decompress_kernel(
     const int h = blockIdx.y / PARTS, half = blockIdx.y % PARTS;
     const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
 
-    if (tid < MPM_BM) {
-        const int r = row0 + tid;
-        long long off = -1;
-        if (r < rows) {
-            if (SRC == MPM_SRC_NEW) {
-                off = (long long)r * MPM_LAT;
-            } else {
-                const int32_t *starts = meta, *cu = meta + batch;
-                const int lo = gpu_segment_of(cu, batch, r); /* empty requests are skipped */
-                const long long j = (long long)starts[lo] + (r - cu[lo]);
-                const long long blk = block_table[(size_t)lo * max_blocks + j / block_size];
-                off = (blk * block_size + j % block_size) * MPM_ROW;
-            }
-        }
-        row_s[tid] = off;
-    }
-    __syncthreads();
-
-    /* k_pe into K dims 128..191 (the k_nope blocks), eight dims per item. */
-    if (half == 0)
-        for (int it = tid; it < MPM_BM * 8; it += MPM_THREADS) {
-            const int r = it / 8, c = it % 8;
-            const long long off = row_s[r];
-            if (off < 0)
-                continue;
-            uint4 val;
-            if (SRC == MPM_SRC_NEW) {
-                val = *(const uint4 *)(k_pe + (size_t)(row0 + r) * MPM_ROPE + c * 8);
-            } else if (SRC == MPM_SRC_BF16) {
-                val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
-            } else {
-                const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
-                val = pkv_fp8x8_bf16(w.x, w.y, ks);
-            }
-            *(uint4 *)(k + ((size_t)(row0 + r) * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
-        }
+    mpm__rows_and_k_pe<SRC, MPM_BM>(row_s, lat, k_pe, ks, block_table, meta, k, row0, rows, hq, h,
+                                    half, batch, block_size, max_blocks);
 
     /* One pipeline stage: W rows h * 256 + half * 128 + n (n < BN) and the rows' latent, dims
      * ks * 64 .. + 63. Rows without a key are zero-filled (never stored). */
@@ -335,15 +459,7 @@ mla_prefill_mma_decompress_kernel(
         *(uint32_t *)(ot + r * OLD + col) = gpu_pack2<false>(acc[e], acc[e + 1]);
     }
     __syncthreads();
-    for (int c = tid; c < MPM_BM * (C::BN / 8); c += MPM_THREADS) {
-        const int r = c / (C::BN / 8), col = (c % (C::BN / 8)) * 8 + half * MPM_NOPE;
-        if (row0 + r >= rows)
-            continue;
-        const bool is_k = col < MPM_NOPE;
-        uint16_t *dst = is_k ? k + ((size_t)(row0 + r) * hq + h) * MPM_QK + col
-                             : v + ((size_t)(row0 + r) * hq + h) * MPM_V + (col - MPM_NOPE);
-        *(uint4 *)dst = *(const uint4 *)(ot + r * OLD + col - half * MPM_NOPE);
-    }
+    mpm__store_tile<MPM_BM, C::BN, OLD>(ot, k, v, row0, rows, hq, h, half);
 #else
     (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
     (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
@@ -410,18 +526,33 @@ static int mpm__decompress_as(const opt_mla_prefill_args *a, const void *lat, co
     return OPT_OK;
 }
 
-/* The decompression GEMM on wgmma where this device runs it (opt_wgmma_here), else mma.sync. */
+/* The decompression GEMM: the portable form when a->matrix asks for it or off NVIDIA; else
+ * wgmma where this device runs it (opt_wgmma_here), else mma.sync. */
 template <int SRC>
 static int mpm__decompress(const opt_mla_prefill_args *a, const void *lat, const int32_t *meta,
                            int rows, uint16_t *k, uint16_t *v, hipStream_t stream)
 {
     if (rows <= 0)
         return OPT_OK;
-    int wg = 0, rc = opt_wgmma_here(&wg);
-    if (rc != OPT_OK)
-        return rc;
-    return wg ? mpm__decompress_as<SRC, true>(a, lat, meta, rows, k, v, stream)
-              : mpm__decompress_as<SRC, false>(a, lat, meta, rows, k, v, stream);
+#if defined(GPU_VENDOR_NVIDIA)
+    if (a->matrix != OPT_MATRIX_PORTABLE) {
+        int wg = 0, rc = opt_wgmma_here(&wg);
+        if (rc != OPT_OK)
+            return rc;
+        return wg ? mpm__decompress_as<SRC, true>(a, lat, meta, rows, k, v, stream)
+                  : mpm__decompress_as<SRC, false>(a, lat, meta, rows, k, v, stream);
+    }
+#endif // GPU_VENDOR_NVIDIA
+    int dev = 0, warp = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
+    const dim3 grid((unsigned)((rows + MPP_BM - 1) / MPP_BM), (unsigned)(2 * a->hq));
+    mla_prefill_portable_decompress_kernel<SRC><<<grid, MPP_WARPS * warp, 0, stream>>>(
+        lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
+        (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
+        a->max_blocks);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
 }
 
 static opt_varlen_args mpm__varlen(const opt_mla_prefill_args *a)
@@ -434,19 +565,20 @@ static opt_varlen_args mpm__varlen(const opt_mla_prefill_args *a)
 }
 
 /* ------------------------------------------------------------------ launchers */
-extern "C" const char *opt_mla_prefill_mma_unsupported(int hq, int cc_major)
+extern "C" const char *opt_mla_prefill_mma_unsupported(int hq, int matrix, int cc_major)
 {
-#if defined(GPU_VENDOR_NVIDIA)
-    if (cc_major < 8)
-        return "mma is written with mma.sync, ldmatrix and cp.async: NVIDIA sm_80 or newer";
     if (hq > 32767)
         return "mma puts (head, k_nope | v) pairs on the grid's y dimension: at most 32767 heads";
-    return NULL;
+#if defined(GPU_VENDOR_NVIDIA)
+    if (matrix != OPT_MATRIX_PORTABLE)
+        return cc_major < 8 ? "mma is written with mma.sync, ldmatrix and cp.async: NVIDIA sm_80 "
+                              "or newer"
+                            : NULL;
 #else
-    (void)hq, (void)cc_major;
-    return "mma is written with NVIDIA PTX (mma.sync, ldmatrix, cp.async); this backend has no "
-           "such variant yet";
+    (void)matrix;
 #endif // GPU_VENDOR_NVIDIA
+    (void)cc_major;
+    return opt_matrix_unsupported(); /* the portable GEMM and mha_varlen portable */
 }
 
 extern "C" size_t opt_mla_prefill_mma_workspace(int batch, int tq, int hq,
@@ -503,7 +635,7 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
     nn.k = kb, nn.v = vb, nn.cu_k = a->cu_q, nn.causal = 1;
     nn.out = p.chunks ? (void *)(ws + p.off_oa) : a->out;
     nn.lse = p.chunks ? (float *)(ws + p.off_la) : a->lse;
-    if ((rc = opt_mha_varlen_matrix(&nn, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
+    if ((rc = opt_mha_varlen_matrix(&nn, a->matrix, ts, ts_bytes, stream)) != OPT_OK || !p.chunks)
         return rc;
 
     /* 2. the contexts, chunk by chunk. */
@@ -524,7 +656,7 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
         opt_varlen_args ch = mpm__varlen(a);
         ch.k = kb, ch.v = vb, ch.cu_k = mc + a->batch, ch.causal = 0;
         ch.out = ws + p.off_oc, ch.lse = (float *)(ws + p.off_lc);
-        if ((rc = opt_mha_varlen_matrix(&ch, ts, ts_bytes, stream)) != OPT_OK)
+        if ((rc = opt_mha_varlen_matrix(&ch, a->matrix, ts, ts_bytes, stream)) != OPT_OK)
             return rc;
         const bool last = c + 1 == p.chunks;
         void *mo = last ? a->out : o_nxt;

@@ -138,6 +138,13 @@ int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace, size_t works
  * opt_mha_varlen_mma_workspace(batch). opt_matrix_unsupported(): NULL when the current device's
  * image has the primitive, else why not. */
 const char *opt_matrix_unsupported(void);
+
+/* Which matrix-core kernels a composite path (extend chunked, mixed routed, mla_prefill mma)
+ * runs its pieces on (the `matrix` member of its arguments): OPT_MATRIX_BEST (0, the default)
+ * the fastest this device runs -- wgmma on Hopper, mma.sync on other NVIDIA GPUs, portable
+ * elsewhere (AMD); OPT_MATRIX_PORTABLE the vendor-neutral ones on every device, which makes the
+ * AMD kernels checkable on NVIDIA. */
+enum { OPT_MATRIX_BEST = 0, OPT_MATRIX_PORTABLE = 1 };
 const char *opt_mha_varlen_portable_unsupported(const opt_varlen_args *a);
 int opt_mha_varlen_portable(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
                             void *stream);
@@ -148,9 +155,9 @@ int opt_mha_varlen_portable(const opt_varlen_args *a, void *workspace, size_t wo
  * contract and workspace (opt_mha_varlen_mma_workspace). The device's answer is cached per
  * device, so no query blocks the stream. opt_mha_varlen_matrix_unsupported: NULL where it
  * runs a (cc_major: the device's compute capability major). */
-const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int cc_major);
-int opt_mha_varlen_matrix(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
-                          void *stream);
+const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int matrix, int cc_major);
+int opt_mha_varlen_matrix(const opt_varlen_args *a, int matrix, void *workspace,
+                          size_t workspace_bytes, void *stream);
 
 /* ------------------------------------------------------------ merge_states
  * SPEC section 3. oa, ob [t, h, d] in `dtype`; la, lb [h, t] f32 (+inf read as -inf);
@@ -247,6 +254,7 @@ typedef struct opt_extend_args {
     float scale, softcap;        /* softcap 0 = none */
     void *out;                   /* out: [tq, hq, cache.head_dim] */
     float *lse;                  /* lse: [hq, tq] */
+    int matrix;                  /* OPT_MATRIX_*: chunked's and routed's attention kernels */
 } opt_extend_args;
 
 /* ------------------------------------------------------------------- mixed
@@ -364,6 +372,7 @@ typedef struct opt_mla_prefill_args {
     size_t workspace_bytes;      /* >= opt_mla_prefill_workspace(batch, tk, hq) */
     void *out;                   /* out: [tq, hq, 128] bf16 */
     float *lse;                  /* lse: [hq, tq] */
+    int matrix;                  /* OPT_MATRIX_*: mma's GEMM and attention kernels */
 } opt_mla_prefill_args;
 
 /* Bytes of device scratch opt_mla_prefill_simple needs: key offsets, the decompressed
@@ -384,8 +393,10 @@ int opt_mla_prefill_simple(const opt_mla_prefill_args *a, void *stream);
  * per chunk) without a mask, merged by merge_states vec; partials in bf16 / f32 between merges.
  * host_ctx: context_lens on the host, for the plan's sizes. a->workspace must hold
  * opt_mla_prefill_mma_workspace(batch, tq, hq, host_ctx, chunk_tokens) bytes (not
- * opt_mla_prefill_workspace's). unsupported(): NULL when it runs, else why not. */
-const char *opt_mla_prefill_mma_unsupported(int hq, int cc_major);
+ * opt_mla_prefill_workspace's). unsupported(): NULL when it runs, else why not. With
+ * matrix = OPT_MATRIX_PORTABLE (and on AMD) the GEMM and the attention are the vendor-neutral
+ * kernels (mla_prefill_portable_decompress_kernel, mha_varlen portable). */
+const char *opt_mla_prefill_mma_unsupported(int hq, int matrix, int cc_major);
 size_t opt_mla_prefill_mma_workspace(int batch, int tq, int hq, const int32_t *host_ctx,
                                      int chunk_tokens);
 int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t *host_ctx, int chunk_tokens,

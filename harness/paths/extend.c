@@ -158,10 +158,29 @@ static int ex__simple_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *
     return opt_extend_simple(&a, stream);
 }
 
+/* chunked's arguments with its attention kernels chosen: OPT_MATRIX_BEST or _PORTABLE. */
+static opt_extend_args ex__chunked_args(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
+                                        int matrix)
+{
+    opt_extend_args a = hx_kv_gpu_attn_args(c, in, out);
+    a.matrix = matrix;
+    return a;
+}
+
+static const char *ex__chunked_unsupported_as(const hx_case *c, const hx_gpu *g, int matrix)
+{
+    const opt_extend_args a = ex__chunked_args(c, NULL, NULL, matrix);
+    return opt_extend_chunked_unsupported(&a, g->cc_major);
+}
+
 static const char *ex__chunked_unsupported(const hx_case *c, const hx_gpu *g)
 {
-    const opt_extend_args a = hx_kv_gpu_attn_args(c, NULL, NULL);
-    return opt_extend_chunked_unsupported(&a, g->cc_major);
+    return ex__chunked_unsupported_as(c, g, OPT_MATRIX_BEST);
+}
+
+static const char *ex__portable_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return ex__chunked_unsupported_as(c, g, OPT_MATRIX_PORTABLE);
 }
 
 static size_t ex__chunked_workspace(const hx_case *c)
@@ -170,12 +189,24 @@ static size_t ex__chunked_workspace(const hx_case *c)
     return opt_extend_chunked_workspace(&a, c->context_lens.v, c->chunk_tokens);
 }
 
+static int ex__chunked_run_as(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
+                              void *stream, int matrix)
+{
+    const opt_extend_args a = ex__chunked_args(c, in, out, matrix);
+    return opt_extend_chunked(&a, c->context_lens.v, c->chunk_tokens, hx_dptr(out, "workspace"),
+                              ex__chunked_workspace(c), stream);
+}
+
 static int ex__chunked_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
                            void *stream)
 {
-    const opt_extend_args a = hx_kv_gpu_attn_args(c, in, out);
-    return opt_extend_chunked(&a, c->context_lens.v, c->chunk_tokens, hx_dptr(out, "workspace"),
-                              ex__chunked_workspace(c), stream);
+    return ex__chunked_run_as(c, in, out, stream, OPT_MATRIX_BEST);
+}
+
+static int ex__portable_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
+                            void *stream)
+{
+    return ex__chunked_run_as(c, in, out, stream, OPT_MATRIX_PORTABLE);
 }
 
 static const hx_variant ex__variants[] = {
@@ -186,11 +217,17 @@ static const hx_variant ex__variants[] = {
      .run = ex__simple_run,
      .batch_invariant = 1},
     {.name = "chunked",
-     .summary = "SPEC 6 on the GPU: matrix-core (wgmma on Hopper, else mma) causal "
-                "new-over-new, context chunks gathered (vec) to standard layout, non-causal per "
+     .summary = "SPEC 6 on the GPU: matrix-core (wgmma on Hopper, mma on other NVIDIA, portable "
+                "on AMD) causal new-over-new, context chunks gathered (vec) to standard layout, non-causal per "
                 "chunk, merge_states vec",
      .unsupported = ex__chunked_unsupported,
      .run = ex__chunked_run,
+     .workspace = ex__chunked_workspace},
+    {.name = "portable",
+     .summary = "chunked with mha_varlen portable for its attention (gpu_port.h's vendor-neutral "
+                "matrix primitive: the AMD kernels, run anywhere), bf16",
+     .unsupported = ex__portable_unsupported,
+     .run = ex__portable_run,
      .workspace = ex__chunked_workspace},
 };
 #endif // ATTN_HAVE_GPU

@@ -234,9 +234,9 @@ static size_t mp__mma_workspace(const hx_case *c)
                                                           c->context_lens.v, c->chunk_tokens);
 }
 
-static const char *mp__mma_unsupported(const hx_case *c, const hx_gpu *g)
+static const char *mp__mma_unsupported_as(const hx_case *c, const hx_gpu *g, int matrix)
 {
-    const char *why = opt_mla_prefill_mma_unsupported(c->heads_q, g->cc_major);
+    const char *why = opt_mla_prefill_mma_unsupported(c->heads_q, matrix, g->cc_major);
     if (why)
         return why;
     if (mp__keys(c) > INT32_MAX)
@@ -247,10 +247,33 @@ static const char *mp__mma_unsupported(const hx_case *c, const hx_gpu *g)
     return NULL;
 }
 
+static const char *mp__mma_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return mp__mma_unsupported_as(c, g, OPT_MATRIX_BEST);
+}
+
+static const char *mp__portable_unsupported(const hx_case *c, const hx_gpu *g)
+{
+    return mp__mma_unsupported_as(c, g, OPT_MATRIX_PORTABLE);
+}
+
+static int mp__mma_run_as(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream,
+                          int matrix)
+{
+    opt_mla_prefill_args a = mp__args(c, in, out);
+    a.matrix = matrix;
+    return opt_mla_prefill_mma(&a, c->context_lens.v, c->chunk_tokens, stream);
+}
+
 static int mp__mma_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out, void *stream)
 {
-    const opt_mla_prefill_args a = mp__args(c, in, out);
-    return opt_mla_prefill_mma(&a, c->context_lens.v, c->chunk_tokens, stream);
+    return mp__mma_run_as(c, in, out, stream, OPT_MATRIX_BEST);
+}
+
+static int mp__portable_run(const hx_case *c, const hx_dtensors *in, hx_dtensors *out,
+                            void *stream)
+{
+    return mp__mma_run_as(c, in, out, stream, OPT_MATRIX_PORTABLE);
 }
 
 static const hx_variant mp__variants[] = {
@@ -261,12 +284,19 @@ static const hx_variant mp__variants[] = {
      .run = mp__simple_run,
      .workspace = mp__simple_workspace},
     {.name = "mma",
-     .summary = "matrix-core decompression GEMM (wgmma on Hopper, else mma.sync; latent read "
-                "in place: c_kv or the paged cache, fp8 dequantized in shared memory), "
+     .summary = "matrix-core decompression GEMM (wgmma on Hopper, mma.sync on other NVIDIA, "
+                "portable on AMD; latent read in place: c_kv or the paged cache, fp8 dequantized "
+                "in shared memory), "
                 "matrix-core 192/128 attention causal over the new tokens, context chunks "
                 "non-causal, merge_states vec",
      .unsupported = mp__mma_unsupported,
      .run = mp__mma_run,
+     .workspace = mp__mma_workspace},
+    {.name = "portable",
+     .summary = "mma's algorithm on gpu_port.h's vendor-neutral matrix primitive (the AMD "
+                "kernels, run anywhere): a plain-load decompression GEMM and mha_varlen portable",
+     .unsupported = mp__portable_unsupported,
+     .run = mp__portable_run,
      .workspace = mp__mma_workspace},
 };
 #endif // ATTN_HAVE_GPU
