@@ -44,7 +44,8 @@ enum { MP_WARPS = 4, MP_BN = 32, MP_BM = 16 * MP_WARPS, MP_PAD = 8 };
  * [16][BN + 1] f32, P per warp [16][BN + PAD] bf16, one f32 per (warp, row). Rows padded so the
  * fragment reads of neighbouring rows fall in different banks. */
 template <int DQK, int DV> struct mp__cfg {
-    static constexpr int KLD = DQK + MP_PAD, VLD = DV + MP_PAD, SLD = MP_BN + 1, PLD = MP_BN + MP_PAD;
+    static constexpr int KLD = DQK + MP_PAD, VLD = DV + MP_PAD;
+    static constexpr int SLD = MP_BN + 1, PLD = MP_BN + MP_PAD;
     static constexpr int K_OFF = 0;
     static constexpr int V_OFF = K_OFF + MP_BN * KLD * 2;
     static constexpr int S_OFF = V_OFF + MP_BN * VLD * 2;

@@ -306,7 +306,8 @@ static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[ACC], uint32_
         uint32_t a[4][4];
 #pragma unroll
         for (int mt = 0; mt < 4; mt++)
-            gpu_ldmatrix_x4(a[mt], sa + mpm__swz(wm * 64 + mt * 16 + lane % 16, 2 * kk + lane / 16));
+            gpu_ldmatrix_x4(a[mt],
+                            sa + mpm__swz(wm * 64 + mt * 16 + lane % 16, 2 * kk + lane / 16));
 #pragma unroll
         for (int nn = 0; nn < 2; nn++) {
             uint32_t b[4];
@@ -339,8 +340,8 @@ template <bool WG> static __device__ __forceinline__ void mpm__acc_at(int e, int
 #endif // GPU_HAS_MMA_SYNC
 
 /* Grid (ceil(rows / 128), hq * 256 / BN): block (x, y) makes rows 128 x .. of head y / 2's
- * k_nope (y even, with k_pe) or v (y odd); BN = 256: of head y's both. SRC_NEW: row r is new token r (c_kv, k_pe); else row r is
- * context token starts[b] + r - cu[b] of the request b with cu[b] <= r < cu[b + 1]. */
+ * k_nope (y even, with k_pe) or v (y odd); BN = 256: of head y's both. Rows as
+ * mpm__rows_and_k_pe says. */
 template <int SRC, bool WG>
 __global__ void __launch_bounds__(MPM_THREADS, (mpm__cfg<SRC, WG>::BN == 128 ? 2 : 1))
 mla_prefill_mma_decompress_kernel(
@@ -517,7 +518,8 @@ static int mpm__decompress_as(const opt_mla_prefill_args *a, const void *lat, co
     const int bytes = mpm__cfg<SRC, WG>::SMEM;
     GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC, WG>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM), (unsigned)(a->hq * (MPM_WROWS / mpm__cfg<SRC, WG>::BN)));
+    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM),
+                    (unsigned)(a->hq * (MPM_WROWS / mpm__cfg<SRC, WG>::BN)));
     mla_prefill_mma_decompress_kernel<SRC, WG><<<grid, MPM_THREADS, bytes, stream>>>(
         lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
         (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,

@@ -138,6 +138,9 @@ int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace, size_t works
  * opt_mha_varlen_mma_workspace(batch). opt_matrix_unsupported(): NULL when the current device's
  * image has the primitive, else why not. */
 const char *opt_matrix_unsupported(void);
+const char *opt_mha_varlen_portable_unsupported(const opt_varlen_args *a);
+int opt_mha_varlen_portable(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
+                            void *stream);
 
 /* Which matrix-core kernels a composite path (extend chunked, mixed routed, mla_prefill mma)
  * runs its pieces on (the `matrix` member of its arguments): OPT_MATRIX_BEST (0, the default)
@@ -145,9 +148,6 @@ const char *opt_matrix_unsupported(void);
  * elsewhere (AMD); OPT_MATRIX_PORTABLE the vendor-neutral ones on every device, which makes the
  * AMD kernels checkable on NVIDIA. */
 enum { OPT_MATRIX_BEST = 0, OPT_MATRIX_PORTABLE = 1 };
-const char *opt_mha_varlen_portable_unsupported(const opt_varlen_args *a);
-int opt_mha_varlen_portable(const opt_varlen_args *a, void *workspace, size_t workspace_bytes,
-                            void *stream);
 
 /* The matrix-core mha_varlen the composite paths call per piece (extend chunked, mla_prefill
  * mma, mixed routed): wgmma where opt_mha_varlen_wgmma_unsupported() gives no reason for a on
@@ -277,11 +277,13 @@ int opt_mixed_simple(const opt_mixed_args *a, void *stream);
  * prefill], stable within a class; their rows are gathered contiguously (16-byte copies);
  * decodes run paged_decode split_kv (seq_len = context + 1; simple where split_kv does not take
  * the cache), extends extend chunked (context chunks of at most chunk_tokens), prefills
- * mha_varlen causal (opt_mha_varlen_matrix) over their k_new, v_new; out and lse are scattered back to the arrival
- * order. host_ctx, host_new: context_lens [batch] and new tokens [batch] on the host, the same
- * values as on the device, for the sizes only. Supported where mma is (NVIDIA sm_80+, bf16/f16,
- * head_dim 64/128/256) with heads_q divisible by the cache's heads. Deterministic (no atomics);
- * not batch invariant (the split and chunk plans follow the batch). */
+ * mha_varlen causal (opt_mha_varlen_matrix, a->matrix) over their k_new, v_new; out and lse
+ * are scattered back to the arrival order. host_ctx, host_new: context_lens [batch] and new
+ * tokens [batch] on the host, the same values as on the device, for the sizes only. Supported
+ * where opt_mha_varlen_matrix_unsupported() gives no reason (NVIDIA sm_80+ bf16/f16; portable:
+ * bf16, on AMD too; head_dim 64/128/256) with heads_q divisible by the cache's heads.
+ * Deterministic (no atomics); not batch invariant (the split and chunk plans follow the
+ * batch). */
 const char *opt_mixed_routed_unsupported(const opt_mixed_args *a, int cc_major);
 size_t opt_mixed_routed_workspace(const opt_mixed_args *a, const int32_t *host_ctx,
                                   const int32_t *host_new, int chunk_tokens);
@@ -303,10 +305,12 @@ int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ctx, const in
                       void *workspace, size_t workspace_bytes, void *stream);
 
 /* extend chunked (issue 6): SPEC section 6's algorithm from this library's kernels -- mha_varlen
- * (opt_mha_varlen_matrix: wgmma on Hopper, else mma) causal over the new tokens; the contexts
- * end to end in chunks of at most chunk_tokens, each gathered (gather_cache vec/simple) into
- * standard layout, attended without a mask and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's sizes.
- * Supported where mha_varlen mma is (NVIDIA sm_80+, bf16/f16, head_dim 64/128/256). */
+ * (opt_mha_varlen_matrix with a->matrix: wgmma on Hopper, mma on other NVIDIA, portable on
+ * AMD or when asked) causal over the new tokens; the contexts end to end in chunks of at most
+ * chunk_tokens, each gathered (gather_cache vec/simple) into standard layout, attended without
+ * a mask and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's
+ * sizes. Supported where opt_mha_varlen_matrix_unsupported() gives no reason (NVIDIA sm_80+
+ * bf16/f16; portable: bf16, on AMD too; head_dim 64/128/256). */
 /* The chunk plan shared by extend and mla_prefill: contexts (context_lens [batch], device) laid
  * end to end and cut every chunk_tokens tokens; for chunk c, meta[c * (2 batch + 1) ..] holds
  * starts[batch] (tokens into each request's context) then cu[batch + 1] (row offsets of each

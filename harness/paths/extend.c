@@ -218,8 +218,8 @@ static const hx_variant ex__variants[] = {
      .batch_invariant = 1},
     {.name = "chunked",
      .summary = "SPEC 6 on the GPU: matrix-core (wgmma on Hopper, mma on other NVIDIA, portable "
-                "on AMD) causal new-over-new, context chunks gathered (vec) to standard layout, non-causal per "
-                "chunk, merge_states vec",
+                "on AMD) causal new-over-new, context chunks gathered (vec) to standard layout, "
+                "non-causal per chunk, merge_states vec",
      .unsupported = ex__chunked_unsupported,
      .run = ex__chunked_run,
      .workspace = ex__chunked_workspace},
