@@ -34,6 +34,10 @@
  *                          col 2t + e % 2 + 8 (e / 4). (PTX m16n8k16 fragments, two n-halves.)
  *                        CDNA (r = lane % 16, q = lane / 16): A e -> row r, k 4q + e;
  *                          B e -> k 4q + e, col r; C e -> row 4q + e, col r.
+ *                        On both vendors elements 2i and 2i + 1 of A and of B lie at k and
+ *                        k + 1 (same row / column), so one 32-bit load fetches a register of
+ *                        A from a row-major tile, or of B from a tile stored N x K; the
+ *                        loaders gpu_mma_load_a / _b / _bt below place fragments from memory.
  *                        tests/test_gpu_probe.c multiplies ARANGE tiles through these helpers
  *                        and checks every element exactly (opt_mma_arange).
  *   GPU_HAS_MMA_SYNC     NVIDIA sm_80+ device code: the PTX warp instructions mma.sync
@@ -122,6 +126,15 @@ typedef cudaDeviceAttr hipDeviceAttribute_t;
 #else
 #define GPU_SYMBOL(x) x
 #endif // GPU_VENDOR_AMD
+
+/* Reads the int __device__ variable `sym` of the device image the runtime picked for the
+ * current device into *have (a capability flag the image was compiled with): true, or false
+ * when no image loads there -- that error cleared, so it is not sticky and no later launch
+ * check sees it. */
+#define GPU_READ_IMAGE_FLAG(sym, have)                                                   \
+    (hipMemcpyFromSymbol((have), GPU_SYMBOL(sym), sizeof(int)) == hipSuccess              \
+         ? true                                                                          \
+         : ((void)hipGetLastError(), false))
 
 #include "opt.h"
 
@@ -214,6 +227,40 @@ __device__ inline void gpu_mma_c_coord(int lane, int e, int *row, int *col)
     *row = lane / 4 + 8 * ((e / 2) % 2), *col = 2 * (lane % 4) + e % 2 + 8 * (e / 4);
 }
 #endif // matrix primitive
+
+#if defined(GPU_HAS_MMA_BF16)
+/* Fragment loaders (any memory space, 16-bit elements): A [16][16] at p, A[row][k] =
+ * p[row * ld + k]; B [16][16] row-major, B[k][col] = p[k * ld + col]; or B stored N x K (bt),
+ * B[k][col] = p[col * ld + k] -- K of S = Q K^T, W of X W^T. A and bt read one 32-bit word per
+ * register (p 4-byte aligned, ld even); row-major B reads its pairs from two rows. */
+__device__ __forceinline__ void gpu_mma_load_a(uint32_t (&a)[GPU_MMA_A_REGS], const uint16_t *p,
+                                               int ld)
+{
+    for (int e = 0; e < GPU_MMA_A_ELEMS; e += 2) {
+        int row, k;
+        gpu_mma_a_coord((int)(threadIdx.x % GPU_WARP_SIZE), e, &row, &k);
+        a[e / 2] = *(const uint32_t *)(p + row * ld + k);
+    }
+}
+__device__ __forceinline__ void gpu_mma_load_b(uint32_t (&b)[GPU_MMA_B_REGS], const uint16_t *p,
+                                               int ld)
+{
+    for (int e = 0; e < GPU_MMA_B_ELEMS; e += 2) {
+        int k, col;
+        gpu_mma_b_coord((int)(threadIdx.x % GPU_WARP_SIZE), e, &k, &col);
+        b[e / 2] = (uint32_t)p[k * ld + col] | (uint32_t)p[(k + 1) * ld + col] << 16;
+    }
+}
+__device__ __forceinline__ void gpu_mma_load_bt(uint32_t (&b)[GPU_MMA_B_REGS], const uint16_t *p,
+                                                int ld)
+{
+    for (int e = 0; e < GPU_MMA_B_ELEMS; e += 2) {
+        int k, col;
+        gpu_mma_b_coord((int)(threadIdx.x % GPU_WARP_SIZE), e, &k, &col);
+        b[e / 2] = *(const uint32_t *)(p + col * ld + k);
+    }
+}
+#endif // GPU_HAS_MMA_BF16
 
 /* ---------------------------------------------- NVIDIA sm_80+ warp instructions */
 #if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -499,6 +546,16 @@ static inline hipError_t gpu_device_name(int dev, char *name, size_t n_name, cha
     }
 #endif // GPU_VENDOR_AMD
     return err;
+}
+
+/* The current device's warp (wavefront) width into *w, for launch shapes: OPT_OK or OPT_EGPU
+ * (gpu_record_error). */
+static inline int gpu_warp_size(int *w)
+{
+    int dev = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    GPU_CHECK(hipDeviceGetAttribute(w, hipDeviceAttributeWarpSize, dev));
+    return OPT_OK;
 }
 
 #endif /* ATTN_GPU_PORT_H */

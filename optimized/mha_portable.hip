@@ -79,12 +79,6 @@ static __device__ __forceinline__ void mp__load_tile(uint16_t *dst, const uint16
         *(uint4 *)(dst + r * LD + ch * 8) = val;
     }
 }
-
-/* Two bf16 at p, p + 1 (4-byte aligned) as one packed register, the low element first. */
-static __device__ __forceinline__ uint32_t mp__pair(const uint16_t *p)
-{
-    return *(const uint32_t *)p;
-}
 #endif // GPU_HAS_MMA_BF16
 
 template <int DQK, int DV>
@@ -121,8 +115,9 @@ mha_portable_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__
             int row, col;
             gpu_mma_a_coord(lane, e, &row, &col);
             const int r = wr0 + row;
-            qa[kk][e / 2] = r < lq ? mp__pair(q + ((size_t)(q0 + r) * hq + h) * DQK + 16 * kk + col)
-                                   : 0u;
+            qa[kk][e / 2] = r < lq ? *(const uint32_t *)(q + ((size_t)(q0 + r) * hq + h) * DQK +
+                                                         16 * kk + col)
+                                   : 0u; /* elements e, e + 1: k = col, col + 1 */
         }
 
     /* This lane's softmax row and columns: row lane / LPR, columns lane % LPR + LPR c. */
@@ -157,12 +152,7 @@ mha_portable_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 #pragma unroll
             for (int kk = 0; kk < DQK / 16; kk++) {
                 uint32_t b[GPU_MMA_B_REGS];
-#pragma unroll
-                for (int e = 0; e < GPU_MMA_B_ELEMS; e += 2) {
-                    int kd, col;
-                    gpu_mma_b_coord(lane, e, &kd, &col);
-                    b[e / 2] = mp__pair(ks + (16 * nt + col) * C::KLD + 16 * kk + kd);
-                }
+                gpu_mma_load_bt(b, ks + 16 * nt * C::KLD + 16 * kk, C::KLD);
                 gpu_mma_bf16_16x16x16(c, qa[kk], b);
             }
 #pragma unroll
@@ -222,22 +212,11 @@ mha_portable_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 #pragma unroll
         for (int kk = 0; kk < MP_BN / 16; kk++) {
             uint32_t pa[GPU_MMA_A_REGS];
-#pragma unroll
-            for (int e = 0; e < GPU_MMA_A_ELEMS; e += 2) {
-                int row, kd;
-                gpu_mma_a_coord(lane, e, &row, &kd);
-                pa[e / 2] = mp__pair(ps + row * C::PLD + 16 * kk + kd);
-            }
+            gpu_mma_load_a(pa, ps + 16 * kk, C::PLD);
 #pragma unroll
             for (int d = 0; d < DV / 16; d++) {
                 uint32_t b[GPU_MMA_B_REGS];
-#pragma unroll
-                for (int e = 0; e < GPU_MMA_B_ELEMS; e += 2) {
-                    int kd, col;
-                    gpu_mma_b_coord(lane, e, &kd, &col);
-                    const uint16_t *vp = vs + (16 * kk + kd) * C::VLD + 16 * d + col;
-                    b[e / 2] = (uint32_t)vp[0] | (uint32_t)vp[C::VLD] << 16; /* keys kd, kd + 1 */
-                }
+                gpu_mma_load_b(b, vs + 16 * kk * C::VLD + 16 * d, C::VLD);
                 gpu_mma_bf16_16x16x16(o[d], pa, b);
             }
         }
@@ -281,10 +260,8 @@ static bool mp__dims_ok(int dqk, int dv)
 extern "C" const char *opt_matrix_unsupported(void)
 {
     int have = 0;
-    if (hipMemcpyFromSymbol(&have, GPU_SYMBOL(mp__image_mma), sizeof have) != hipSuccess) {
-        (void)hipGetLastError(); /* not sticky: leave no error for the next launch's check */
+    if (!GPU_READ_IMAGE_FLAG(mp__image_mma, &have))
         return "this library has no device image loadable on this GPU";
-    }
     if (!have)
         return "the matrix primitive (gpu_port.h GPU_HAS_MMA_BF16) is built for NVIDIA sm_80+ "
                "and CDNA gfx90a / gfx940-942; this device's image has none";
@@ -308,11 +285,10 @@ static int mp__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     const int bytes = mp__cfg<DQK, DV>::SMEM;
     GPU_CHECK(hipFuncSetAttribute((const void *)mha_portable_kernel<DQK, DV>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    int dev = 0, warp = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
-    int rc = mha_tiles_prefix(a->cu_q, a->batch, MP_BM, (int32_t *)ts, stream);
-    if (rc)
+    int warp = 0, rc = gpu_warp_size(&warp);
+    if (rc == OPT_OK)
+        rc = mha_tiles_prefix(a->cu_q, a->batch, MP_BM, (int32_t *)ts, stream);
+    if (rc != OPT_OK)
         return rc;
     const long long tiles = ((long long)a->tq + MP_BM - 1) / MP_BM + a->batch; /* upper bound */
     const dim3 grid((unsigned)tiles, (unsigned)a->hq);

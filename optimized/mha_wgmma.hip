@@ -407,10 +407,8 @@ extern "C" const char *opt_wgmma_unsupported(int cc_major)
     if (cc_major != 9)
         return "wgmma is Hopper's warpgroup MMA: an sm_90 device (H100, H200) and an sm_90a image";
     int have = 0;
-    if (cudaMemcpyFromSymbol(&have, wg__image_sm90a, sizeof have) != cudaSuccess) {
-        (void)cudaGetLastError(); /* not sticky: leave no error for the next launch's check */
+    if (!GPU_READ_IMAGE_FLAG(wg__image_sm90a, &have))
         return "wgmma: this library has no device image loadable on this GPU";
-    }
     if (!have)
         return "wgmma: this library was built without an sm_90a image (CMAKE_CUDA_ARCHITECTURES "
                "needs 90a; plain sm_90 code has no wgmma)";

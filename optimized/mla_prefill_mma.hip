@@ -70,19 +70,15 @@ enum { MPM_SRC_NEW = 0, MPM_SRC_BF16 = 1, MPM_SRC_FP8 = 2 };
 
 /* WG: the MMAs are Hopper's wgmma (two warpgroups, m64n128k16 from SW128 tiles), else mma.sync
  * from XOR-swizzled tiles (+ 1 KiB to align the base to the 1024-byte swizzle atom for wgmma).
- * Output columns per block: MPM_BN (one head's k_nope or v, two blocks per SM), or for wgmma
- * MPM_WG_BN = 256 (both: each latent byte streamed serves twice the FLOPs, one block per SM).
- * On the H200 (ncu, 8K tokens x 16 heads) 128 took 166 us and 256 took 199 us: the short K loop
- * (8 stages) wants the second block per SM to hide each block's prologue and epilogue. */
-#ifndef MPM_WG_BN
-#define MPM_WG_BN 128
-#endif
+ * Either way a block makes MPM_BN = 128 output columns (one head's k_nope or v), two blocks per
+ * SM. Both halves of a head per block (256 columns, each latent byte serving twice the FLOPs,
+ * one block per SM) was measured slower on the H200 (ncu, 8K tokens x 16 heads: 199 against
+ * 166 us): the short K loop (8 stages) wants the second block to hide each one's prologue and
+ * epilogue. */
 template <int SRC, bool WG> struct mpm__cfg {
-    static constexpr int BN = WG ? MPM_WG_BN : MPM_BN;  /* output columns (W rows) per block */
-    static_assert(BN == 128 || BN == 256, "a block makes a head's k_nope, v, or both");
-    static constexpr int ACC = BN * MPM_BM / MPM_THREADS; /* accumulators a thread */
+    static constexpr int ACC = MPM_BN * MPM_BM / MPM_THREADS; /* accumulators a thread: 64 */
     static constexpr int A_BYTES = MPM_BM * MPM_BK * 2; /* one bf16 stage of latent rows */
-    static constexpr int B_BYTES = BN * MPM_BK * 2;     /* one stage of W rows */
+    static constexpr int B_BYTES = MPM_BN * MPM_BK * 2; /* one stage of W rows */
     static constexpr int R_BYTES = MPM_BM * MPM_BK;     /* one stage of fp8 codes */
     /* fp8: the codes are pipelined, the converted tile needs one stage only. */
     static constexpr int A_STAGES = SRC == MPM_SRC_FP8 ? 1 : MPM_STAGES;
@@ -141,21 +137,20 @@ mpm__rows_and_k_pe(long long *row_s, const void *lat, const uint16_t *k_pe, floa
     }
 }
 
-/* The decompressed tile ot [NR rows][LD] bf16 (shared memory, columns half * 128 + c of head
- * h's 256) to K dims 0..127 (block columns 0..127) or V (128..255) in 16-byte chunks: each
- * output row's columns are contiguous, so whole chunks fill whole sectors. After a barrier. */
-template <int NR, int BN, int LD>
+/* The decompressed tile ot [NR rows][LD] bf16 (shared memory: the 128 columns of head h's
+ * k_nope, half 0, or v, half 1) to K dims 0..127 or V in 16-byte chunks: each output row's
+ * columns are contiguous, so whole chunks fill whole sectors. After a barrier. */
+template <int NR, int LD>
 static __device__ __forceinline__ void mpm__store_tile(const uint16_t *ot, uint16_t *k, uint16_t *v,
                                                        int row0, int rows, int hq, int h, int half)
 {
-    for (int c = threadIdx.x; c < NR * (BN / 8); c += blockDim.x) {
-        const int r = c / (BN / 8), col = (c % (BN / 8)) * 8 + half * MPM_NOPE;
+    for (int c = threadIdx.x; c < NR * (MPM_BN / 8); c += blockDim.x) {
+        const int r = c / (MPM_BN / 8), col = (c % (MPM_BN / 8)) * 8;
         if (row0 + r >= rows)
             continue;
-        const bool is_k = col < MPM_NOPE;
-        uint16_t *dst = is_k ? k + ((size_t)(row0 + r) * hq + h) * MPM_QK + col
-                             : v + ((size_t)(row0 + r) * hq + h) * MPM_V + (col - MPM_NOPE);
-        *(uint4 *)dst = *(const uint4 *)(ot + r * LD + col - half * MPM_NOPE);
+        uint16_t *dst = half == 0 ? k + ((size_t)(row0 + r) * hq + h) * MPM_QK + col
+                                  : v + ((size_t)(row0 + r) * hq + h) * MPM_V + col;
+        *(uint4 *)dst = *(const uint4 *)(ot + r * LD + col);
     }
 }
 
@@ -216,18 +211,10 @@ mla_prefill_portable_decompress_kernel(const void *__restrict__ lat,
         __syncthreads();
         for (int kk = 0; kk < MPP_BK / 16; kk++) {
             uint32_t a[GPU_MMA_A_REGS];
-            for (int e = 0; e < GPU_MMA_A_ELEMS; e += 2) {
-                int row, kd;
-                gpu_mma_a_coord(lane, e, &row, &kd);
-                a[e / 2] = *(const uint32_t *)(as + (16 * warp + row) * MPP_LD + 16 * kk + kd);
-            }
+            gpu_mma_load_a(a, as + 16 * warp * MPP_LD + 16 * kk, MPP_LD);
             for (int nt = 0; nt < MPM_BN / 16; nt++) {
                 uint32_t b[GPU_MMA_B_REGS];
-                for (int e = 0; e < GPU_MMA_B_ELEMS; e += 2) {
-                    int kd, col;
-                    gpu_mma_b_coord(lane, e, &kd, &col);
-                    b[e / 2] = *(const uint32_t *)(bs + (16 * nt + col) * MPP_LD + 16 * kk + kd);
-                }
+                gpu_mma_load_bt(b, bs + 16 * nt * MPP_LD + 16 * kk, MPP_LD);
                 gpu_mma_bf16_16x16x16(acc[nt], a, b);
             }
         }
@@ -239,7 +226,7 @@ mla_prefill_portable_decompress_kernel(const void *__restrict__ lat,
             ot[(16 * warp + row) * (MPM_BN + 8) + 16 * nt + col] = num_f32_to_bf16(acc[nt][e]);
         }
     __syncthreads();
-    mpm__store_tile<MPP_BM, MPM_BN, MPM_BN + 8>(ot, k, v, row0, rows, hq, h, half);
+    mpm__store_tile<MPP_BM, MPM_BN + 8>(ot, k, v, row0, rows, hq, h, half);
 #else
     (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
     (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
@@ -255,41 +242,35 @@ static __device__ __forceinline__ uint32_t mpm__swz(int r, int ch)
     return (uint32_t)(r * (MPM_BK * 2) + ((ch ^ (r & 7)) << 4));
 }
 
-/* The tile layout of either MMA form: a stage is `rows` rows x 64 bf16 (one SW128 panel for
- * WG). */
-template <bool WG> static __device__ __forceinline__ uint32_t mpm__at(int rows, int r, int ch)
+/* The tile layout of either MMA form: a stage (latent or W) is 128 rows x 64 bf16 (one SW128
+ * panel for WG). */
+template <bool WG> static __device__ __forceinline__ uint32_t mpm__at(int r, int ch)
 {
+    static_assert(MPM_BM == MPM_BN, "latent and W stages share one layout");
 #if defined(GPU_HAS_WGMMA)
     if (WG)
-        return gpu_sw128_chunk(rows, r, ch);
+        return gpu_sw128_chunk(MPM_BM, r, ch);
 #endif // GPU_HAS_WGMMA
-    (void)rows;
     return mpm__swz(r, ch);
 }
 
-/* acc (+)= A B^T over one stage (A: 128 latent rows x 64, B: BN W rows x 64, both K-major).
- * mma.sync (BN 128): warp (wm, wn) of 2 x 4 owns rows 64 wm .., columns 32 wn ..;
- * acc[16 mt + 4 nt + c] is its m16n8 tile (mt, nt) element c. wgmma (BN 256): warpgroup w owns
- * rows 64 w ..; acc[64 c ..] columns 128 c .. in wgmma's C layout (gpu_wgmma_c_coord).
- * mpm__acc_at says where each lands. */
-template <bool WG, int ACC>
-static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[ACC], uint32_t sa, uint32_t sb,
+/* acc (+)= A B^T over one stage (A: 128 latent rows x 64, B: 128 W rows x 64, both K-major).
+ * mma.sync: warp (wm, wn) of 2 x 4 owns rows 64 wm .., columns 32 wn ..; acc[16 mt + 4 nt + c]
+ * is its m16n8 tile (mt, nt) element c. wgmma: warpgroup w owns rows 64 w .., all 128 columns,
+ * in wgmma's C layout (gpu_wgmma_c_coord). mpm__acc_at says where each lands. */
+template <bool WG>
+static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[64], uint32_t sa, uint32_t sb,
                                                       bool first)
 {
     const int tid = threadIdx.x;
     if (WG) {
 #if defined(GPU_HAS_WGMMA)
-        constexpr int BN = 2 * ACC; /* B rows: ACC = BN x 128 rows / 256 threads */
         gpu_wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < MPM_BK / 16; kk++) {
-            const uint64_t da = gpu_sw128_kmajor_desc(sa, MPM_BM, 64 * (tid / 128), kk);
-#pragma unroll
-            for (int c = 0; c < BN / 128; c++)
-                gpu_wgmma_ss<128, false>(*(float(*)[64])&acc[64 * c], da,
-                                         gpu_sw128_kmajor_desc(sb, BN, 128 * c, kk),
-                                         !first || kk > 0);
-        }
+        for (int kk = 0; kk < MPM_BK / 16; kk++)
+            gpu_wgmma_ss<MPM_BN, false>(acc, gpu_sw128_kmajor_desc(sa, MPM_BM, 64 * (tid / 128), kk),
+                                        gpu_sw128_kmajor_desc(sb, MPM_BN, 0, kk),
+                                        !first || kk > 0);
         gpu_wgmma_commit();
         gpu_wgmma_wait<0>();
         gpu_wgmma_keep(acc);
@@ -329,7 +310,7 @@ template <bool WG> static __device__ __forceinline__ void mpm__acc_at(int e, int
     if (WG) {
         const int i = tid % 128;
         *row = 64 * (tid / 128) + 16 * (i / 32) + (i % 32) / 4 + 8 * ((e / 2) % 2);
-        *col = 128 * (e / 64) + 8 * ((e % 64) / 4) + 2 * t;
+        *col = 8 * (e / 4) + 2 * t;
     } else {
         const int warp = tid / 32, wm = warp / 4, wn = warp % 4;
         *row = wm * 64 + (e / 16) * 16 + g + 8 * ((e % 4) / 2);
@@ -339,11 +320,10 @@ template <bool WG> static __device__ __forceinline__ void mpm__acc_at(int e, int
 
 #endif // GPU_HAS_MMA_SYNC
 
-/* Grid (ceil(rows / 128), hq * 256 / BN): block (x, y) makes rows 128 x .. of head y / 2's
- * k_nope (y even, with k_pe) or v (y odd); BN = 256: of head y's both. Rows as
- * mpm__rows_and_k_pe says. */
+/* Grid (ceil(rows / 128), 2 hq): block (x, y) makes rows 128 x .. of head y / 2's k_nope (y
+ * even, with k_pe) or v (y odd). Rows as mpm__rows_and_k_pe says. */
 template <int SRC, bool WG>
-__global__ void __launch_bounds__(MPM_THREADS, (mpm__cfg<SRC, WG>::BN == 128 ? 2 : 1))
+__global__ void __launch_bounds__(MPM_THREADS, 2)
 mla_prefill_mma_decompress_kernel(
     const void *__restrict__ lat,              /* NEW: c_kv [rows, 512] bf16; else cache [N, bs, 576] */
     const uint16_t *__restrict__ k_pe,         /* NEW: k_pe [rows, 64] bf16; else unused */
@@ -367,8 +347,7 @@ mla_prefill_mma_decompress_kernel(
     const uint8_t *raw = gen0 + MPM_STAGES * C::B_BYTES + C::A_STAGES * C::A_BYTES;
 
     const int tid = threadIdx.x, row0 = blockIdx.x * MPM_BM;
-    constexpr int PARTS = MPM_WROWS / C::BN; /* blocks per head */
-    const int h = blockIdx.y / PARTS, half = blockIdx.y % PARTS;
+    const int h = blockIdx.y / 2, half = blockIdx.y % 2;
     const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
 
     mpm__rows_and_k_pe<SRC, MPM_BM>(row_s, lat, k_pe, ks, block_table, meta, k, row0, rows, hq, h,
@@ -378,9 +357,9 @@ mla_prefill_mma_decompress_kernel(
      * ks * 64 .. + 63. Rows without a key are zero-filled (never stored). */
     const uint16_t *wb = w_kvb + ((size_t)h * MPM_WROWS + (size_t)half * MPM_NOPE) * MPM_LAT;
     auto load_stage = [&](int stage, int kstep) {
-        for (int c = tid; c < C::BN * 8; c += MPM_THREADS) {
+        for (int c = tid; c < MPM_BN * 8; c += MPM_THREADS) {
             const int n = c / 8, ch = c % 8;
-            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__at<WG>(C::BN, n, ch),
+            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__at<WG>(n, ch),
                            wb + (size_t)n * MPM_LAT + kstep * MPM_BK + ch * 8, 16);
         }
         if (SRC != MPM_SRC_FP8) {
@@ -389,7 +368,7 @@ mla_prefill_mma_decompress_kernel(
                 const long long off = row_s[r];
                 const uint16_t *src = (const uint16_t *)lat + (off < 0 ? 0 : off) +
                                       kstep * MPM_BK + ch * 8;
-                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__at<WG>(MPM_BM, r, ch), src,
+                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__at<WG>(r, ch), src,
                                off < 0 ? 0 : 16);
             }
         } else {
@@ -427,8 +406,8 @@ mla_prefill_mma_decompress_kernel(
                 const uint4 w = *(const uint4 *)(raw + stage * C::R_BYTES + r * MPM_BK + q * 16);
                 const uint4 lo = pkv_fp8x8_bf16(w.x, w.y, ks), hi = pkv_fp8x8_bf16(w.z, w.w, ks);
                 uint8_t *a = gen0 + MPM_STAGES * C::B_BYTES;
-                *(uint4 *)(a + mpm__at<WG>(MPM_BM, r, 2 * q)) = lo;
-                *(uint4 *)(a + mpm__at<WG>(MPM_BM, r, 2 * q + 1)) = hi;
+                *(uint4 *)(a + mpm__at<WG>(r, 2 * q)) = lo;
+                *(uint4 *)(a + mpm__at<WG>(r, 2 * q + 1)) = hi;
             }
 #if defined(GPU_HAS_WGMMA)
             if (WG)
@@ -446,11 +425,10 @@ mla_prefill_mma_decompress_kernel(
     gpu_cp_async_wait<0>();
     __syncthreads(); /* every MMA and copy is done with the stages: they hold the output now */
 
-    /* Rounded to bf16 into a [128][BN + 8] tile over the W stages, then written out in 16-byte
-     * chunks: each output row's BN columns are contiguous (k_nope in K dims 0..127, v), and
-     * whole chunks fill whole 32-byte sectors where the fragments' 4-byte stores filled half
-     * of each. Block columns half * 128 + c: 0..127 go to K dims 0..127, 128..255 to V. */
-    constexpr int OLD = C::BN + 8;
+    /* Rounded to bf16 into a [128][128 + 8] tile over the W stages, then written out in whole
+     * 16-byte chunks (mpm__store_tile), where the fragments' 4-byte stores half-filled each
+     * 32-byte sector. */
+    constexpr int OLD = MPM_BN + 8;
     static_assert(MPM_BM * OLD * 2 <= MPM_STAGES * C::B_BYTES, "the output tile fits the W stages");
     uint16_t *ot = (uint16_t *)gen0;
 #pragma unroll
@@ -460,7 +438,7 @@ mla_prefill_mma_decompress_kernel(
         *(uint32_t *)(ot + r * OLD + col) = gpu_pack2<false>(acc[e], acc[e + 1]);
     }
     __syncthreads();
-    mpm__store_tile<MPM_BM, C::BN, OLD>(ot, k, v, row0, rows, hq, h, half);
+    mpm__store_tile<MPM_BM, OLD>(ot, k, v, row0, rows, hq, h, half);
 #else
     (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
     (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
@@ -518,8 +496,7 @@ static int mpm__decompress_as(const opt_mla_prefill_args *a, const void *lat, co
     const int bytes = mpm__cfg<SRC, WG>::SMEM;
     GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC, WG>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM),
-                    (unsigned)(a->hq * (MPM_WROWS / mpm__cfg<SRC, WG>::BN)));
+    const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM), (unsigned)(2 * a->hq));
     mla_prefill_mma_decompress_kernel<SRC, WG><<<grid, MPM_THREADS, bytes, stream>>>(
         lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
         (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
@@ -545,9 +522,9 @@ static int mpm__decompress(const opt_mla_prefill_args *a, const void *lat, const
                   : mpm__decompress_as<SRC, false>(a, lat, meta, rows, k, v, stream);
     }
 #endif // GPU_VENDOR_NVIDIA
-    int dev = 0, warp = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
+    int warp = 0, rc = gpu_warp_size(&warp);
+    if (rc != OPT_OK)
+        return rc;
     const dim3 grid((unsigned)((rows + MPP_BM - 1) / MPP_BM), (unsigned)(2 * a->hq));
     mla_prefill_portable_decompress_kernel<SRC><<<grid, MPP_WARPS * warp, 0, stream>>>(
         lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,

@@ -120,18 +120,10 @@ __global__ void probe_mma_arange_kernel(const uint16_t *a, const uint16_t *b, co
 {
 #if defined(GPU_HAS_MMA_BF16)
     const int lane = threadIdx.x;
-    uint32_t af[GPU_MMA_A_REGS] = {}, bf[GPU_MMA_B_REGS] = {};
+    uint32_t af[GPU_MMA_A_REGS], bf[GPU_MMA_B_REGS];
     float cf[GPU_MMA_C_REGS];
-    for (int e = 0; e < GPU_MMA_A_ELEMS; e++) {
-        int row, kk;
-        gpu_mma_a_coord(lane, e, &row, &kk);
-        af[e / 2] |= (uint32_t)a[row * 16 + kk] << (16 * (e % 2));
-    }
-    for (int e = 0; e < GPU_MMA_B_ELEMS; e++) {
-        int kk, col;
-        gpu_mma_b_coord(lane, e, &kk, &col);
-        bf[e / 2] |= (uint32_t)b[kk * 16 + col] << (16 * (e % 2));
-    }
+    gpu_mma_load_a(af, a, 16); /* the loaders the kernels use: checked here with the layout */
+    gpu_mma_load_b(bf, b, 16);
     for (int e = 0; e < GPU_MMA_C_ELEMS; e++) {
         int row, col;
         gpu_mma_c_coord(lane, e, &row, &col);
@@ -259,9 +251,9 @@ extern "C" int opt_probe_mma(int blocks, int iters, float *sink, double *flops, 
     if (blocks <= 0 || iters <= 0)
         return OPT_EINVAL;
     const int threads = 256;
-    int dev = 0, warp = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
+    int warp = 0, rc = gpu_warp_size(&warp);
+    if (rc != OPT_OK)
+        return rc;
     probe_mma_kernel<<<blocks, threads, 0, (hipStream_t)stream>>>(iters, sink);
     GPU_CHECK(hipGetLastError());
     *flops = (double)blocks * (threads / warp) * iters * PROBE_MMA_CHAINS * 2.0 * 16 * 16 * 16;
@@ -273,9 +265,9 @@ extern "C" int opt_mma_arange(const uint16_t *a, const uint16_t *b, const float 
 {
     if (!a || !b || !c0 || !c)
         return OPT_EINVAL;
-    int dev = 0, warp = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    GPU_CHECK(hipDeviceGetAttribute(&warp, hipDeviceAttributeWarpSize, dev));
+    int warp = 0, rc = gpu_warp_size(&warp);
+    if (rc != OPT_OK)
+        return rc;
     probe_mma_arange_kernel<<<1, warp, 0, (hipStream_t)stream>>>(a, b, c0, c);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
