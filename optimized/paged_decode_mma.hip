@@ -13,7 +13,7 @@
 /* Grid: batch * hkv * n_split * n_hg blocks (head group fastest), PDM__THREADS threads,
  * C::SMEM bytes of dynamic shared memory. */
 template <int KVT, bool F16, int D, bool SHUF>
-__global__ void __launch_bounds__(PDM__THREADS, D > 128 ? 1 : 2)
+__global__ void __launch_bounds__(PDM__THREADS, (pdm__cfg<KVT, F16, D, SHUF>::MIN_BLOCKS))
 paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, hq, D] */
                         opt_kv_cache cache,
                         const int32_t *__restrict__ block_table,  /* block_table: [batch, max_blocks] */

@@ -11,9 +11,10 @@
  *            cache's own layout (nhd, hnd, or AITER's shuffled layout, read natively) into a
  *            ring of STAGES tiles (3 for 16-bit caches, 4 for fp8, 2 at head_dim 256): while a
  *            tile is computed the next STAGES - 1 are in flight (about 64 KB per block at
- *            head_dim 128; two blocks per SM). Row starts (64-bit element offsets) of the
- *            tile's tokens come from the block table one tile ahead, through shared memory, so
- *            no copy waits on a table read. Tokens past the range read nothing (zero fill).
+ *            head_dim 128; two blocks per SM, three for fp8). Row starts (64-bit byte
+ *            offsets) of the tile's tokens are computed one tile ahead, into shared memory, from
+ *            block-table entries read two tiles ahead, so neither a copy nor the math waits on
+ *            a table read. Tokens past the range read nothing (zero fill).
  *   staging  the cache's bytes are copied as they are (fp8: the codes): row layouts as
  *            [token][16-byte word] rows XOR-swizzled by row; the shuffled layout in its own
  *            order (K [dim group][token], V [token group][dim]: x consecutive tokens of a dim
@@ -27,7 +28,7 @@
  *            (prefill, extend). S = Q K^T with Q in registers for the whole range as the A
  *            operand and K by ldmatrix; an online softmax per row in f32 (base 2; the quad of
  *            lanes sharing a row reduces with two shuffles; O is rescaled only when some row's
- *            running max grew); a row sees the keys before its causal limit, masked only on the
+ *            max grew 2^8 past the reference it was scaled to); a row sees the keys before its causal limit, masked only on the
  *            tiles that cross some row's limit; P rounded to the MMA type as the A operand of
  *            O += P V (V by ldmatrix.trans, or plain ldmatrix for the shuffled [dim][token]
  *            tiles). The MMAs run in the query dtype over 16-bit caches and in f16 over fp8
@@ -63,6 +64,7 @@ enum {
 };
 
 #define PDM__LOG2E 1.4426950408889634f
+#define PDM__RESCALE_LOG2 8.0f /* pdm__attend rescales O when a row's max grows past m + this */
 #define PDM__LN2 0.69314718055994531f
 
 /* Compile-time shape of one instantiation: cache dtype KVT, f16 (else bf16) queries, head_dim
@@ -88,6 +90,10 @@ struct pdm__cfg {
     static constexpr int STAGES = FP8 ? (D > 128 ? 3 : 4) : (D > 128 ? 2 : 3);
     static constexpr int SMEM = STAGES * STAGE;
     static constexpr int MERGE = (PDM__WARPS * PDM__ROWS * (D + 3) + PDM__ROWS) * 4;
+    /* Blocks per SM the decode kernel is built for (its __launch_bounds__): fp8 at D <= 128
+     * stages 64 KB or less, so three blocks fit (registers then capped at 168); two for 16-bit
+     * caches at D <= 128; one at 256. More resident warps hide the copy and MMA latencies. */
+    static constexpr int MIN_BLOCKS = D > 128 ? 1 : FP8 ? 3 : 2;
     static_assert(D % 32 == 0 && (KW == 4 || KW % 8 == 0) && (VW == 4 || VW % 8 == 0),
                   "swizzle: 4 words per row or a multiple of 8");
     static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
@@ -156,7 +162,7 @@ __device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &
 }
 
 /* Issue the copies of one tile (first token tok0, tokens < t_end only) into stage `st` (K
- * matrix then V matrix). koff/voff: the tile's row starts, elements (row layouts: one array). */
+ * matrix then V matrix). koff/voff: the tile's row starts, bytes (row layouts: one array). */
 template <class C>
 __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const uint8_t *__restrict__ vc,
                                            const long long *koff, const long long *voff, int tok0,
@@ -175,38 +181,53 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
                 pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
             else
                 pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
+            /* A token past the range has row start 0 (pdm__rows): its address stays inside
+             * the cache's first page and the copy reads nothing (zero fill). */
             const bool ok = tok0 + tok < t_end;
-            const uint8_t *p = src + (off[tok] + g) * C::ES;
             const int at = h * C::NCH + (h ? pdm__vword<C>(row, word) : pdm__kword<C>(row, word));
-            gpu_cp_async16(sbase + 16 * at, ok ? p : src, ok ? 16 : 0);
+            gpu_cp_async16(sbase + 16 * at, src + off[tok] + g * C::ES, ok ? 16 : 0);
         }
     }
 #endif
 }
 
-/* Row starts of the tokens of the tile at tok0 (thread j < BN: token tok0 + j), as the
- * copies need them: K row (shuffled: dim-group 0 of the token), V row (shuffled: the token's
- * x-group). kh is the KV head. */
+/* The cache block (page) holding token tok0 + j of the tile at tok0, read from the block table
+ * (-1 for j >= BN or a token past t_end). j: this thread's token of the tile (pdm__row_j). */
+__device__ __forceinline__ int pdm__page(const int32_t *__restrict__ bt, int tok0, int t_end, int j, int bs)
+{
+    const int pos = tok0 + j;
+    return j < PDM__BN && pos < t_end ? bt[pos / bs] : -1;
+}
+
+/* Row starts, in bytes, of token pos (in page n, -1: past the range) as the copies need them:
+ * K row (shuffled: dim-group 0 of the token), V row (shuffled: the token's x-group); 0 for
+ * n < 0. kh is the KV head. */
 template <class C>
-__device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, const int32_t *__restrict__ bt, int kh,
-                                          int tok0, int t_end, int j, long long &ko, long long &vo)
+__device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, int n_page, int kh, int pos,
+                                          long long &ko, long long &vo)
 {
     ko = vo = 0;
-    const int pos = tok0 + j;
-    if (j >= PDM__BN || pos >= t_end)
+    if (n_page < 0)
         return;
     const int bs = cache.block_size, hkv = cache.heads;
-    const long long n = bt[pos / bs];
+    const long long n = n_page;
     const int o = pos % bs;
     if (C::SHUF) {
         const long long base = (n * hkv + kh) * (long long)bs * C::D;
-        ko = base + (long long)o * C::GX;
-        vo = base + (long long)(o / C::GX) * C::D * C::GX;
+        ko = (base + (long long)o * C::GX) * C::ES;
+        vo = (base + (long long)(o / C::GX) * C::D * C::GX) * C::ES;
     } else if (cache.layout == OPT_KV_NHD) {
-        ko = vo = ((n * bs + o) * hkv + kh) * (long long)C::D;
+        ko = vo = ((n * bs + o) * hkv + kh) * (long long)C::D * C::ES;
     } else {
-        ko = vo = ((n * hkv + kh) * (long long)bs + o) * C::D;
+        ko = vo = ((n * hkv + kh) * (long long)bs + o) * C::D * C::ES;
     }
+}
+
+/* The tile token whose row starts thread tid computes: 16 per warp (lanes 0-15), so that the
+ * table work is spread over the warps; BN (none) for lanes 16-31. */
+__device__ __forceinline__ int pdm__row_j(int tid)
+{
+    return tid % 32 < 16 ? tid / 32 * 16 + tid % 32 : PDM__BN;
 }
 
 /* 4 fp8e4m3 codes (bytes 0-3 of w) -> 4 f16 of the same values, exactly (NaN codes -> NaN):
@@ -287,7 +308,7 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     constexpr int KWARPS = PDM__WARPS / WQ; /* warps sharing a row tile, splitting the tokens */
     constexpr int BM = 16 * WQ;             /* rows of the block */
     constexpr int NS = WQ;                  /* 16-token sub-tiles per warp per tile */
-    static_assert(PDM__WARPS % WQ == 0 && KWARPS * BM == PDM__WARPS * PDM__ROWS,
+    static_assert(PDM__WARPS % WQ == 0 && KWARPS * BM == PDM__WARPS * PDM__ROWS && PDM__BN == 16 * PDM__WARPS,
                   "the merge area holds KWARPS x BM rows");
     const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, g = lane / 4, t4 = lane % 4;
     const int rg = w % WQ, kw = w / WQ; /* row tile, token group */
@@ -297,11 +318,17 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     const int bs = cache.block_size, kh = jb.kh;
     const uint8_t *kc = (const uint8_t *)cache.k, *vc = (const uint8_t *)cache.v;
 
+    /* Row starts of the first STAGES tiles; then, one tile ahead of its use, the page of the
+     * next tile's token (pg), so that no block-table read is waited for inside the loop. */
+    const int rj = pdm__row_j(tid);
 #pragma unroll
     for (int t = 0; t < C::STAGES; t++)
-        if (tid < PDM__BN)
-            pdm__rows<C>(cache, bt, kh, t_begin + t * PDM__BN, t_end, tid, koff_s[t][tid],
-                         voff_s[t][tid]);
+        if (rj < PDM__BN) {
+            const int tok0 = t_begin + t * PDM__BN;
+            pdm__rows<C>(cache, pdm__page(bt, tok0, t_end, rj, bs), kh, tok0 + rj, koff_s[t][rj],
+                         voff_s[t][rj]);
+        }
+    int pg = pdm__page(bt, t_begin + C::STAGES * PDM__BN, t_end, rj, bs);
 
     /* This lane's rows a = 16 rg + g and b = a + 8: their q rows and key limits (a row sees
      * the keys before lim; rows past n_rows: t_end, results dropped). */
@@ -422,11 +449,14 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             pdm__issue<C>(kc, vc, koff_s[tn % C::STAGES], voff_s[tn % C::STAGES],
                           t_begin + tn * PDM__BN, t_end, bs, smem + (tn % C::STAGES) * C::STAGE, tid);
         gpu_cp_async_commit();
-        /* Row starts of tile tn + 1, stored after this tile's math (the load's latency hides
-         * behind it) into the slot of tile t, whose copies were issued long ago. */
+        /* Row starts of tile tn + 1 from its page, read an iteration ago, stored after this
+         * tile's math into the slot of tile t, whose copies were issued long ago; then the
+         * page of tile tn + 2's token (its read's latency hides behind the math). */
         long long nko = 0, nvo = 0;
-        if (tn + 1 < n_tiles)
-            pdm__rows<C>(cache, bt, kh, t_begin + (tn + 1) * PDM__BN, t_end, tid, nko, nvo);
+        if (tn + 1 < n_tiles) {
+            pdm__rows<C>(cache, pg, kh, t_begin + (tn + 1) * PDM__BN + rj, nko, nvo);
+            pg = pdm__page(bt, t_begin + (tn + 2) * PDM__BN, t_end, rj, bs);
+        }
 
         uint8_t *kmat = smem + (t % C::STAGES) * C::STAGE, *vmat = kmat + C::NCH * 16;
         if (C::SHUF && t_end - tok0 < PDM__BN && (t_end - tok0) % C::GX != 0) {
@@ -494,8 +524,10 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
         mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
         mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
         mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
-        /* Rescale only when some row's running max grew (rare once a split is under way). */
-        if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
+        /* Rescale only when some row's max passed its reference m by more than
+         * PDM__RESCALE_LOG2 (lazy rescaling): until then P = 2^(s - m) <= 2^8 -- in range for
+         * f16 and bf16 P, and l and O keep one reference, which the end divides out. */
+        if (__any_sync(0xffffffffu, mx0 > m0 + PDM__RESCALE_LOG2 || mx1 > m1 + PDM__RESCALE_LOG2)) {
             const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
             const float a0 = exp2f(m0 - pdm__ref(n0)), a1 = exp2f(m1 - pdm__ref(n1));
             m0 = n0, m1 = n1;
@@ -568,9 +600,9 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             }
         }
 
-        if (tn + 1 < n_tiles && tid < PDM__BN) {
-            koff_s[t % C::STAGES][tid] = nko;
-            voff_s[t % C::STAGES][tid] = nvo;
+        if (tn + 1 < n_tiles && rj < PDM__BN) {
+            koff_s[t % C::STAGES][rj] = nko;
+            voff_s[t % C::STAGES][rj] = nvo;
         }
     }
     gpu_cp_async_wait<0>();
