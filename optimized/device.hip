@@ -134,12 +134,6 @@ extern "C" int opt_event_elapsed(void *start, void *stop, float *ms)
     return OPT_OK;
 }
 
-extern "C" int opt_flush(void *buf, size_t bytes, int value, void *stream)
-{
-    GPU_CHECK(hipMemsetAsync(buf, value, bytes, (hipStream_t)stream));
-    return OPT_OK;
-}
-
 extern "C" int opt_empty_kernel(void *stream)
 {
     empty_kernel<<<1, 1, 0, (hipStream_t)stream>>>();

@@ -45,7 +45,8 @@ int opt_event_create(void **ev);
 int opt_event_destroy(void *ev);
 int opt_event_record(void *ev, void *stream);
 int opt_event_elapsed(void *start, void *stop, float *ms);
-/* Overwrite buf [bytes] on the device (evicts the L2 before a cold-cache timing). */
+/* Overwrite buf [bytes] on the device, then read it back: evicts the L2 before a cold-cache
+ * timing and leaves it clean (no write-back of the flush's own lines inside the timed window). */
 int opt_flush(void *buf, size_t bytes, int value, void *stream);
 /* A kernel that does nothing: the timing self-test's floor. */
 int opt_empty_kernel(void *stream);
