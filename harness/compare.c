@@ -8,6 +8,8 @@
 #include "hx.h"
 
 #include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const hx__status_names[HX_STATUS_COUNT] = {
@@ -76,29 +78,33 @@ static int hx__same_bits(ref_dtype dt, const void *data, size_t i, double ref)
     return memcmp((const unsigned char *)data + i * esz, want, esz) == 0;
 }
 
-hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_metrics *m)
+/* One chunk's share of hx_compare: counts, extremes, the first worst element and the sums. */
+typedef struct hx__cmp_acc {
+    size_t n, n_unwritten, n_nonfinite_mismatch, n_bad, worst;
+    double max_abs, max_rel, worst_ratio, worst_got, worst_ref;
+    double s_gr, s_gg_rr, s_dd, s_rr, s_abs;
+} hx__cmp_acc;
+
+static void hx__compare_range(const hx_tensor *got, const double *r, hx_tol tol, int bit_exact,
+                              size_t lo, size_t hi, hx__cmp_acc *a)
 {
-    const int bit_exact = tol.atol == 0 && tol.rtol == 0;
-    memset(m, 0, sizeof *m);
-    m->canary_ok = hx_tensor_canary_ok(got);
-    m->worst_got = m->worst_ref = NAN;
-    const double *r = ref->data;
-    double s_gr = 0, s_gg_rr = 0, s_dd = 0, s_rr = 0, s_abs = 0, worst_ratio = -1;
-    size_t n = got->numel < ref->numel ? got->numel : ref->numel;
-    for (size_t i = 0; i < n; i++) {
+    memset(a, 0, sizeof *a);
+    a->worst_ratio = -1;
+    a->worst_got = a->worst_ref = NAN;
+    for (size_t i = lo; i < hi; i++) {
         if (hx_is_poison(got->dtype, got->data, i)) {
-            m->n_unwritten++;
+            a->n_unwritten++;
             continue;
         }
         double g = ref_load(got->dtype, got->data, i), ri = r[i];
         if (!isfinite(g) || !isfinite(ri)) {
             if (!hx__same_nonfinite(g, ri)) {
-                m->n_nonfinite_mismatch++;
-                if (worst_ratio < INFINITY) {
-                    worst_ratio = INFINITY;
-                    m->worst = i;
-                    m->worst_got = g;
-                    m->worst_ref = ri;
+                a->n_nonfinite_mismatch++;
+                if (a->worst_ratio < INFINITY) {
+                    a->worst_ratio = INFINITY;
+                    a->worst = i;
+                    a->worst_got = g;
+                    a->worst_ref = ri;
                 }
             }
             continue;
@@ -110,25 +116,73 @@ hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_
             err = fmax(err, 1e-300);
         double ratio = err <= lim ? (lim > 0 ? err / lim : 0) : (lim > 0 ? err / lim : INFINITY);
         if (!(err <= lim))
-            m->n_bad++;
-        if (ratio > worst_ratio) {
-            worst_ratio = ratio;
-            m->worst = i;
-            m->worst_got = g;
-            m->worst_ref = ri;
+            a->n_bad++;
+        if (ratio > a->worst_ratio) {
+            a->worst_ratio = ratio;
+            a->worst = i;
+            a->worst_got = g;
+            a->worst_ref = ri;
         }
-        if (err > m->max_abs)
-            m->max_abs = err;
+        if (err > a->max_abs)
+            a->max_abs = err;
         double rel = err / fmax(fabs(ri), 1e-30);
-        if (rel > m->max_rel)
-            m->max_rel = rel;
-        m->n++;
-        s_abs += err;
-        s_gr += g * ri;
-        s_gg_rr += g * g + ri * ri;
-        s_dd += (g - ri) * (g - ri);
-        s_rr += ri * ri;
+        if (rel > a->max_rel)
+            a->max_rel = rel;
+        a->n++;
+        a->s_abs += err;
+        a->s_gr += g * ri;
+        a->s_gg_rr += g * g + ri * ri;
+        a->s_dd += (g - ri) * (g - ri);
+        a->s_rr += ri * ri;
     }
+}
+
+/* Elements per chunk. The chunks are judged in parallel and their results combined in chunk
+ * order: the same sums, the same first worst element, whatever the thread count. */
+enum { HX__CMP_CHUNK = 1 << 16 };
+
+hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_metrics *m)
+{
+    const int bit_exact = tol.atol == 0 && tol.rtol == 0;
+    memset(m, 0, sizeof *m);
+    m->canary_ok = hx_tensor_canary_ok(got);
+    m->worst_got = m->worst_ref = NAN;
+    const double *r = ref->data;
+    size_t n = got->numel < ref->numel ? got->numel : ref->numel;
+    const size_t nch = n ? (n + HX__CMP_CHUNK - 1) / HX__CMP_CHUNK : 1;
+    hx__cmp_acc one, *acc = nch > 1 ? malloc(nch * sizeof *acc) : &one;
+    if (!acc) /* out of memory: judge in one piece */
+        hx__compare_range(got, r, tol, bit_exact, 0, n, acc = &one);
+    else {
+#pragma omp parallel for schedule(dynamic, 4) if (nch > 1)
+        for (ptrdiff_t c = 0; c < (ptrdiff_t)nch; c++) {
+            const size_t lo = (size_t)c * HX__CMP_CHUNK, hi = lo + HX__CMP_CHUNK < n ? lo + HX__CMP_CHUNK : n;
+            hx__compare_range(got, r, tol, bit_exact, lo, hi, &acc[c]);
+        }
+    }
+    double s_gr = 0, s_gg_rr = 0, s_dd = 0, s_rr = 0, s_abs = 0, worst_ratio = -1;
+    for (size_t c = 0; c < (acc == &one ? 1 : nch); c++) {
+        const hx__cmp_acc *a = &acc[c];
+        m->n += a->n;
+        m->n_unwritten += a->n_unwritten;
+        m->n_nonfinite_mismatch += a->n_nonfinite_mismatch;
+        m->n_bad += a->n_bad;
+        if (a->worst_ratio > worst_ratio) {
+            worst_ratio = a->worst_ratio;
+            m->worst = a->worst;
+            m->worst_got = a->worst_got;
+            m->worst_ref = a->worst_ref;
+        }
+        m->max_abs = a->max_abs > m->max_abs ? a->max_abs : m->max_abs;
+        m->max_rel = a->max_rel > m->max_rel ? a->max_rel : m->max_rel;
+        s_abs += a->s_abs;
+        s_gr += a->s_gr;
+        s_gg_rr += a->s_gg_rr;
+        s_dd += a->s_dd;
+        s_rr += a->s_rr;
+    }
+    if (acc != &one)
+        free(acc);
     m->headroom = worst_ratio < 0 ? 0 : worst_ratio;
     m->mean_abs = m->n ? s_abs / (double)m->n : 0;
     m->cos_diff = s_gg_rr > 0 ? 1.0 - 2.0 * s_gr / s_gg_rr : 0.0;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -160,28 +161,42 @@ void hx_result_set_err_profile(hx_output_result *o, const hx_tensor *got, const 
     for (int b = 0; b < n; b++)
         o->prof_max_abs[b] = o->prof_headroom[b] = 0;
     const double *r = ref->data;
-    for (size_t i = 0; i < got->numel; i++) {
-        const int b = (int)((int64_t)(i / inner % (size_t)rows) * n / rows);
-        double err, ratio;
-        if (hx_is_poison(got->dtype, got->data, i)) {
-            err = ratio = INFINITY;
-        } else {
-            double g = ref_load(got->dtype, got->data, i);
-            if (!isfinite(g) || !isfinite(r[i])) {
-                /* the same NaN or infinity on both sides is not an error (compare.c) */
-                if (isnan(g) ? isnan(r[i]) : g == r[i])
-                    continue;
+    /* Each thread keeps its own buckets; maxima combine in any order to the same result. */
+#pragma omp parallel
+    {
+        float mx[HX_PROF_MAX] = {0}, hr[HX_PROF_MAX] = {0};
+#pragma omp for schedule(static)
+        for (ptrdiff_t k = 0; k < (ptrdiff_t)got->numel; k++) {
+            const size_t i = (size_t)k;
+            const int b = (int)((int64_t)(i / inner % (size_t)rows) * n / rows);
+            double err, ratio;
+            if (hx_is_poison(got->dtype, got->data, i)) {
                 err = ratio = INFINITY;
             } else {
-                double lim = o->tol.atol + o->tol.rtol * fabs(r[i]);
-                err = fabs(g - r[i]);
-                ratio = lim > 0 ? err / lim : err > 0 ? INFINITY : 0;
+                double g = ref_load(got->dtype, got->data, i);
+                if (!isfinite(g) || !isfinite(r[i])) {
+                    /* the same NaN or infinity on both sides is not an error (compare.c) */
+                    if (isnan(g) ? isnan(r[i]) : g == r[i])
+                        continue;
+                    err = ratio = INFINITY;
+                } else {
+                    double lim = o->tol.atol + o->tol.rtol * fabs(r[i]);
+                    err = fabs(g - r[i]);
+                    ratio = lim > 0 ? err / lim : err > 0 ? INFINITY : 0;
+                }
             }
+            if (err > mx[b])
+                mx[b] = (float)err;
+            if (ratio > hr[b])
+                hr[b] = (float)ratio;
         }
-        if (err > o->prof_max_abs[b])
-            o->prof_max_abs[b] = (float)err;
-        if (ratio > o->prof_headroom[b])
-            o->prof_headroom[b] = (float)ratio;
+#pragma omp critical(hx__err_profile)
+        for (int b = 0; b < n; b++) {
+            if (mx[b] > o->prof_max_abs[b])
+                o->prof_max_abs[b] = mx[b];
+            if (hr[b] > o->prof_headroom[b])
+                o->prof_headroom[b] = hr[b];
+        }
     }
     o->prof_n = n;
     o->prof_axis = axis;

@@ -23,6 +23,7 @@
 #endif // ATTN_HAVE_GPU
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -358,8 +359,9 @@ static int hx__emulate(const hx_case *c, const hx_tensors *in, hx_tensors *out, 
         hx_tensor *t = &out->t[i];
         const double *v = emu64.t[i].data;
         hx__output_init(t, in);
-        for (size_t j = 0; j < t->numel; j++)
-            ref_store(t->dtype, t->data, j, v[j]);
+#pragma omp parallel for schedule(static)
+        for (ptrdiff_t j = 0; j < (ptrdiff_t)t->numel; j++)
+            ref_store(t->dtype, t->data, (size_t)j, v[j]);
     }
     hx_tensors_free(&emu64);
     return rc;
