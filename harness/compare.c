@@ -156,7 +156,8 @@ hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_
     else {
 #pragma omp parallel for schedule(dynamic, 4) if (nch > 1)
         for (ptrdiff_t c = 0; c < (ptrdiff_t)nch; c++) {
-            const size_t lo = (size_t)c * HX__CMP_CHUNK, hi = lo + HX__CMP_CHUNK < n ? lo + HX__CMP_CHUNK : n;
+            const size_t lo = (size_t)c * HX__CMP_CHUNK;
+            const size_t hi = lo + HX__CMP_CHUNK < n ? lo + HX__CMP_CHUNK : n;
             hx__compare_range(got, r, tol, bit_exact, lo, hi, &acc[c]);
         }
     }

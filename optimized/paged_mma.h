@@ -28,14 +28,14 @@
  *            (prefill, extend). S = Q K^T with Q in registers for the whole range as the A
  *            operand and K by ldmatrix; an online softmax per row in f32 (base 2; the quad of
  *            lanes sharing a row reduces with two shuffles; O is rescaled only when some row's
- *            max grew 2^8 past the reference it was scaled to); a row sees the keys before its causal limit, masked only on the
- *            tiles that cross some row's limit; P rounded to the MMA type as the A operand of
- *            O += P V (V by ldmatrix.trans, or plain ldmatrix for the shuffled [dim][token]
- *            tiles). The MMAs run in the query dtype over 16-bit caches and in f16 over fp8
- *            ones: a bf16 query row is then scaled by a power of two into f16's range (exact
- *            but for parts below 2^-39 of the row's largest element, under f32's rounding of
- *            the dot product), the logit takes the power back. Rows past the job's count are
- *            zero queries whose results are dropped.
+ *            max grew 2^8 past the reference it was scaled to); a row sees the keys before its
+ *            causal limit, masked only on the tiles that cross some row's limit; P rounded to
+ *            the MMA type as the A operand of O += P V (V by ldmatrix.trans, or plain ldmatrix
+ *            for the shuffled [dim][token] tiles). The MMAs run in the query dtype over 16-bit
+ *            caches and in f16 over fp8 ones: a bf16 query row is then scaled by a power of two
+ *            into f16's range (exact but for parts below 2^-39 of the row's largest element,
+ *            under f32's rounding of the dot product), the logit takes the power back. Rows
+ *            past the job's count are zero queries whose results are dropped.
  * The warps' (m, l, O) merge in shared memory at the end; each row is written as its final out
  * (rounded once into the query dtype) and lse when all of its keys are in this range's split,
  * else as a normalised partial and LSE in the caller's workspace for a combine kernel. Slots
@@ -193,7 +193,8 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
 
 /* The cache block (page) holding token tok0 + j of the tile at tok0, read from the block table
  * (-1 for j >= BN or a token past t_end). j: this thread's token of the tile (pdm__row_j). */
-__device__ __forceinline__ int pdm__page(const int32_t *__restrict__ bt, int tok0, int t_end, int j, int bs)
+__device__ __forceinline__ int pdm__page(const int32_t *__restrict__ bt, int tok0, int t_end, int j,
+                                         int bs)
 {
     const int pos = tok0 + j;
     return j < PDM__BN && pos < t_end ? bt[pos / bs] : -1;
@@ -308,8 +309,9 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     constexpr int KWARPS = PDM__WARPS / WQ; /* warps sharing a row tile, splitting the tokens */
     constexpr int BM = 16 * WQ;             /* rows of the block */
     constexpr int NS = WQ;                  /* 16-token sub-tiles per warp per tile */
-    static_assert(PDM__WARPS % WQ == 0 && KWARPS * BM == PDM__WARPS * PDM__ROWS && PDM__BN == 16 * PDM__WARPS,
+    static_assert(PDM__WARPS % WQ == 0 && KWARPS * BM == PDM__WARPS * PDM__ROWS,
                   "the merge area holds KWARPS x BM rows");
+    static_assert(PDM__BN == 16 * PDM__WARPS, "pdm__row_j: 16 tile tokens per warp");
     const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, g = lane / 4, t4 = lane % 4;
     const int rg = w % WQ, kw = w / WQ; /* row tile, token group */
     const int t_begin = jb.t_begin, t_end = jb.t_end, gv = jb.gv, hq = jb.hq;

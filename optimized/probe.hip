@@ -1,7 +1,8 @@
 /* probe.hip - micro-benchmark kernels for the roofline command (MEASURE.md).
  *
- * probe_read: streaming read bandwidth (and opt_flush's read pass). Each thread reads 16-byte words in a grid-stride
- *   loop, four independent loads in flight per iteration, and XORs them; a block's XOR goes
+ * probe_read: streaming read bandwidth (and opt_flush's read pass). Each thread reads 16-byte
+ *   words in a grid-stride loop, eight independent loads in flight per iteration, and XORs
+ *   them; a block's XOR goes
  *   to partial[block], so the loads cannot be elided and the result can be checked exactly
  *   (XOR is order-independent, so the check does not depend on the schedule).
  * probe_copy: copy bandwidth, 16-byte words, grid-stride, four words in flight.
@@ -229,7 +230,8 @@ probe_wgmma_arange_kernel(int mode, const uint16_t *a, const uint16_t *b, float 
  * dirty lines written back), then read it back, so that the L2 ends up holding clean lines of
  * buf only. Without the read pass the L2 would be left full of buf's dirty lines, and the
  * timed kernel would pay their write-back (up to the L2's size of DRAM writes) inside its
- * window: a tax of ~16% on a 300 MB decode read on an H100, none of it the kernel's. */
+ * window, none of it the kernel's: on an H100 the same paged_decode kernels (perf-decode.ini,
+ * 270-600 MB reads) timed 4-17% faster once the read pass was added. */
 extern "C" int opt_flush(void *buf, size_t bytes, int value, void *stream)
 {
     GPU_CHECK(hipMemsetAsync(buf, value, bytes, (hipStream_t)stream));

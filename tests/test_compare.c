@@ -149,6 +149,31 @@ Test(compare, one_element_off_is_located)
     hx_tensors_free(&p.s);
 }
 
+/* Past one 64K-element chunk the judge runs chunks in parallel: counts add up across chunks,
+ * the worst element is the first of equal worst ones (as an in-order scan finds it), an
+ * unwritten element in a late chunk is seen, and the cos sums cover every chunk. */
+Test(compare, chunked_judge_combines_in_order)
+{
+    pair p;
+    hx_metrics m;
+    const int n = 3 * 65536 + 8 * 1000;
+    make_pair(&p, REF_F32, n);
+    const hx_tol tol = {1e-3, 0, -1}; /* atol only: equal errors, equal ratios */
+    const size_t bad[3] = {150000, 70000, 200000}; /* chunks 2, 1, 3: the same error each */
+    for (int k = 0; k < 3; k++)
+        ((double *)p.ref->data)[bad[k]] = ref_load(REF_F32, p.got->data, bad[k]) + 1.0;
+    cr_expect_eq(hx_compare(p.got, p.ref, tol, &m), HX_FAIL_NUMERIC);
+    cr_expect_eq(m.n, (size_t)n);
+    cr_expect_eq(m.n_bad, 3);
+    cr_expect_eq(m.worst, 70000); /* the first of the three equal worst ratios */
+    cr_expect_gt(m.cos_diff, 0.0);
+    hx_tensor_poison(p.got);
+    ref_store(REF_F32, p.got->data, 0, 0.0); /* all but element 0 unwritten */
+    cr_expect_eq(hx_compare(p.got, p.ref, tol, &m), HX_FAIL_UNWRITTEN);
+    cr_expect_eq(m.n_unwritten, (size_t)n - 1);
+    hx_tensors_free(&p.s);
+}
+
 Test(compare, headroom_is_err_over_tol)
 {
     pair p;
