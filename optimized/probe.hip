@@ -230,8 +230,8 @@ probe_wgmma_arange_kernel(int mode, const uint16_t *a, const uint16_t *b, float 
  * dirty lines written back), then read it back, so that the L2 ends up holding clean lines of
  * buf only. Without the read pass the L2 would be left full of buf's dirty lines, and the
  * timed kernel would pay their write-back (up to the L2's size of DRAM writes) inside its
- * window, none of it the kernel's: on an H100 the same paged_decode kernels (perf-decode.ini,
- * 270-600 MB reads) timed 4-17% faster once the read pass was added. */
+ * window, none of it the kernel's: on an H100, paged_decode over perf-decode.ini (150-540 MB
+ * reads) timed 3-17% faster once the read pass was added (docs/CHOICES.md, Timing). */
 extern "C" int opt_flush(void *buf, size_t bytes, int value, void *stream)
 {
     GPU_CHECK(hipMemsetAsync(buf, value, bytes, (hipStream_t)stream));
