@@ -71,7 +71,12 @@ static const char *const usage_run =
     "\n"
     "Columns: status, max_abs (worst output), cos_diff (of `out`), headroom (worst err/tol;\n"
     "> 1 fails), median time, TFLOP/s and GB/s (SPEC.md cost model), % of the measured peak\n"
-    "(OpenBLAS dgemm for CPU rows), seed. Exit: 0 pass/skip, 1 failure, 2 bad case file, 3 runtime.\n";
+    "(OpenBLAS dgemm for CPU rows), seed. Exit: 0 pass/skip, 1 failure, 2 bad case file, 3 runtime.\n"
+    "\n"
+    "Interrupting: the first Ctrl-C or SIGTERM (e.g. from `timeout`) lets the case under way\n"
+    "finish, keeps the records written so far under the --json/--csv names and exits with\n"
+    "128 + the signal (130, 143); a second one ends the run at once, leaving the finished\n"
+    "records in FILE.tmp<pid>.\n";
 
 static const char *const usage_list =
     "usage: attn-harness list [CASE_FILE...]\n"

@@ -23,6 +23,7 @@
 #endif // ATTN_HAVE_GPU
 
 #include <math.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,9 +240,26 @@ static void hx__emit(hx__sink *s, const hx_result *r)
         hx_json_record(s->json.f, r, s->ri);
     if (s->csv.f)
         hx_csv_row(s->csv.f, r, s->ri);
+    /* Every record reaches the file as it is made: a run that is killed leaves whole records
+     * in the temporary file, one that is interrupted keeps them under the final name. */
+    if (s->json.f)
+        fflush(s->json.f);
+    if (s->csv.f)
+        fflush(s->csv.f);
     s->n_rows++;
     if (!hx_status_ok(r->status))
         s->n_failed++;
+}
+
+/* SIGINT / SIGTERM (Ctrl-C, `timeout`): the first one lets the case under way finish, then the
+ * run stops and keeps what it wrote; a second one ends the process at once (the handler puts
+ * the default action back). */
+static volatile sig_atomic_t hx__stop_signal;
+
+static void hx__on_stop_signal(int sig)
+{
+    hx__stop_signal = sig;
+    signal(sig, SIG_DFL);
 }
 
 /* ------------------------------------------------------------ one case */
@@ -1087,7 +1105,14 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
     hx_table_header(stdout);
     prog.t_start = hx_now();
     int done = 0;
-    for (int k = 0; k < cases.n && !rc; k++) {
+    hx__stop_signal = 0;
+    void (*old_int)(int) = signal(SIGINT, hx__on_stop_signal);
+    void (*old_term)(int) = signal(SIGTERM, hx__on_stop_signal);
+    if (old_int == SIG_IGN) /* started ignoring it (nohup, a background job): keep ignoring */
+        signal(SIGINT, SIG_IGN);
+    if (old_term == SIG_IGN)
+        signal(SIGTERM, SIG_IGN);
+    for (int k = 0; k < cases.n && !rc && !hx__stop_signal; k++) {
         const hx_case *c = &cases.v[k];
         if (k % o->shard_n != o->shard_i || !hx__case_selected(o, c))
             continue;
@@ -1102,9 +1127,20 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
         prog.done = ++done;
     }
     hx__progress_clear(&prog);
+    signal(SIGINT, old_int == SIG_ERR ? SIG_DFL : old_int);
+    signal(SIGTERM, old_term == SIG_ERR ? SIG_DFL : old_term);
     if (rc) {
         hx_fail(e, rc, "run stopped: bad input files (see above)");
         goto out;
+    }
+    const int stopped = hx__stop_signal;
+    if (stopped) {
+        fprintf(stderr, "attn-harness: interrupted (signal %d) after %d of %d cases", stopped,
+                done, prog.total);
+        if (o->json || o->csv)
+            fprintf(stderr, "; their records are kept in %s%s%s", o->json ? o->json : "",
+                    o->json && o->csv ? " and " : "", o->csv ? o->csv : "");
+        fputc('\n', stderr);
     }
 
     printf("\nreference speed (f64, %d threads, %s; OpenBLAS dgemm measured now: %.1f GFLOP/s)\n",
@@ -1140,5 +1176,7 @@ out:;
     hx_cases_free(&cases);
     if (rc)
         return rc;
+    if (hx__stop_signal)
+        return 128 + hx__stop_signal; /* the shell's code for a run ended by that signal */
     return s.n_failed ? 1 : 0;
 }
