@@ -150,11 +150,12 @@ hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_
     const double *r = ref->data;
     size_t n = got->numel < ref->numel ? got->numel : ref->numel;
     const size_t nch = n ? (n + HX__CMP_CHUNK - 1) / HX__CMP_CHUNK : 1;
-    hx__cmp_acc one, *acc = nch > 1 ? malloc(nch * sizeof *acc) : &one;
-    if (!acc) /* out of memory: judge in one piece */
+    hx__cmp_acc one, *acc = nch > 1 ? malloc(nch * sizeof *acc) : NULL;
+    const size_t nacc = acc ? nch : 1;
+    if (!acc) /* one chunk, or out of memory: judge in one piece */
         hx__compare_range(got, r, tol, bit_exact, 0, n, acc = &one);
     else {
-#pragma omp parallel for schedule(dynamic, 4) if (nch > 1)
+#pragma omp parallel for schedule(dynamic, 4)
         for (ptrdiff_t c = 0; c < (ptrdiff_t)nch; c++) {
             const size_t lo = (size_t)c * HX__CMP_CHUNK;
             const size_t hi = lo + HX__CMP_CHUNK < n ? lo + HX__CMP_CHUNK : n;
@@ -162,7 +163,7 @@ hx_status hx_compare(const hx_tensor *got, const hx_tensor *ref, hx_tol tol, hx_
         }
     }
     double s_gr = 0, s_gg_rr = 0, s_dd = 0, s_rr = 0, s_abs = 0, worst_ratio = -1;
-    for (size_t c = 0; c < (acc == &one ? 1 : nch); c++) {
+    for (size_t c = 0; c < nacc; c++) {
         const hx__cmp_acc *a = &acc[c];
         m->n += a->n;
         m->n_unwritten += a->n_unwritten;
