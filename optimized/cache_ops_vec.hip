@@ -22,13 +22,15 @@
  *                      (log2 x exchange stages of 8 bytes each way a lane, then byte
  *                      permutes), after which lane l holds token p % x's chunk p / x, as
  *                      for shuffled K.
- * fp8 conversions are software and bit-exact: gather into bf16 with a power-of-two scale
+ * fp8 conversions are bit-exact: gather into bf16 with a power-of-two scale
  * 2^-117 .. 2^7 (the default 1/64 included) decodes with two bit operations and one f32
  * multiplication a code, exact (gc__fast_mul); other scales, f16 rows and pieces holding a
  * NaN code go through a 256-entry table per scale in shared memory, built with the same
- * arithmetic as the simple kernel; cache_write encodes branch-free
- * (integer rounding for normals, one f32 addition for the subnormal range, which rounds the
- * same way: see cv__f32_to_fp8). The per-piece processing loops are not unrolled (the loaded
+ * arithmetic as the simple kernel; cache_write encodes two values an instruction where the
+ * target converts to e4m3 in hardware (GPU_HAS_CVT_E4M3: the magnitudes converted, the signs
+ * put back, see cv__encode2), else branch-free in software (integer rounding for normals, one
+ * f32 addition for the subnormal range, which rounds the same way: see cv__f32_to_fp8); both
+ * give the same bits for every input. The per-piece processing loops are not unrolled (the loaded
  * pieces shift down a register array instead), since after each cold-L2 flush every
  * instruction of an unrolled body is fetched from DRAM again.
  *
@@ -201,7 +203,7 @@ __device__ inline uint32_t cv__decode(uint32_t code, float scale)
     if (KVT == DT)
         return code;
     const float f = num_fp8e4m3_to_f32((uint8_t)code) * scale;
-    return DT == OPT_BF16 ? num_f32_to_bf16(f) : num_f32_to_f16(f);
+    return DT == OPT_BF16 ? num_f32_to_bf16(f) : gpu_f32_to_f16(f);
 }
 
 /* An fp8 quantization scale. For a power of two s = 2^k (normal, with a normal reciprocal),
@@ -237,11 +239,32 @@ __device__ inline uint32_t cv__f32_to_fp8(float f)
 /* Row bits of DT as an fp8 code: fp8(x / scale) with the quotient in f32 (as cache_write
  * simple does). */
 template <int DT>
+__device__ inline float cv__quotient(uint32_t bits, const cv__quant &q)
+{
+    const float f = DT == OPT_BF16 ? num_bf16_to_f32((uint16_t)bits) : gpu_f16_to_f32((uint16_t)bits);
+    return q.pow2 ? f * q.inv : f / q.scale;
+}
+
+template <int DT>
 __device__ inline uint32_t cv__encode(uint32_t bits, const cv__quant &q)
 {
-    const float f = DT == OPT_BF16 ? num_bf16_to_f32((uint16_t)bits) : num_f16_to_f32((uint16_t)bits);
-    return cv__f32_to_fp8(q.pow2 ? f * q.inv : f / q.scale);
+    return cv__f32_to_fp8(cv__quotient<DT>(bits, q));
 }
+
+#if defined(GPU_HAS_CVT_E4M3)
+/* The two 16-bit row elements of word x as two codes (low byte first), by the hardware
+ * conversion of the magnitudes with the sign bits put back: round to nearest even is
+ * symmetric, and a NaN code then carries its input's sign, so every input gives
+ * cv__f32_to_fp8's bits (-0 and negative values rounding to zero: 0x80; NaN: 0x7F | sign). */
+template <int DT>
+__device__ inline uint32_t cv__encode2(uint32_t x, const cv__quant &q)
+{
+    const uint32_t a = num_f32_bits(cv__quotient<DT>(x & 0xFFFFu, q));
+    const uint32_t b = num_f32_bits(cv__quotient<DT>(x >> 16, q));
+    const uint32_t mag = gpu_f32x2_to_e4m3x2(num_bits_f32(a & 0x7FFFFFFFu), num_bits_f32(b & 0x7FFFFFFFu));
+    return (mag & 0x7F7Fu) | ((a >> 24) & 0x80u) | ((b >> 16) & 0x8000u);
+}
+#endif // GPU_HAS_CVT_E4M3
 
 /* 16 row elements (32 bytes) as 16 fp8 codes (16 bytes), one output word at a time. */
 template <int DT>
@@ -249,9 +272,13 @@ __device__ inline void cv__encode16(const uint32_t *p, const cv__quant &q, uint3
 {
 #pragma unroll
     for (int e = 0; e < 4; e++)
+#if defined(GPU_HAS_CVT_E4M3)
+        w[e] = cv__encode2<DT>(p[2 * e], q) | cv__encode2<DT>(p[2 * e + 1], q) << 16;
+#else
         w[e] = cv__encode<DT>(p[2 * e] & 0xFFFFu, q) | cv__encode<DT>(p[2 * e] >> 16, q) << 8 |
                cv__encode<DT>(p[2 * e + 1] & 0xFFFFu, q) << 16 |
                cv__encode<DT>(p[2 * e + 1] >> 16, q) << 24;
+#endif // GPU_HAS_CVT_E4M3
 }
 
 /* Launch shape: SMs of the current device (cached per device id). */

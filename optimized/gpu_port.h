@@ -161,6 +161,62 @@ typedef cudaDeviceAttr hipDeviceAttribute_t;
 #define GPU_TRAP() __trap()
 #endif // GPU_VENDOR_AMD
 
+/* ------------------------------------------------------------ f16 <-> f32, one instruction */
+/* IEEE binary16 <-> f32 with the hardware's conversions: f16 -> f32 is exact; f32 -> f16
+ * rounds to nearest even, keeps subnormals, overflows to inf (every target here: AMD
+ * v_cvt_f16_f32, NVIDIA cvt.rn.f16.f32). Every non-NaN input gives numerics.h's
+ * num_f16_to_f32 / num_f32_to_f16 bits (the portable forms, ~10-20 integer operations each); a
+ * NaN stays a NaN, its payload the hardware's. Streaming kernels of 16-bit data are bound by
+ * those operations otherwise (merge_states f16 ran at 0.71 of copy bandwidth with them). */
+#if defined(GPU_VENDOR_AMD)
+__device__ __forceinline__ float gpu_f16_to_f32(uint16_t h)
+{
+    return (float)__builtin_bit_cast(_Float16, h);
+}
+__device__ __forceinline__ uint16_t gpu_f32_to_f16(float f)
+{
+    return __builtin_bit_cast(uint16_t, (_Float16)f);
+}
+#else
+__device__ __forceinline__ float gpu_f16_to_f32(uint16_t h)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ uint16_t gpu_f32_to_f16(float f)
+{
+    uint16_t h;
+    asm("cvt.rn.f16.f32 %0, %1;\n" : "=h"(h) : "f"(f));
+    return h;
+}
+#endif // GPU_VENDOR_AMD
+
+/* GPU_HAS_CVT_E4M3: OCP e4m3 (fp8e4m3fn, SPEC's fp8) <-> 16/32-bit floats in hardware, two
+ * values an instruction: NVIDIA sm_89+ device code. (CDNA3's fp8 instructions convert the
+ * e4m3fnuz format -- another bias, another NaN -- so AMD keeps the software forms.)
+ *   gpu_f32x2_to_e4m3x2(lo, hi)  codes of lo (low byte) and hi, rounded to nearest even,
+ *                                finite overflow and inf saturated to +-448, NaN to a NaN code
+ *                                (cvt.rn.satfinite.e4m3x2.f32);
+ *   gpu_e4m3x2_to_f16x2(c)       the two codes in c's low 16 bits (low byte first) as an f16
+ *                                pair, exact -- every e4m3 value is an f16 one; NaN -> NaN
+ *                                (cvt.rn.f16x2.e4m3x2). */
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define GPU_HAS_CVT_E4M3 1
+__device__ __forceinline__ uint32_t gpu_f32x2_to_e4m3x2(float lo, float hi)
+{
+    uint16_t r;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ uint32_t gpu_e4m3x2_to_f16x2(uint32_t c)
+{
+    uint32_t r;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"((uint16_t)c));
+    return r;
+}
+#endif // sm_89+
+
 /* ------------------------------------------------------------ matrix primitive */
 #if defined(GPU_VENDOR_AMD) && (defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__))
 #define GPU_HAS_MMA_BF16 1

@@ -33,7 +33,7 @@ __device__ inline float mv__get(const uint32_t (&w)[4], int j)
     if (DT == OPT_F32)
         return num_bits_f32(w[j]);
     const uint16_t b = (uint16_t)(w[j / 2] >> (16 * (j % 2)));
-    return DT == OPT_BF16 ? num_bf16_to_f32(b) : num_f16_to_f32(b);
+    return DT == OPT_BF16 ? num_bf16_to_f32(b) : gpu_f16_to_f32(b);
 }
 
 template <int DT>
@@ -43,7 +43,7 @@ __device__ inline void mv__put(uint32_t (&w)[4], int j, float v)
         w[j] = num_f32_bits(v);
         return;
     }
-    const uint32_t b = DT == OPT_BF16 ? num_f32_to_bf16(v) : num_f32_to_f16(v);
+    const uint32_t b = DT == OPT_BF16 ? num_f32_to_bf16(v) : gpu_f32_to_f16(v);
     if (j % 2)
         w[j / 2] |= b << 16;
     else

@@ -109,8 +109,8 @@ __device__ __forceinline__ void pds__widen8(uint4 w, float (&f)[8])
             f[2 * i] = num_bits_f32(u[i] << 16);
             f[2 * i + 1] = num_bits_f32(u[i] & 0xFFFF0000u);
         } else {
-            f[2 * i] = num_f16_to_f32((uint16_t)u[i]);
-            f[2 * i + 1] = num_f16_to_f32((uint16_t)(u[i] >> 16));
+            f[2 * i] = gpu_f16_to_f32((uint16_t)u[i]);
+            f[2 * i + 1] = gpu_f16_to_f32((uint16_t)(u[i] >> 16));
         }
     }
 }

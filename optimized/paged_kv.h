@@ -161,13 +161,9 @@ __device__ __forceinline__ void pkv_fp8x16_16bit(uint4 v, uint4 &lo, uint4 &hi)
  * decode and the latent_wgmma.h loaders (mla_decode, dsv4_sparse_decode) use it. */
 __device__ __forceinline__ uint32_t pkv_fp8x2_bf16(uint32_t codes, float ks)
 {
-#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-    uint32_t h2;
-    float lo, hi;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h2) : "h"((unsigned short)codes));
-    asm("{\n.reg .b16 l, u;\nmov.b32 {l, u}, %2;\ncvt.f32.f16 %0, l;\ncvt.f32.f16 %1, u;\n}\n"
-        : "=f"(lo), "=f"(hi)
-        : "r"(h2));
+#if defined(GPU_HAS_CVT_E4M3)
+    const uint32_t h2 = gpu_e4m3x2_to_f16x2(codes);
+    const float lo = gpu_f16_to_f32((uint16_t)h2), hi = gpu_f16_to_f32((uint16_t)(h2 >> 16));
     return gpu_pack2<false>(lo * ks, hi * ks);
 #else
     const float lo = num_fp8e4m3_to_f32((uint8_t)(codes & 0xFFu)) * ks;

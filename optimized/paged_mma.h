@@ -236,17 +236,17 @@ __device__ __forceinline__ int pdm__row_j(int tid)
  * pair; older targets: paged_kv.h's bit moves give code * 2^-8, times 256 (exact). */
 __device__ __forceinline__ void pdm__fp8x4_f16(uint32_t w, uint32_t &lo, uint32_t &hi)
 {
-#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(lo) : "h"((uint16_t)w));
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(hi) : "h"((uint16_t)(w >> 16)));
+#if defined(GPU_HAS_CVT_E4M3)
+    lo = gpu_e4m3x2_to_f16x2(w);
+    hi = gpu_e4m3x2_to_f16x2(w >> 16);
 #else
     uint4 l4, h4;
     pkv_fp8x16_16bit<true>(make_uint4(w, 0u, 0u, 0u), l4, h4);
     uint32_t u[2] = {l4.x, l4.y};
     for (int i = 0; i < 2; i++) { /* times 256 on the exponent (NaN stays NaN) */
-        const float x = num_f16_to_f32((uint16_t)u[i]) * 256.0f;
-        const float y = num_f16_to_f32((uint16_t)(u[i] >> 16)) * 256.0f;
-        u[i] = (uint32_t)num_f32_to_f16(x) | (uint32_t)num_f32_to_f16(y) << 16;
+        const float x = gpu_f16_to_f32((uint16_t)u[i]) * 256.0f;
+        const float y = gpu_f16_to_f32((uint16_t)(u[i] >> 16)) * 256.0f;
+        u[i] = (uint32_t)gpu_f32_to_f16(x) | (uint32_t)gpu_f32_to_f16(y) << 16;
     }
     lo = u[0], hi = u[1];
 #endif
