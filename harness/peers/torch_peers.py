@@ -3,7 +3,8 @@
 
     python3 harness/peers/torch_peers.py CASE_FILES... [--json FILE] [--csv FILE] [--path P]
             [--filter GLOB] [--variant NAME] [--device N] [--seed N] [--warmup N] [--iters N]
-            [--hot] [--no-graphs] [--progress]
+            [--hot] [--no-graphs] [--progress] [--watchdog S]
+            [--compile-cache DIR] [--flex-mask auto|eager|compiled] [--heartbeat S]
     python3 harness/peers/torch_peers.py --self-test [--harness-json FILE | --harness BIN]
 
 Python 3 standard library + PyTorch only; torch is imported lazily, so the case parsing, the
@@ -34,9 +35,27 @@ record whose message says why):
                       bottom-right mask exactly. Softcap as score_mod cap * tanh(score / cap)
                       (flex applies `scale` before score_mod), GQA through enable_gqa, lse through
                       return_aux=AuxRequest(lse=True) (torch >= 2.9) or return_lse=True. The
-                      block mask (create_block_mask under torch.compile) and the compile (the
-                      first call, torch._dynamo.reset() before it: no recompile limit, no silent
-                      eager fallback; fullgraph=True) are setup, outside the timing.
+                      block mask and the compile (the first call, torch._dynamo.reset() before
+                      it: no recompile limit, no silent eager fallback; fullgraph=True,
+                      dynamic=False) are setup, outside the timing. Block mask (--flex-mask):
+                      auto (default) builds it with eager create_block_mask (ATen, no Triton
+                      compile) where the dense Tq x Tk mask has <= 2^30 elements, else with
+                      torch.compile(create_block_mask) (the dense mask is never materialized);
+                      the other way is tried when the first fails. Compile setup: Inductor's
+                      compile_threads = 1 unless TORCHINDUCTOR_COMPILE_THREADS is set (no
+                      worker-pool start-up for the few kernels a case compiles); max-autotune
+                      stays as configured (off by default: one kernel config, no benchmarking).
+                      Each torch_flex case writes its phases (inputs + f64 reference, block
+                      mask, first compiling call, timing) with their seconds to stderr, and while
+                      a phase runs a heartbeat line every --heartbeat S (default 20; 0 = off)
+                      with the innermost frames of the main thread, so a run killed by a time
+                      limit still shows where it was (--watchdog S adds full stack dumps).
+                      --compile-cache DIR (or TORCH_PEERS_COMPILE_CACHE=DIR) points
+                      TORCHINDUCTOR_CACHE_DIR at DIR and TRITON_CACHE_DIR at DIR/triton before
+                      torch is imported: the FX graph cache (on by default, Triton kernels
+                      bundled) and Triton's cache live there, so a later process, also on
+                      another machine with the same torch, Triton and GPU, given a copy of DIR
+                      reuses the compiled kernels instead of compiling them again.
   paged_decode        SDPA flash / cudnn on contiguous K/V holding the same context lengths, one
                       query per sequence; the Hq/Hkv query heads of a KV head are folded into
                       the query length (exact for decode: no mask), so K/V are read once per KV
@@ -1495,6 +1514,91 @@ def _flex_error(e, limit=900):
     return ("%s: %s" % (type(e).__name__, " | ".join(lines[:4])))[:limit]
 
 
+def _note(msg):
+    """One line on stderr, flushed at once (a run killed by a time limit keeps every line)."""
+    sys.stderr.write("torch_peers: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def _short_path(f):
+    """A source file's path from its package on (torch/_inductor/..., triton/...)."""
+    f = f.replace(os.sep, "/")
+    for mark in ("/site-packages/", "/dist-packages/"):
+        if mark in f:
+            return f.split(mark)[-1]
+    return os.path.basename(f)
+
+
+class _Heartbeat:
+    """with _Heartbeat(what, every): a daemon thread writes a line to stderr every `every` seconds
+    while the block runs: what, for how long, and the innermost frames of the thread that entered
+    the block (which compile step it is in). Python threads run between the main thread's
+    bytecodes and while it waits on a subprocess (ptxas); a C call that holds the GIL for long
+    silences it -- --watchdog (faulthandler, a C thread) dumps the stacks even then."""
+
+    def __init__(self, what, every):
+        import threading
+        self.what, self.every = what, every
+        self.main = threading.get_ident()
+        self.stop = threading.Event()
+        self.thread = None
+
+    def __enter__(self):
+        import threading
+        import time
+        self.t0 = time.perf_counter()
+        if self.every > 0:
+            self.thread = threading.Thread(target=self._beat, name="torch_peers-heartbeat", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(1.0)
+        return False
+
+    def _beat(self):
+        import time
+        import traceback
+        while not self.stop.wait(self.every):
+            where = ""
+            try:
+                frame = sys._current_frames().get(self.main)
+                if frame is not None:
+                    stack = traceback.extract_stack(frame, limit=6)  # the 6 innermost, outermost first
+                    where = " <- ".join("%s:%d %s" % (_short_path(fs.filename), fs.lineno, fs.name)
+                                        for fs in reversed(stack))
+            except Exception as e:  # never let the heartbeat take the run down
+                where = "(no stack: %s)" % _first_line(e, 100)
+            _note("%s: still running after %.0f s; at %s" % (self.what, time.perf_counter() - self.t0, where))
+
+
+def _compile_env(opts):
+    """Before torch is imported: the environment torch.compile (torch_flex) reads.
+    --compile-cache DIR / TORCH_PEERS_COMPILE_CACHE=DIR -> TORCHINDUCTOR_CACHE_DIR=DIR (the FX graph
+    cache, on by default since torch 2.5, and the AOTAutograd / autotune caches live there; Triton
+    kernels are bundled into the FX graph entries) and TRITON_CACHE_DIR=DIR/triton (Triton's own
+    cache; Inductor's default is CACHE_DIR/triton/<device>, torch/_inductor/runtime/
+    cache_dir_utils.py). Both are read when used, not at import, so setting them here is enough.
+    The caches check the torch / Triton versions and the GPU (pytorch.org tutorial "Compile Time
+    Caching in torch.compile"), so a copy of DIR serves a later process on an identical machine
+    (SGLang's docs ship TORCHINDUCTOR_CACHE_DIR to other machines this way).
+    Also TORCHINDUCTOR_COMPILE_THREADS=1 unless set (opts.user_compile_threads keeps the user's
+    value): read when torch._inductor.config is imported, so no compile-worker pool is ever started
+    (why: TorchEnv.flex_compile_setup). -> the cache directory or None."""
+    opts.user_compile_threads = os.environ.get("TORCHINDUCTOR_COMPILE_THREADS")
+    if opts.user_compile_threads is None:
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
+    cache = getattr(opts, "compile_cache", None) or os.environ.get("TORCH_PEERS_COMPILE_CACHE") or None
+    if cache:
+        cache = os.path.abspath(cache)
+        os.makedirs(os.path.join(cache, "triton"), exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        os.environ["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
+    return cache
+
+
 def _no_flex(c, variants, results):
     """torch_flex runs mha_varlen only: its SKIP_UNSUPPORTED row elsewhere -> the other variants."""
     if "torch_flex" in variants:
@@ -1677,6 +1781,10 @@ class TorchEnv:
         except ImportError:
             pass
         self.flex = self.flex_why = None  # flex_unavailable() fills them on first use
+        self.flex_mask = getattr(opts, "flex_mask", "auto") or "auto"
+        self.heartbeat = float(getattr(opts, "heartbeat", 20.0) or 0.0)
+        self.user_compile_threads = getattr(opts, "user_compile_threads", None)  # run() (_compile_env)
+        self.compile_ready = False  # flex_compile_setup() done
         self.has_f8 = hasattr(torch, "float8_e4m3fn")
         self.tdt = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 
@@ -1698,7 +1806,9 @@ class TorchEnv:
     def flex_unavailable(self):
         """None when torch_flex can run here, else why not (looked at once)."""
         if self.flex is None and self.flex_why is None:
+            import time
             torch = self.torch
+            t0 = time.perf_counter()
             try:
                 import inspect
                 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -1719,9 +1829,54 @@ class TorchEnv:
                     if has_triton is not None and not has_triton():
                         raise ImportError("no Triton for this device (FlexAttention's kernels are Triton)")
                 self.flex = (flex_attention, create_block_mask, AuxRequest)
+                _note("torch_flex: FlexAttention and torch.compile imported in %.1f s" % (time.perf_counter() - t0))
             except Exception as e:
                 self.flex_why = "torch %s: no usable FlexAttention (%s)" % (torch.__version__, _first_line(e, 300))
         return self.flex_why
+
+    def flex_compile_setup(self):
+        """Once, before torch_flex's first compile: Inductor's settings that bound a cold compile,
+        and one stderr line saying what they are (and how warm the compile cache is)."""
+        if self.compile_ready:
+            return
+        self.compile_ready = True
+        if self.cpu:
+            return
+        torch = self.torch
+        try:
+            import torch._inductor.config as icfg
+        except Exception as e:
+            _note("torch_flex: no torch._inductor.config (%s)" % _first_line(e, 200))
+            return
+        # compile_threads = 1 (Inductor compiles each Triton kernel in this process) unless the user
+        # set TORCHINDUCTOR_COMPILE_THREADS. A torch_flex case compiles a handful of kernels (flex's
+        # one template kernel without max-autotune, plus the block mask's when that is compiled), so
+        # the default pool of min(32, cores) workers buys little and costs: its sidecar process
+        # imports torch before it takes a job (~30 s seen on a devserver, pytorch/pytorch#146417;
+        # #133508 compiles in-process until it is up), its shutdown at exit waited up to 300 s after
+        # a cold start on an H100 (pytorch/pytorch#162199), and workers forked after CUDA init fail
+        # with Triton >= 3.7 ("0 active drivers", pytorch/pytorch#184643; CUTracer#223 and
+        # tritonparse#412 set compile_threads = 1). The config attribute, not only the env var: the
+        # env var is read once when torch._inductor.config is imported (CUTracer#223).
+        if self.user_compile_threads is None and hasattr(icfg, "compile_threads"):
+            icfg.compile_threads = 1
+        try:
+            import triton
+            tv = triton.__version__
+        except Exception:
+            tv = "none"
+        cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        n_files = 0
+        if cache and os.path.isdir(cache):
+            for _, _, files in os.walk(cache):
+                n_files += len(files)
+        _note("torch_flex compile setup: torch %s, triton %s, compile_threads %s%s, max_autotune %s, "
+              "fx_graph_cache %s, cache %s (%d files in it now), block mask %s"
+              % (torch.__version__, tv, getattr(icfg, "compile_threads", "?"),
+                 " (TORCHINDUCTOR_COMPILE_THREADS)" if self.user_compile_threads is not None else "",
+                 getattr(icfg, "max_autotune", "?"), getattr(icfg, "fx_graph_cache", "?"),
+                 cache or "default (/tmp/torchinductor_<user>)",
+                 n_files, self.flex_mask))
 
     def sync(self):
         if not self.cpu:
@@ -2462,8 +2617,12 @@ class TorchEnv:
             def score_mod(score, b, h, q_idx, kv_idx):  # flex scales q.k by `scale` before score_mod
                 return cap * torch.tanh(score / cap)
 
+        self.flex_compile_setup()
         # a fresh dynamo cache per case: cases never add up to the recompile limit, past which
-        # dynamo would silently run flex_attention's unfused eager path
+        # dynamo would silently run flex_attention's unfused eager path. Kept between cases of one
+        # shape too: every case has its own mask_mod closure, which dynamo guards on, so it would
+        # recompile anyway (and count towards the limit); what a later case of the same graph and
+        # shapes reuses is Inductor's on-disk FX graph cache, which reset() leaves alone.
         torch._dynamo.reset()
         cfg = torch._dynamo.config
         cfg.suppress_errors = False  # a compile error is this row's ERROR, not a silent eager run
@@ -2471,24 +2630,42 @@ class TorchEnv:
             if hasattr(cfg, fail):
                 setattr(cfg, fail, True)
                 break
-        ways = [] if self.cpu else [
+        tag = "torch_flex [%s]" % c.name
+        compiled = [] if self.cpu else [
             ("torch.compile(create_block_mask)",
              lambda: torch.compile(create_block_mask)(mask_mod, None, None, tq, tk, device=self.dev))]
         if not self.cpu and "_compile" in inspect.signature(create_block_mask).parameters:
-            ways.append(("create_block_mask(_compile=True)",
-                         lambda: create_block_mask(mask_mod, None, None, tq, tk, device=self.dev, _compile=True)))
-        ways.append(("create_block_mask", lambda: create_block_mask(mask_mod, None, None, tq, tk, device=self.dev)))
+            compiled.append(("create_block_mask(_compile=True)",
+                             lambda: create_block_mask(mask_mod, None, None, tq, tk, device=self.dev, _compile=True)))
+        eager = [("create_block_mask", lambda: create_block_mask(mask_mod, None, None, tq, tk, device=self.dev))]
+        # Eager first where the dense mask is small (--flex-mask auto): torch.compile(create_block_mask)
+        # has a pathological cold compile (minutes, "appears to hang") at some lengths, from the
+        # Triton persistent sort that Inductor now generates for _dense_to_ordered's stable argsort
+        # and the 128x128-tile sum whose persistent reduction hardcodes a huge R0_BLOCK
+        # (pytorch/pytorch#182060, PR #182745; earlier hangs: #138514). Eager create_block_mask runs
+        # ATen kernels only, no compile, at the cost of materializing the Tq x Tk bool mask (and a
+        # few same-size temporaries: ~1 GiB at 16K x 16K); past 2^30 elements the compiled way
+        # (which never materializes it) comes first, as before.
+        if self.flex_mask == "eager" or (self.flex_mask == "auto" and tq * tk <= 1 << 30):
+            ways = eager + compiled
+        else:
+            ways = compiled + eager
         bm, fails = None, []
         for name, make in ways:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)  # _compile=True, deprecated
-                    bm = make()
-                self.sync()
+                t_mask = time.perf_counter()
+                with _Heartbeat("%s: block mask by %s" % (tag, name), self.heartbeat):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)  # _compile=True, deprecated
+                        bm = make()
+                    self.sync()
+                _note("%s: block mask by %s (%d x %d) in %.1f s" % (tag, name, tq, tk, time.perf_counter() - t_mask))
                 mask_how = name
                 break
             except Exception as e:
                 fails.append("%s: %s" % (name, _flex_error(e, 300)))
+                _note("%s: block mask by %s failed after %.1f s: %s" % (tag, name, time.perf_counter() - t_mask,
+                                                                          _flex_error(e, 300)))
                 self.empty_cache()
         if bm is None:
             raise RuntimeError("no BlockMask: " + "; ".join(fails))
@@ -2502,7 +2679,12 @@ class TorchEnv:
         if fails:
             mask_how += " (failed first: %s)" % "; ".join(fails)[:300]
 
-        fa = flex_attention if self.cpu else torch.compile(flex_attention, fullgraph=True)
+        # dynamic=False: static shapes, as the FlexAttention examples compile it (attention-gym,
+        # pytorch/pytorch#138514, #149767); after the reset above the first compile is static anyway,
+        # this only rules out a dynamic-shape recompile. No kernel_options: without max-autotune
+        # Inductor lowers flex_attention with one config (CUDAConfigHeuristic's per-GPU default,
+        # e.g. H100 bf16 d128: BLOCK_M 128, BLOCK_N 64, 3 stages, 8 warps), so nothing is benchmarked.
+        fa = flex_attention if self.cpu else torch.compile(flex_attention, fullgraph=True, dynamic=False)
         q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (qp, kp, vp))
         kw = {"block_mask": bm, "scale": c.scale, "enable_gqa": hq != hkv}
         if score_mod is not None:
@@ -2517,9 +2699,12 @@ class TorchEnv:
 
         t0 = time.perf_counter()
         try:
-            first = fn()  # compiles
-            self.sync()
+            with _Heartbeat("%s: first flex_attention call (compile)" % tag, self.heartbeat):
+                first = fn()  # compiles
+                self.sync()
         except Exception as e:
+            _note("%s: first flex_attention call (compile) failed after %.1f s: %s"
+                  % (tag, time.perf_counter() - t0, _flex_error(e, 300)))
             if "OutOfMemory" in type(e).__name__:
                 raise
             why = _flex_error(e)
@@ -2530,8 +2715,13 @@ class TorchEnv:
                                   "(Inductor: no valid choices): " + why)
             raise RuntimeError("FlexAttention's first (compiling) call failed: " + why)
         t_first = time.perf_counter() - t0
+        _note("%s: first flex_attention call (compile + run) in %.1f s" % (tag, t_first))
         del first
-        self.set_timing(r, self.time_fn(fn))
+        t_time = time.perf_counter()
+        with _Heartbeat("%s: timing" % tag, self.heartbeat):
+            self.set_timing(r, self.time_fn(fn))
+        _note("%s: timing (%d warm-up calls, %d samples) in %.1f s" % (tag, self.warmup, r["timing"]["samples"],
+                                                                      time.perf_counter() - t_time))
         o, aux = fn()
         self.sync()
         lse = aux if AuxRequest is None else aux.lse
@@ -2540,7 +2730,7 @@ class TorchEnv:
         parts = ["%s: one flex_attention call over the %d sequences packed along the sequence dimension "
                  "(batch 1, %d queries x %d keys)" % (
                      "eager flex_attention (--cpu-debug: its unfused path, a check of the masks)" if self.cpu
-                     else "torch.compile(flex_attention, fullgraph=True)", len(lq), tq, tk),
+                     else "torch.compile(flex_attention, fullgraph=True, dynamic=False)", len(lq), tq, tk),
                  "mask_mod: same sequence%s%s (per-token tensors)" % (
                      " & bottom-right causal" if causal else "", " & window_left %d" % wl if wl >= 0 else ""),
                  "BlockMask by " + mask_how]
@@ -2680,6 +2870,8 @@ def run_mha_varlen(env, c, variants, results):
             pending.append(v)
     if not pending:
         return
+    import time
+    t_ref = time.perf_counter()
     dt = env.tdt[c.dtype]
     gen = env.generator(c.seed)
     tq, tk = sum(c.seq_lens_q.v), sum(c.seq_lens_k.v)
@@ -2693,13 +2885,18 @@ def run_mha_varlen(env, c, variants, results):
         ref[cq[b]:cq[b + 1]] = env.attn_ref_f64(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v_[ck[b]:ck[b + 1]],
                                                 c.scale, c.causal, c.window_left, c.softcap,
                                                 lse_out=lse_ref[:, cq[b]:cq[b + 1]])
+    if "torch_flex" in pending:  # torch_flex's phases on stderr (run_flex writes the others)
+        env.sync()
+        _note("torch_flex [%s]: inputs and f64 reference in %.1f s" % (c.name, time.perf_counter() - t_ref))
     for v in pending:
         r = results[v]
         try:
             if v == "torch_flex":
                 out, lse = env.run_flex(r, c, q, k, v_)
+                t_judge = time.perf_counter()
                 env.judge(r, c, "out", out, ref, lambda n, i: _locate_mha(c, n, i))
                 env.judge(r, c, "lse", lse, lse_ref, lambda n, i: _locate_mha(c, n, i))
+                _note("torch_flex [%s]: judged (out, lse) in %.1f s" % (c.name, time.perf_counter() - t_judge))
                 continue
             with env.sdpa_kernel([env.backends[v]]):
                 cands, refused = env.sdpa_build(q, k, v_, c.seq_lens_q.v, c.seq_lens_k.v, c.causal, c.scale,
@@ -3409,6 +3606,9 @@ def run(opts):
               "%Y-%m-%dT%H:%M:%SZ"), "argv": " ".join(sys.argv), "dgemm_gflops": math.nan,
           "threads": os.cpu_count() or 1, "blas": "", "gpu": None}
     env, no_env_why = None, None
+    cache = _compile_env(opts)  # before torch is imported
+    if cache:
+        _note("compile cache %s (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR=%s)" % (cache, os.environ["TRITON_CACHE_DIR"]))
     try:
         env = TorchEnv(opts)
         ri["build"] = env.build_info()
@@ -3640,6 +3840,18 @@ def main(argv=None):
     ap.add_argument("--progress", action="store_true", help="progress lines on stderr (default: when a terminal)")
     ap.add_argument("--watchdog", type=float, default=0, metavar="S",
                     help="debugging: dump the Python stacks to stderr when one case runs past S seconds")
+    ap.add_argument("--heartbeat", type=float, default=20.0, metavar="S",
+                    help="torch_flex: while a phase (block mask, compiling call, timing) runs, a line on stderr "
+                         "every S seconds with the innermost frames of the main thread (default 20; 0 = off)")
+    ap.add_argument("--compile-cache", metavar="DIR",
+                    help="torch_flex: keep torch.compile's caches in DIR (TORCHINDUCTOR_CACHE_DIR=DIR, "
+                         "TRITON_CACHE_DIR=DIR/triton; default: $TORCH_PEERS_COMPILE_CACHE, else torch's "
+                         "/tmp/torchinductor_<user>); a copy of DIR lets a later run on the same torch, Triton and "
+                         "GPU reuse the compiled kernels")
+    ap.add_argument("--flex-mask", choices=["auto", "eager", "compiled"], default="auto",
+                    help="torch_flex's BlockMask: eager create_block_mask (materializes the Tq x Tk mask, no "
+                         "compile) or torch.compile(create_block_mask) first, the other when it fails (default "
+                         "auto: eager up to 2^30 mask elements, else compiled)")
     ap.add_argument("--self-test", action="store_true",
                     help="check (without torch) the RNG port, case parsing, drawn lengths, params and cost "
                          "model against attn-harness's JSON")
