@@ -27,12 +27,11 @@
  * multiplication a code, exact (gc__fast_mul); other scales, f16 rows and pieces holding a
  * NaN code go through a 256-entry table per scale in shared memory, built with the same
  * arithmetic as the simple kernel; cache_write encodes two values an instruction where the
- * target converts to e4m3 in hardware (GPU_HAS_CVT_E4M3: the magnitudes converted, the signs
- * put back, see cv__encode2), else branch-free in software (integer rounding for normals, one
- * f32 addition for the subnormal range, which rounds the same way: see cv__f32_to_fp8); both
- * give the same bits for every input. The per-piece processing loops are not unrolled (the loaded
- * pieces shift down a register array instead), since after each cold-L2 flush every
- * instruction of an unrolled body is fetched from DRAM again.
+ * target converts to e4m3 in hardware, else branch-free in software (paged_kv.h's
+ * pkv_f32x2_to_e4m3; both give num_f32_to_fp8e4m3's bits for every input). The per-piece
+ * processing loops are not unrolled (the loaded pieces shift down a register array instead),
+ * since after each cold-L2 flush every instruction of an unrolled body is fetched from DRAM
+ * again.
  *
  * cache_write_vec: one block per tile of slabs * x input tokens (grid-stride over tiles). The
  *   block loads the tile's slots and turns them into element indices in shared memory, then
@@ -221,21 +220,6 @@ __device__ inline cv__quant cv__quant_of(float s)
     return q;
 }
 
-/* num_f32_to_fp8e4m3 without branches, the same code for every input. Normal range (|x| >=
- * 2^-6): the same integer rounding, and the saturation to 448 as a minimum (every finite |x|
- * >= 448 and inf round to 0x7E or past it). Below 2^-6 the code is |x| / 2^-9 rounded to
- * nearest even, which is what adding 2^14 does in f32 (its ulp is 2^-9; the sum stays below
- * 2^15): the sum's low bits are the code, 8 being the smallest normal. A flushed subnormal |x|
- * changes nothing there (it rounds to 0 either way). */
-__device__ inline uint32_t cv__f32_to_fp8(float f)
-{
-    const uint32_t u = num_f32_bits(f), a = u & 0x7FFFFFFFu;
-    const uint32_t nrm = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
-    const uint32_t sub = num_f32_bits(num_bits_f32(a) + 16384.0f) - 0x46800000u;
-    const uint32_t code = a > 0x7F800000u ? 0x7Fu : a >= 0x3C800000u ? min(nrm, 0x7Eu) : sub;
-    return code | ((u >> 24) & 0x80u);
-}
-
 /* Row bits of DT as an fp8 code: fp8(x / scale) with the quotient in f32 (as cache_write
  * simple does). */
 template <int DT>
@@ -245,26 +229,12 @@ __device__ inline float cv__quotient(uint32_t bits, const cv__quant &q)
     return q.pow2 ? f * q.inv : f / q.scale;
 }
 
-template <int DT>
-__device__ inline uint32_t cv__encode(uint32_t bits, const cv__quant &q)
-{
-    return cv__f32_to_fp8(cv__quotient<DT>(bits, q));
-}
-
-#if defined(GPU_HAS_CVT_E4M3)
-/* The two 16-bit row elements of word x as two codes (low byte first), by the hardware
- * conversion of the magnitudes with the sign bits put back: round to nearest even is
- * symmetric, and a NaN code then carries its input's sign, so every input gives
- * cv__f32_to_fp8's bits (-0 and negative values rounding to zero: 0x80; NaN: 0x7F | sign). */
+/* The two 16-bit row elements of word x as two fp8 codes (low byte first). */
 template <int DT>
 __device__ inline uint32_t cv__encode2(uint32_t x, const cv__quant &q)
 {
-    const uint32_t a = num_f32_bits(cv__quotient<DT>(x & 0xFFFFu, q));
-    const uint32_t b = num_f32_bits(cv__quotient<DT>(x >> 16, q));
-    const uint32_t mag = gpu_f32x2_to_e4m3x2(num_bits_f32(a & 0x7FFFFFFFu), num_bits_f32(b & 0x7FFFFFFFu));
-    return (mag & 0x7F7Fu) | ((a >> 24) & 0x80u) | ((b >> 16) & 0x8000u);
+    return pkv_f32x2_to_e4m3(cv__quotient<DT>(x & 0xFFFFu, q), cv__quotient<DT>(x >> 16, q));
 }
-#endif // GPU_HAS_CVT_E4M3
 
 /* 16 row elements (32 bytes) as 16 fp8 codes (16 bytes), one output word at a time. */
 template <int DT>
@@ -272,13 +242,7 @@ __device__ inline void cv__encode16(const uint32_t *p, const cv__quant &q, uint3
 {
 #pragma unroll
     for (int e = 0; e < 4; e++)
-#if defined(GPU_HAS_CVT_E4M3)
         w[e] = cv__encode2<DT>(p[2 * e], q) | cv__encode2<DT>(p[2 * e + 1], q) << 16;
-#else
-        w[e] = cv__encode<DT>(p[2 * e] & 0xFFFFu, q) | cv__encode<DT>(p[2 * e] >> 16, q) << 8 |
-               cv__encode<DT>(p[2 * e + 1] & 0xFFFFu, q) << 16 |
-               cv__encode<DT>(p[2 * e + 1] >> 16, q) << 24;
-#endif // GPU_HAS_CVT_E4M3
 }
 
 /* Launch shape: SMs of the current device (cached per device id). */

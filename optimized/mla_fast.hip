@@ -391,40 +391,50 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                     kb[i][0][0] = MLF__BF16X2_NAN;
             }
 
-            /* This warp's partial logits over its 144 dims. */
-            float acc[2][4];
+            /* This warp's partial logits over its 144 dims. fp8: two accumulator chains per
+             * n-tile (slot 0 + rope, slot 1), five and four MMAs deep instead of nine, then
+             * added (bf16 keeps one: its registers are the tighter). */
+            float acc[2][2][4];
 #pragma unroll
             for (int i = 0; i < 2; i++)
 #pragma unroll
                 for (int r = 0; r < 4; r++)
-                    acc[i][r] = 0.0f;
+                    acc[i][0][r] = acc[i][1][r] = 0.0f;
 #pragma unroll
-            for (int sl = 0; sl < MLF__SLOTS; sl++)
+            for (int js = 0; js < 4; js++)
 #pragma unroll
-                for (int js = 0; js < 4; js++)
+                for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
                     for (int i = 0; i < 2; i++)
-                        mlf__mma(acc[i], qf[sl][js], kb[i][sl][2 * js], kb[i][sl][2 * js + 1]);
+                        mlf__mma(acc[i][T::FP8 ? sl : 0], qf[sl][js], kb[i][sl][2 * js], kb[i][sl][2 * js + 1]);
 #pragma unroll
             for (int i = 0; i < 2; i++)
-                mlf__mma(acc[i], qr, kr[i][0], kr[i][1]);
+                mlf__mma(acc[i][0], qr, kr[i][0], kr[i][1]);
+            if (T::FP8)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++)
+                        acc[i][0][r] += acc[i][1][r];
 
-            /* Sum the four warps' partials in warp order: identical logits in every warp. */
-            float *mine = sbuf + ((par * MLF__WARPS + warp) * 32 + lane) * 8;
-            *(float4 *)mine = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
-            *(float4 *)(mine + 4) = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
+            /* Sum the four warps' partials in warp order: identical logits in every warp. The
+             * exchange holds [parity][warp][n-tile][lane] float4s: a quarter warp's 16-byte
+             * accesses cover 128 contiguous bytes, no bank conflict. */
+            float *mine = sbuf + ((par * MLF__WARPS + warp) * 64 + lane) * 4;
+            *(float4 *)mine = make_float4(acc[0][0][0], acc[0][0][1], acc[0][0][2], acc[0][0][3]);
+            *(float4 *)(mine + 128) = make_float4(acc[1][0][0], acc[1][0][1], acc[1][0][2], acc[1][0][3]);
             __syncthreads(); /* the other parity's buffer was read before this barrier */
             float x[2][4];
             {
-                const float *src = sbuf + (par * MLF__WARPS * 32 + lane) * 8;
-                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 4);
+                const float *src = sbuf + (par * MLF__WARPS * 64 + lane) * 4;
+                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 128);
                 x[0][0] = p0.x, x[0][1] = p0.y, x[0][2] = p0.z, x[0][3] = p0.w;
                 x[1][0] = p1.x, x[1][1] = p1.y, x[1][2] = p1.z, x[1][3] = p1.w;
             }
 #pragma unroll
             for (int w2 = 1; w2 < MLF__WARPS; w2++) {
-                const float *src = sbuf + ((par * MLF__WARPS + w2) * 32 + lane) * 8;
-                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 4);
+                const float *src = sbuf + ((par * MLF__WARPS + w2) * 64 + lane) * 4;
+                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 128);
                 x[0][0] += p0.x, x[0][1] += p0.y, x[0][2] += p0.z, x[0][3] += p0.w;
                 x[1][0] += p1.x, x[1][1] += p1.y, x[1][2] += p1.z, x[1][3] += p1.w;
             }

@@ -91,6 +91,13 @@ int opt_wgmma_here(int *yes);
 int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t *a, const uint16_t *b,
                      float *c, void *stream);
 
+/* The element conversions kernels share, over n bit patterns (device pointers): op 0, f16 ->
+ * f32 (gpu_port.h gpu_f16_to_f32; in's low 16 bits, out f32 bits); op 1, f32 -> f16
+ * (gpu_f32_to_f16); op 2, f32 -> fp8e4m3 two at a time (paged_kv.h pkv_f32x2_to_e4m3, the
+ * hardware conversion where the target has one; n even). out[i] is the result for in[i]; every
+ * one must equal numerics.h's for its input (tests/test_gpu_probe.c). */
+int opt_convert_probe(int op, const uint32_t *in, uint32_t *out, size_t n, void *stream);
+
 /* ------------------------------------------------------------------ dtypes
  * Element dtypes of launcher arguments; the values equal the reference's ref_dtype (checked
  * at compile time in the harness). Kernels keep narrow types as raw bits (numerics.h). */

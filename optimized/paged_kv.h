@@ -172,6 +172,38 @@ __device__ __forceinline__ uint32_t pkv_fp8x2_bf16(uint32_t codes, float ks)
 #endif
 }
 
+/* num_f32_to_fp8e4m3 without branches, the same code for every input. Normal range (|x| >=
+ * 2^-6): the same integer rounding, and the saturation to 448 as a minimum (every finite |x|
+ * >= 448 and inf round to 0x7E or past it). Below 2^-6 the code is |x| / 2^-9 rounded to
+ * nearest even, which is what adding 2^14 does in f32 (its ulp is 2^-9; the sum stays below
+ * 2^15): the sum's low bits are the code, 8 being the smallest normal. A flushed subnormal |x|
+ * changes nothing there (it rounds to 0 either way). */
+__device__ __forceinline__ uint32_t pkv_f32_to_e4m3(float f)
+{
+    const uint32_t u = num_f32_bits(f), a = u & 0x7FFFFFFFu;
+    const uint32_t nrm = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
+    const uint32_t sub = num_f32_bits(num_bits_f32(a) + 16384.0f) - 0x46800000u;
+    const uint32_t code = a > 0x7F800000u ? 0x7Fu : a >= 0x3C800000u ? min(nrm, 0x7Eu) : sub;
+    return code | ((u >> 24) & 0x80u);
+}
+
+/* The codes of a (low byte) and b: num_f32_to_fp8e4m3's bits for every input. sm_89+: the
+ * hardware converts the magnitudes two at a time and the signs are put back -- round to
+ * nearest even is symmetric, so that is the signed result, and a NaN code then carries its
+ * input's sign as numerics.h's does (the hardware's own NaN code is masked to 0x7F first);
+ * elsewhere pkv_f32_to_e4m3 twice. opt_convert_probe checks it over every bf16 and f16 value
+ * and a million random f32 (tests/test_gpu_probe.c). */
+__device__ __forceinline__ uint32_t pkv_f32x2_to_e4m3(float a, float b)
+{
+#if defined(GPU_HAS_CVT_E4M3)
+    const uint32_t ua = num_f32_bits(a), ub = num_f32_bits(b);
+    const uint32_t mag = gpu_f32x2_to_e4m3x2(num_bits_f32(ua & 0x7FFFFFFFu), num_bits_f32(ub & 0x7FFFFFFFu));
+    return (mag & 0x7F7Fu) | ((ua >> 24) & 0x80u) | ((ub >> 16) & 0x8000u);
+#else
+    return pkv_f32_to_e4m3(a) | pkv_f32_to_e4m3(b) << 8;
+#endif // GPU_HAS_CVT_E4M3
+}
+
 /* Eight codes (w0, w1: four each, low byte first) -> eight bf16 of code * ks. */
 __device__ __forceinline__ uint4 pkv_fp8x8_bf16(uint32_t w0, uint32_t w1, float ks)
 {

@@ -10,8 +10,11 @@
  *   independent accumulator tiles so the pipeline never waits on a dependency.
  * probe_mma_arange, probe_wgmma_arange: the layout contracts of the matrix primitives (the
  *   warp-level one, and Hopper's warpgroup MMA with its swizzled shared tiles) on exact inputs.
+ * probe_convert: the conversions kernels share (gpu_port.h's f16 ones, paged_kv.h's fp8
+ *   encode) over caller-given bit patterns, for the host to compare with numerics.h.
  */
 #include "gpu_port.h"
+#include "paged_kv.h"
 
 #include <stdint.h>
 
@@ -320,4 +323,37 @@ extern "C" int opt_wgmma_arange(int mode, int n, int k, int f16, const uint16_t 
     const hipStream_t s = (hipStream_t)stream;
     return f16 ? probe__wgmma_shape<true>(mode, n, k, a, b, c, s)
                : probe__wgmma_shape<false>(mode, n, k, a, b, c, s);
+}
+
+/* ------------------------------------------------------------- conversions */
+/* op 0: out = f32 bits of gpu_f16_to_f32(low 16 bits of in); 1: gpu_f32_to_f16(in as f32);
+ * 2: pkv_f32x2_to_e4m3 of the pair (in[2i], in[2i + 1]) into out[2i] and out[2i + 1]. */
+__global__ void probe_convert_kernel(int op, const uint32_t *__restrict__ in,
+                                     uint32_t *__restrict__ out, size_t n)
+{
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        if (op == 0) {
+            out[i] = num_f32_bits(gpu_f16_to_f32((uint16_t)in[i]));
+        } else if (op == 1) {
+            out[i] = gpu_f32_to_f16(num_bits_f32(in[i]));
+        } else if (i % 2 == 0 && i + 1 < n) {
+            const uint32_t c = pkv_f32x2_to_e4m3(num_bits_f32(in[i]), num_bits_f32(in[i + 1]));
+            out[i] = c & 0xFFu;
+            out[i + 1] = c >> 8 & 0xFFu;
+        }
+    }
+}
+
+extern "C" int opt_convert_probe(int op, const uint32_t *in, uint32_t *out, size_t n, void *stream)
+{
+    if (op < 0 || op > 2 || (n > 0 && (!in || !out)) || (op == 2 && n % 2))
+        return OPT_EINVAL;
+    if (n == 0)
+        return OPT_OK;
+    const size_t blocks = (n + 255) / 256;
+    probe_convert_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, (hipStream_t)stream>>>(
+        op, in, out, n);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
 }

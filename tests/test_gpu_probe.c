@@ -162,3 +162,97 @@ Test(wgmma, swizzled_layouts_exact)
                 for (int k = 64; k <= 128; k *= 2)
                     check_wgmma(mode, n, k, f16);
 }
+
+/* ------------------------------------------------------------------ conversions */
+static int conv_is_nan32(uint32_t u) { return (u & 0x7FFFFFFFu) > 0x7F800000u; }
+static int conv_is_nan16(uint32_t h) { return (h & 0x7C00u) == 0x7C00u && (h & 0x3FFu); }
+static uint32_t conv_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float conv_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* Runs op over in[0 .. n) on the device and counts the results that differ from want(); a NaN
+ * the reference gives may come back as any NaN for ops 0 and 1 (the hardware's payload). */
+static int conv_check(int op, const uint32_t *in, size_t n)
+{
+    uint32_t *out = malloc(n * 4);
+    cr_assert(out);
+    void *din, *dout;
+    cr_assert_eq(opt_alloc(&din, n * 4), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_alloc(&dout, n * 4), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_upload(din, in, n * 4), OPT_OK);
+    cr_assert_eq(opt_convert_probe(op, din, dout, n, NULL), OPT_OK, "%s", opt_last_error());
+    cr_assert_eq(opt_download(out, dout, n * 4), OPT_OK, "%s", opt_last_error());
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t want;
+        int nan_ok = 0;
+        if (op == 0) {
+            want = conv_bits(ref_f16_to_f32((uint16_t)in[i]));
+            nan_ok = conv_is_nan32(want) && conv_is_nan32(out[i]);
+        } else if (op == 1) {
+            want = ref_f32_to_f16(conv_float(in[i]));
+            nan_ok = conv_is_nan16(want) && conv_is_nan16(out[i]);
+        } else {
+            want = ref_f32_to_fp8e4m3(conv_float(in[i])); /* NaN codes too: sign and all */
+        }
+        if (out[i] != want && !nan_ok && bad++ < 8)
+            cr_log_error("op %d: input 0x%08x gives 0x%x, want 0x%x", op, in[i], out[i], want);
+    }
+    opt_free(din), opt_free(dout);
+    free(out);
+    return bad;
+}
+
+/* The hardware conversions kernels use (gpu_port.h gpu_f16_to_f32 / gpu_f32_to_f16 and
+ * paged_kv.h pkv_f32x2_to_e4m3, opt_convert_probe) against the reference's independent ones
+ * (ref_dtype.c), bit for bit: every f16 value widened; narrowed to f16 and to fp8, every bf16
+ * value as an f32 (zeros, subnormals, inf and NaN of both signs), every tie halfway between two
+ * f16 values and between two fp8 values (round to nearest even decides them), and 2^20 random
+ * f32 bit patterns. The fp8 codes must match NaN signs included. */
+Test(convert, hardware_conversions_match_reference)
+{
+    const size_t nrand = (size_t)1 << 20, n = 65536 + 65536 + 2 * 256 + nrand;
+    uint32_t *in = malloc(n * 4);
+    cr_assert(in);
+    size_t m = 0;
+    for (uint32_t b = 0; b < 65536; b++)
+        in[m++] = b << 16; /* every bf16 value */
+    for (uint32_t h = 0; h < 65536; h++) { /* f16 ties: halfway to the next magnitude */
+        const double a = ref_f16_to_f32((uint16_t)h), b = ref_f16_to_f32((uint16_t)(h + 1));
+        if ((h & 0x7C00u) == 0x7C00u) /* inf, NaN: themselves */
+            in[m++] = conv_bits((float)a);
+        else if ((h & 0x7FFFu) == 0x7BFFu) /* +-65520: the tie between 65504 and overflow */
+            in[m++] = conv_bits((float)(a * 65520.0 / 65504.0));
+        else /* exact in f32 (12 significant bits) */
+            in[m++] = conv_bits((float)((a + b) / 2));
+    }
+    for (uint32_t c = 0; c < 256; c++) { /* fp8 ties, and the code itself */
+        const double a = ref_fp8e4m3_to_f32((uint8_t)c), b = ref_fp8e4m3_to_f32((uint8_t)((c & 0x80u) | ((c + 1) & 0x7Fu)));
+        in[m++] = conv_bits((float)a);
+        in[m++] = conv_bits((c & 0x7Fu) >= 0x7Eu ? (float)a * 1.0625f : (float)((a + b) / 2));
+    }
+    uint64_t s = 0x9E3779B97F4A7C15ull; /* xorshift64 */
+    for (size_t i = 0; i < nrand; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        in[m++] = (uint32_t)(s >> 32);
+    }
+    cr_assert_eq(m, n);
+    int bad = 0;
+    uint32_t *lo = malloc(65536 * 4);
+    cr_assert(lo);
+    for (uint32_t h = 0; h < 65536; h++)
+        lo[h] = h;
+    bad += conv_check(0, lo, 65536);
+    free(lo);
+    bad += conv_check(1, in, n);
+    bad += conv_check(2, in, n);
+    cr_expect_eq(bad, 0, "%d conversions differ from the reference's", bad);
+    free(in);
+}
+
+Test(convert, rejects_bad_arguments)
+{
+    cr_expect_eq(opt_convert_probe(3, NULL, NULL, 0, NULL), OPT_EINVAL);
+    cr_expect_eq(opt_convert_probe(2, (const uint32_t *)8, (uint32_t *)8, 3, NULL), OPT_EINVAL);
+    cr_expect_eq(opt_convert_probe(0, NULL, NULL, 4, NULL), OPT_EINVAL);
+    cr_expect_eq(opt_convert_probe(1, NULL, NULL, 0, NULL), OPT_OK);
+}
