@@ -18,7 +18,10 @@
  *   W_kvb rows, dots them with c_kv (lanes across the 512 columns) and writes k_nope (W_UK_h,
  *   rows 0..127) and v (W_UV_h, rows 128..255) rounded to bf16 (nearest even), as a bf16
  *   kv_b_proj GEMM writes them and the reference rounds them; k_pe is stored once per key row
- *   as f32 (exact for a bf16 cache; code * k_scale for fp8), not rounded.
+ *   as f32 holding its bf16 value (the K row is bf16 in every form). fp8 context rows: the dots
+ *   run on the codes and each is multiplied by k_scale once (the latent is code * k_scale
+ *   exactly; a bf16 latent would round it, the lse moving by ~1e-3 at scales that are not
+ *   powers of two), k_pe is code * k_scale rounded to bf16.
  * mla_prefill_attend_kernel: one block of 128 threads per (query token, head): new token i of
  *   request b sees keys 0 .. context_lens[b] + i of the request (bottom-right causal over
  *   context + new), Dqk 192 = [k_nope | k_pe], Dv 128, in tiles of 128 keys as in the decode
@@ -265,12 +268,16 @@ mla_prefill_decompress_kernel(const uint16_t *__restrict__ c_kv,        /* c_kv:
     const int b = lo;
     const int j = r - cu_k[b], ctx = context_lens[b];
 
+    float ks = 1.0f; /* fp8 context rows: c_kv stays in codes, k_scale goes on each dot */
     if (j < ctx) { /* context token j, from the paged cache */
-        const float ks = KV == OPT_FP8E4M3 ? *k_scale : 1.0f;
+        if (KV == OPT_FP8E4M3)
+            ks = *k_scale;
         const size_t row = ((size_t)block_table[(size_t)b * max_blocks + j / block_size] *
                                 (size_t)block_size + (size_t)(j % block_size)) * MLA__ROW;
-        for (int d = tid; d < MLA__ROW; d += MLA__DEC_THREADS)
-            lat_s[d] = num_load_f32(KV, cache, row + d) * ks;
+        for (int d = tid; d < MLA__LAT; d += MLA__DEC_THREADS)
+            lat_s[d] = num_load_f32(KV, cache, row + d);
+        for (int d = tid; d < MLA__ROPE; d += MLA__DEC_THREADS) /* k_pe as K stores it: bf16 */
+            lat_s[MLA__LAT + d] = num_bf16_to_f32(num_f32_to_bf16(num_load_f32(KV, cache, row + MLA__LAT + d) * ks));
     } else { /* new token j - ctx of the request */
         const size_t tok = (size_t)cu_q[b] + (size_t)(j - ctx);
         for (int d = tid; d < MLA__LAT; d += MLA__DEC_THREADS)
@@ -290,9 +297,9 @@ mla_prefill_decompress_kernel(const uint16_t *__restrict__ c_kv,        /* c_kv:
         dot = mla__warp_sum(dot);
         if (lane == 0) {
             if (rr < MLA__NOPE)
-                k_nope[kv_row + rr] = num_f32_to_bf16(dot);
+                k_nope[kv_row + rr] = num_f32_to_bf16(dot * ks);
             else
-                v[kv_row + (rr - MLA__NOPE)] = num_f32_to_bf16(dot);
+                v[kv_row + (rr - MLA__NOPE)] = num_f32_to_bf16(dot * ks);
         }
     }
     if (h == 0)

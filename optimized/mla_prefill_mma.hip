@@ -19,10 +19,13 @@
  *   XOR-swizzled for ldmatrix. Each key row's latent is read where it lives: the new tokens'
  *   c_kv rows, or a context token's row of the paged latent cache through the block table (a
  *   per-block table of 128 row offsets, built once). bf16 rows go straight to shared memory;
- *   fp8 rows land as codes in a raw stage and each thread converts the chunks it copied --
- *   code * k_scale in f32, rounded to bf16, exactly the reference's emulated dequantization
- *   (sm_89+: cvt e4m3x2 -> f16x2, exact, then the f32 product; before: numerics.h). Blocks of
- *   the k_nope half also copy the rows' k_pe (bf16, fp8 dequantized the same way) into K dims
+ *   fp8 rows land as codes in a raw stage and each thread converts the chunks it copied into
+ *   bf16 codes (exact; sm_89+: cvt e4m3x2 -> f16x2, before: numerics.h); k_scale multiplies
+ *   the f32 accumulators before they are rounded to bf16 (one scale per tensor: the latent
+ *   stays code * k_scale exactly, as SPEC's reference keeps it; rounding code * k_scale to
+ *   bf16 first moved the lse by ~1e-3, past its bar, at scales that are not powers of two).
+ *   Blocks of the k_nope half also copy the rows' k_pe (bf16; fp8: code * k_scale rounded to
+ *   bf16, as K stores it and the reference rounds it) into K dims
  *   128..191, so K [rows, hq, 192] and V [rows, hq, 128] are what mha_varlen mma reads with
  *   hkv = hq. Shared memory 96 KiB (bf16 rows) / 88 KiB (fp8), two blocks per SM.
  * opt_context_chunk_plan (extend_chunked.hip): extend's plan (the contexts laid end to end, cut
@@ -91,8 +94,9 @@ template <int SRC, bool WG> struct mpm__cfg {
  * = the element offset of row row0 + i's latent (-1: no such row), then (k_nope blocks, half
  * 0) the rows' k_pe into K dims 128..191, eight dims per item. SRC_NEW: row r is new token r
  * (c_kv, k_pe); else row r is context token starts[b] + r - cu[b] of the request b with
- * cu[b] <= r < cu[b + 1], read from the paged cache (fp8: code * ks rounded to bf16). Ends
- * with the block's threads past a barrier. */
+ * cu[b] <= r < cu[b + 1], read from the paged cache (fp8: code * ks rounded to bf16, as K is
+ * stored; the GEMMs instead multiply the codes, exact in bf16, and put ks on the f32
+ * accumulators). Ends with the block's threads past a barrier. */
 template <int SRC, int NR>
 static __device__ __forceinline__ void
 mpm__rows_and_k_pe(long long *row_s, const void *lat, const uint16_t *k_pe, float ks,
@@ -199,9 +203,9 @@ mla_prefill_portable_decompress_kernel(const void *__restrict__ lat,
             const long long off = row_s[r];
             uint4 val = make_uint4(0u, 0u, 0u, 0u); /* rows without a key: never stored */
             if (off >= 0) {
-                if (SRC == MPM_SRC_FP8) {
+                if (SRC == MPM_SRC_FP8) { /* the codes themselves: k_scale goes on acc */
                     const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + k0 + ch * 8);
-                    val = pkv_fp8x8_bf16(w.x, w.y, ks);
+                    val = pkv_fp8x8_bf16(w.x, w.y, 1.0f);
                 } else {
                     val = *(const uint4 *)((const uint16_t *)lat + off + k0 + ch * 8);
                 }
@@ -223,7 +227,7 @@ mla_prefill_portable_decompress_kernel(const void *__restrict__ lat,
         for (int e = 0; e < GPU_MMA_C_ELEMS; e++) {
             int row, col;
             gpu_mma_c_coord(lane, e, &row, &col);
-            ot[(16 * warp + row) * (MPM_BN + 8) + 16 * nt + col] = num_f32_to_bf16(acc[nt][e]);
+            ot[(16 * warp + row) * (MPM_BN + 8) + 16 * nt + col] = num_f32_to_bf16(acc[nt][e] * ks);
         }
     __syncthreads();
     mpm__store_tile<MPP_BM, MPM_BN + 8>(ot, k, v, row0, rows, hq, h, half);
@@ -404,7 +408,7 @@ mla_prefill_mma_decompress_kernel(
             for (int c = tid; c < MPM_BM * 4; c += MPM_THREADS) {
                 const int r = c / 4, q = c % 4;
                 const uint4 w = *(const uint4 *)(raw + stage * C::R_BYTES + r * MPM_BK + q * 16);
-                const uint4 lo = pkv_fp8x8_bf16(w.x, w.y, ks), hi = pkv_fp8x8_bf16(w.z, w.w, ks);
+                const uint4 lo = pkv_fp8x8_bf16(w.x, w.y, 1.0f), hi = pkv_fp8x8_bf16(w.z, w.w, 1.0f);
                 uint8_t *a = gen0 + MPM_STAGES * C::B_BYTES;
                 *(uint4 *)(a + mpm__at<WG>(r, 2 * q)) = lo;
                 *(uint4 *)(a + mpm__at<WG>(r, 2 * q + 1)) = hi;
@@ -435,7 +439,7 @@ mla_prefill_mma_decompress_kernel(
     for (int e = 0; e < C::ACC; e += 2) {
         int r, col;
         mpm__acc_at<WG>(e, &r, &col);
-        *(uint32_t *)(ot + r * OLD + col) = gpu_pack2<false>(acc[e], acc[e + 1]);
+        *(uint32_t *)(ot + r * OLD + col) = gpu_pack2<false>(acc[e] * ks, acc[e + 1] * ks);
     }
     __syncthreads();
     mpm__store_tile<MPM_BM, OLD>(ot, k, v, row0, rows, hq, h, half);

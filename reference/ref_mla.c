@@ -105,17 +105,19 @@ static int ref__cache_check(const ref_mla_cache *c)
 }
 
 /* Tokens [t0, t0 + n) of the sequence with block-table row bt as latent rows, each value exact
- * (fp8: code * k_scale, exact in f64), then rounded to bf16 when emulating a kernel.
+ * (fp8: code * k_scale, exact in f64); an f16 or f32 cache is rounded to bf16 when emulating a
+ * kernel (its GEMMs take bf16). fp8 stays exact when emulating too: kernels multiply the codes,
+ * exact in bf16, and put the one per-tensor k_scale on their f32 results (decode: logits and
+ * output; prefill: the decompression GEMM's accumulators).
  *   dst: [n, 576] f64 */
 static int ref__gather_latent(const ref_mla_cache *c, const int32_t *bt, int64_t t0, int n,
                               int emulate, double *dst)
 {
     const int bs = c->block_size;
-    double fp8[256]; /* code -> value, rounded as the row will be */
+    double fp8[256]; /* code -> value */
     if (c->dtype == REF_FP8E4M3)
         for (int b = 0; b < 256; b++) {
-            const double v = ref_fast_fp8e4m3_to_f32((uint8_t)b) * c->k_scale;
-            fp8[b] = emulate ? ref__to_bf16(v) : v;
+            fp8[b] = ref_fast_fp8e4m3_to_f32((uint8_t)b) * c->k_scale;
         }
     for (int i = 0; i < n; i++) {
         const int64_t t = t0 + i;
@@ -282,8 +284,8 @@ static double ref__round(ref_dtype rd, double v)
 }
 
 /* Per-head K and V from latent rows: k_h = [W_UK_h c_kv | k_pe], v_h = W_UV_h c_kv, one dgemm
- * [n, 512] x [512, hq * 256] per token block, each value rounded through dtype rd (and kept
- * in f64: ref_attn reads f64 fastest).
+ * [n, 512] x [512, hq * 256] per token block, each value -- k_pe's included: K is stored whole
+ * in rd -- rounded through dtype rd (and kept in f64: ref_attn reads f64 fastest).
  *   lat: [n, 576] f64   w: [hq * 256, 512] f64   k: [n, hq, 192] f64   v: [n, hq, 128] f64 */
 static int ref__decompress(int n, int hq, const double *lat, const double *w, ref_dtype rd,
                            double *k, double *v)
@@ -313,7 +315,8 @@ static int ref__decompress(int n, int hq, const double *lat, const double *w, re
                     double *vr = v + ((size_t)(j0 + j) * hq + h) * REF_MLA_V;
                     for (int d = 0; d < REF_MLA_NOPE; d++)
                         kr[d] = ref__round(rd, t[h * REF_MLA_WROWS + d]);
-                    memcpy(kr + REF_MLA_NOPE, pe, REF_MLA_ROPE * sizeof *pe);
+                    for (int d = 0; d < REF_MLA_ROPE; d++)
+                        kr[REF_MLA_NOPE + d] = ref__round(rd, pe[d]);
                     for (int d = 0; d < REF_MLA_V; d++)
                         vr[d] = ref__round(rd, t[h * REF_MLA_WROWS + REF_MLA_NOPE + d]);
                 }

@@ -90,7 +90,8 @@ typedef struct ref_mla_prefill_args {
     ref_mla_cache cache;         /* holds the context */
     const int32_t *block_table;  /* [batch, max_blocks] */
     int max_blocks;
-    /* The dtype the decompressed k_nope and v are stored in before attention. REF_BF16 is the
+    /* The dtype the decompressed k_nope and v -- and k_pe beside k_nope: the whole K row -- are
+     * stored in before attention. REF_BF16 is the
      * path's contract: SPEC section 9 hands the decompressed K/V to section 4, whose inputs
      * are bf16, as a kernel's up-projection GEMM writes them. REF_F64 keeps them exact (the
      * absorption identity needs that). */

@@ -283,9 +283,12 @@ Test(decode, permuted_table_equals_identity)
     cache_free(&ki);
 }
 
-/* REF_EMULATE rounds each dequantized fp8 value to bf16: with P left exact (p_dtype f64) it is
- * bit-identical to the exact decode of a bf16 cache holding those rounded values. */
-Test(decode, emulate_rounds_fp8_rows_to_bf16)
+/* REF_EMULATE keeps the fp8 latent exact (code * k_scale): every kernel multiplies the codes,
+ * exact in bf16, and applies the one per-tensor k_scale to its f32 logits and output. With P
+ * left exact (p_dtype f64) it is bit-identical to the exact decode of the same cache -- and a
+ * cache of bf16-rounded values differs (k_scale 0.0125 is not a power of two), so the test
+ * would see the rounding come back. */
+Test(decode, emulate_keeps_fp8_latent_exact)
 {
     cache k8, kb;
     cache_init(&k8, B, dec_lens, 16, REF_FP8E4M3, 0.0125, 0, 61);
@@ -298,9 +301,12 @@ Test(decode, emulate_rounds_fp8_rows_to_bf16)
     a.mode = REF_EMULATE;
     a.p_dtype = REF_F64;
     cr_assert(ref_mla_decode(&a, dout, dlse) == REF_OK);
-    a = decode_args(&kb, q, REF_BF16, dec_lens);
+    a = decode_args(&k8, q, REF_BF16, dec_lens);
     cr_assert(ref_mla_decode(&a, dout2, dlse2) == REF_OK);
     cr_assert(!memcmp(dout, dout2, sizeof dout) && !memcmp(dlse, dlse2, sizeof dlse));
+    a = decode_args(&kb, q, REF_BF16, dec_lens);
+    cr_assert(ref_mla_decode(&a, dout2, dlse2) == REF_OK);
+    cr_assert(memcmp(dout, dout2, sizeof dout) != 0, "the bf16-rounded latent gives the same output");
     free(q);
     cache_free(&k8);
     cache_free(&kb);
@@ -417,8 +423,9 @@ static void prefill_oracle(const prefill *p, double *out, double *lse)
                     else
                         v[((size_t)j * hq + h) * DV + r - REF_MLA_NOPE] = x;
                 }
-                for (int d = 0; d < REF_MLA_ROPE; d++)
-                    k[((size_t)j * hq + h) * QK + REF_MLA_NOPE + d] = latent(p, b, j, LAT + d);
+                for (int d = 0; d < REF_MLA_ROPE; d++) /* K is stored whole in kv_round */
+                    k[((size_t)j * hq + h) * QK + REF_MLA_NOPE + d] =
+                        ref_round_to(p->a.kv_round, latent(p, b, j, LAT + d));
             }
         for (int i = p->cu[b]; i < p->cu[b + 1]; i++)
             for (int h = 0; h < hq; h++) {
