@@ -57,6 +57,7 @@ enum {
     MLF__SLOTS = 2,                  /* 64-dim latent slots per warp (4 k-steps each) */
     MLF__CPT = 9,                    /* 16-byte copies per thread per staged row share */
     MLF__SBUF = 2 * MLF__WARPS * 32 * 8 * 4, /* partial-logit exchange: 2 parities, 8 f32 a lane */
+    MLF__QBUF = MLF__WARPS * MLF__HG * 4,    /* per-warp query-row magnitudes (fp8 via f16) */
     MLF__NBLK_MAX = 1024,            /* block rows: bounds the workspace */
     MLF__ALIGN = 256,
 };
@@ -76,7 +77,7 @@ template <> struct mlf__kv<OPT_BF16> {
 
 template <int KV> static constexpr size_t mlf__smem_bytes()
 {
-    return (size_t)mlf__kv<KV>::STAGES * mlf__kv<KV>::ROWS * mlf__kv<KV>::SROW + MLF__SBUF;
+    return (size_t)mlf__kv<KV>::STAGES * mlf__kv<KV>::ROWS * mlf__kv<KV>::SROW + MLF__SBUF + MLF__QBUF;
 }
 
 static_assert(mlf__kv<OPT_FP8E4M3>::ROW_BYTES / 16 ==
@@ -85,6 +86,18 @@ static_assert(mlf__kv<OPT_FP8E4M3>::ROW_BYTES / 16 ==
               "every thread copies the same share of a stage");
 static_assert(mlf__smem_bytes<OPT_FP8E4M3>() <= 75 * 1024 && mlf__smem_bytes<OPT_BF16>() <= 75 * 1024,
               "three blocks per multiprocessor");
+
+/* fp8 with the hardware's e4m3 -> f16 conversion (GPU_HAS_CVT_E4M3, sm_89+): the codes become
+ * f16 fragments exactly, one instruction per pair (NaN codes NaN), and the fp8 path multiplies
+ * in f16: each query head's row is scaled by a power of two 2^sh (its largest magnitude to
+ * [2^14, 2^15): every bf16 element at or above 2^-24 of it is exact in f16, smaller ones weigh
+ * below 2^-24 of the row's logit) and 2^-sh goes on that row's logits; P is rounded to bf16 as
+ * everywhere, then to f16 (exact from 2^-24 up; P <= 2^8). Without it: the bf16 bit moves. */
+#if defined(GPU_HAS_CVT_E4M3)
+#define MLF__HWF8 1
+#else
+#define MLF__HWF8 0
+#endif // GPU_HAS_CVT_E4M3
 
 #if defined(GPU_HAS_MMA_SYNC)
 /* ------------------------------------------------------------ dims of a fragment */
@@ -101,20 +114,10 @@ static __device__ constexpr int mlf__d4(int fp8, int base, int js, int t)
  * n-tile made from half h by movmatrix has the same dims, so out uses the same map. */
 static __device__ constexpr int mlf__pos(int fp8, int h, int e)
 {
-    return fp8 ? h + 2 * e : 2 * h + e;
+    return fp8 && !MLF__HWF8 ? h + 2 * e : 2 * h + e;
 }
 
 /* --------------------------------------------------------------- PTX primitives */
-/* d += A B: m16n8k16, bf16 inputs, f32 accumulation (layout in the file header). */
-static __device__ __forceinline__ void mlf__mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* The warp's 8x8 b16 matrix (lane 4 g + t holds row g, cols 2t, 2t+1) transposed in place. */
 static __device__ __forceinline__ uint32_t mlf__trans(uint32_t x)
 {
@@ -148,7 +151,30 @@ static __device__ __forceinline__ uint32_t mlf__bf16x2(float lo, float hi)
     return d;
 }
 
+/* ------------------------------------------------------------ fp8 in registers */
+/* The power-of-two exponent sh that takes a query row whose largest bf16 magnitude has bits m
+ * to [2^14, 2^15) (f16's top binade is [2^15, 65504]); 0 for an all-zero or non-finite row,
+ * clamped to +-126 so that 2^sh and 2^-sh are normal f32. */
+static __device__ __forceinline__ int mlf__qshift(uint32_t m)
+{
+    if (m == 0 || m >= 0x7F80u)
+        return 0;
+    const int sh = 14 - ((int)(m >> 7) - 127);
+    return sh > 126 ? 126 : sh < -126 ? -126 : sh;
+}
 
+static __device__ __forceinline__ float mlf__pow2(int e) /* -126 <= e <= 127 */
+{
+    return __int_as_float((e + 127) << 23);
+}
+
+/* A bf16 pair as an f16 pair of its values times s (round to nearest even). */
+static __device__ __forceinline__ uint32_t mlf__bf16x2_to_f16x2(uint32_t x, float s)
+{
+    return gpu_pack2<true>(__uint_as_float(x << 16) * s, __uint_as_float(x & 0xFFFF0000u) * s);
+}
+
+#if !MLF__HWF8 /* the bf16 bit moves of fp8 codes (without the hardware conversion) */
 /* a * b per bf16 half (the -0 addend keeps the product's sign of zero). */
 static __device__ __forceinline__ uint32_t mlf__bf16x2_mul(uint32_t a, uint32_t b)
 {
@@ -157,7 +183,6 @@ static __device__ __forceinline__ uint32_t mlf__bf16x2_mul(uint32_t a, uint32_t 
     return d;
 }
 
-/* ------------------------------------------------------------ fp8 in registers */
 /* Four e4m3 codes (bytes x0..x3 of w) as bf16 bit patterns s | (code & 0x7F) << 4, which read
  * as code * 2^-120 (normal or subnormal alike): even = (x0, x2), odd = (x1, x3). */
 static __device__ __forceinline__ void mlf__fp8x4(uint32_t w, uint32_t &even, uint32_t &odd)
@@ -171,6 +196,7 @@ static __device__ __forceinline__ uint32_t mlf__fp8_nan(uint32_t w)
 {
     return (w & 0x7F7F7F7Fu) + 0x01010101u;
 }
+#endif // !MLF__HWF8
 
 enum : uint32_t {
     MLF__BF16X2_2P120 = 0x7B807B80u, /* 2^120 in both halves */
@@ -186,6 +212,14 @@ static __device__ __forceinline__ void mlf__load_slot(const uint8_t *rp, int war
     if (mlf__kv<KV>::FP8) {
         const uint4 v = *(const uint4 *)(rp + 128 * warp + 64 * sl + 16 * t);
         const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#if MLF__HWF8
+        (void)nan;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            kb[2 * j] = gpu_e4m3x2_to_f16x2(w[j]);
+            kb[2 * j + 1] = gpu_e4m3x2_to_f16x2(w[j] >> 16);
+        }
+#else
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             uint32_t even, odd;
@@ -194,6 +228,7 @@ static __device__ __forceinline__ void mlf__load_slot(const uint8_t *rp, int war
             kb[2 * j] = mlf__bf16x2_mul(even, MLF__BF16X2_2P120);
             kb[2 * j + 1] = mlf__bf16x2_mul(odd, MLF__BF16X2_2P120);
         }
+#endif // MLF__HWF8
     } else {
         const uint4 a = *(const uint4 *)(rp + 256 * warp + 128 * sl + 16 * t);
         const uint4 b = *(const uint4 *)(rp + 256 * warp + 128 * sl + 64 + 16 * t);
@@ -209,11 +244,17 @@ static __device__ __forceinline__ void mlf__load_rope(const uint8_t *rp, int war
 {
     if (mlf__kv<KV>::FP8) {
         const uint32_t w = *(const uint32_t *)(rp + MLF__LAT + 16 * t + 4 * warp);
+#if MLF__HWF8
+        (void)nan;
+        kr[0] = gpu_e4m3x2_to_f16x2(w);
+        kr[1] = gpu_e4m3x2_to_f16x2(w >> 16);
+#else
         uint32_t even, odd;
         mlf__fp8x4(w, even, odd);
         nan |= mlf__fp8_nan(w);
         kr[0] = mlf__bf16x2_mul(even, MLF__BF16X2_2P120);
         kr[1] = mlf__bf16x2_mul(odd, MLF__BF16X2_2P120);
+#endif // MLF__HWF8
     } else {
         const uint2 v = *(const uint2 *)(rp + 2 * MLF__LAT + 64 * (warp >> 1) + 16 * t + 8 * (warp & 1));
         kr[0] = v.x, kr[1] = v.y;
@@ -324,6 +365,49 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                            hB < hq ? *(const uint2 *)(qb + d4) : zero, qr);
     }
 
+    /* fp8 through f16 (MLF__HWF8): rows hA and hB scaled by 2^shA, 2^shB from their largest
+     * magnitude over all 576 dims (four warps' shares, met in shared memory), their logits by
+     * 2^-sh. Registers a0, a2 of a fragment are row hA, a1, a3 row hB. */
+    constexpr bool F16M = T::FP8 && MLF__HWF8;
+    float slA = sl2, slB = sl2;
+    if constexpr (F16M) {
+        uint32_t ma = 0, mb = 0;
+        auto upd = [](uint32_t &mx, uint32_t x) { mx = max(mx, max(x & 0x7FFFu, (x >> 16) & 0x7FFFu)); };
+#pragma unroll
+        for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+            for (int js = 0; js < 4; js++) {
+                upd(ma, qf[sl][js][0]), upd(ma, qf[sl][js][2]);
+                upd(mb, qf[sl][js][1]), upd(mb, qf[sl][js][3]);
+            }
+        upd(ma, qr[0]), upd(ma, qr[2]), upd(mb, qr[1]), upd(mb, qr[3]);
+#pragma unroll
+        for (int d = 1; d < 4; d *= 2) {
+            ma = max(ma, (uint32_t)GPU_SHFL_XOR((int)ma, d));
+            mb = max(mb, (uint32_t)GPU_SHFL_XOR((int)mb, d));
+        }
+        uint32_t *qmax = (uint32_t *)(sbuf + MLF__SBUF / 4); /* [warp][16 rows] */
+        if (t == 0)
+            qmax[MLF__HG * warp + g] = ma, qmax[MLF__HG * warp + g + 8] = mb;
+        __syncthreads();
+#pragma unroll
+        for (int w2 = 0; w2 < MLF__WARPS; w2++)
+            ma = max(ma, qmax[MLF__HG * w2 + g]), mb = max(mb, qmax[MLF__HG * w2 + g + 8]);
+        const int shA = mlf__qshift(ma), shB = mlf__qshift(mb);
+        const float sA = mlf__pow2(shA), sB = mlf__pow2(shB);
+        slA = sl2 * mlf__pow2(-shA), slB = sl2 * mlf__pow2(-shB);
+#pragma unroll
+        for (int sl = 0; sl < MLF__SLOTS; sl++)
+#pragma unroll
+            for (int js = 0; js < 4; js++)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                    qf[sl][js][r] = mlf__bf16x2_to_f16x2(qf[sl][js][r], r % 2 ? sB : sA);
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            qr[r] = mlf__bf16x2_to_f16x2(qr[r], r % 2 ? sB : sA);
+    }
+
     float o[MLF__SLOTS][8][4];
 #pragma unroll
     for (int sl = 0; sl < MLF__SLOTS; sl++)
@@ -406,10 +490,11 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                 for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
                     for (int i = 0; i < 2; i++)
-                        mlf__mma(acc[i][T::FP8 ? sl : 0], qf[sl][js], kb[i][sl][2 * js], kb[i][sl][2 * js + 1]);
+                        gpu_mma16816<F16M>(acc[i][T::FP8 ? sl : 0], qf[sl][js], kb[i][sl][2 * js],
+                                           kb[i][sl][2 * js + 1]);
 #pragma unroll
             for (int i = 0; i < 2; i++)
-                mlf__mma(acc[i][0], qr, kr[i][0], kr[i][1]);
+                gpu_mma16816<F16M>(acc[i][0], qr, kr[i][0], kr[i][1]);
             if (T::FP8)
 #pragma unroll
                 for (int i = 0; i < 2; i++)
@@ -446,7 +531,7 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
             for (int i = 0; i < 2; i++)
 #pragma unroll
                 for (int r = 0; r < 4; r++)
-                    x[i][r] *= sl2;
+                    x[i][r] *= r < 2 ? slA : slB;
             if (kbase + MLF__SUB > k1) {
 #pragma unroll
                 for (int i = 0; i < 2; i++)
@@ -496,13 +581,17 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 
             /* P (bf16, as every flash kernel rounds it) times V: the n-tiles' logit
              * accumulators are the A fragment, the transposed key fragments the B ones. */
-            const uint32_t pa[4] = {mlf__bf16x2(p[0][0], p[0][1]), mlf__bf16x2(p[0][2], p[0][3]),
-                                    mlf__bf16x2(p[1][0], p[1][1]), mlf__bf16x2(p[1][2], p[1][3])};
+            uint32_t pa[4] = {mlf__bf16x2(p[0][0], p[0][1]), mlf__bf16x2(p[0][2], p[0][3]),
+                              mlf__bf16x2(p[1][0], p[1][1]), mlf__bf16x2(p[1][2], p[1][3])};
+            if constexpr (F16M)
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                    pa[r] = mlf__bf16x2_to_f16x2(pa[r], 1.0f);
 #pragma unroll
             for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
                 for (int j = 0; j < 8; j++)
-                    mlf__mma(o[sl][j], pa, mlf__trans(kb[0][sl][j]), mlf__trans(kb[1][sl][j]));
+                    gpu_mma16816<F16M>(o[sl][j], pa, mlf__trans(kb[0][sl][j]), mlf__trans(kb[1][sl][j]));
         }
     }
     mlf__cp_wait<0>();
