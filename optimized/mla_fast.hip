@@ -20,9 +20,11 @@
  *   the same online softmax (f32, exp2 with log2(e) folded into the scale, the running max
  *   moved only when it grows by a factor above 2^8, so rescales are rare) and multiplies the
  *   bf16-rounded probabilities with the value dims it already loaded (movmatrix transposes the
- *   key fragments into value fragments). fp8 codes are dequantized in registers: bit moves
- *   make code * 2^-120 in bf16 and one bf16 multiply by 2^120 makes the code exactly; k_scale
- *   is applied to the logits and the output. Each (block, sequence) pair writes an f32
+ *   key fragments into value fragments). fp8 codes are dequantized in registers: on sm_89+ the
+ *   hardware converts each pair to f16 exactly and the fp8 path multiplies in f16 (queries
+ *   scaled per head into f16 range: MLF__HWF8); elsewhere bit moves make code * 2^-120 in bf16
+ *   and one bf16 multiply by 2^120 makes the code exactly; k_scale is applied to the logits and
+ *   the output. Each (block, sequence) pair writes an f32
  *   partial (out / l, lse) to the workspace at slot block + sequence (unique: the pairs form
  *   a staircase) -- or, when the block's range holds the whole sequence, the final row.
  * mla_fast_combine_kernel: one block per (head, sequence); a sequence whose keys span several
