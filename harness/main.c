@@ -75,8 +75,9 @@ static const char *const usage_run =
     "\n"
     "Interrupting: the first Ctrl-C or SIGTERM (e.g. from `timeout`) lets the case under way\n"
     "finish, keeps the records written so far under the --json/--csv names and exits with\n"
-    "128 + the signal (130, 143); a second one ends the run at once, leaving the finished\n"
-    "records in FILE.tmp<pid>.\n";
+    "128 + the signal (130, 143); another one a second or more later ends the run at once,\n"
+    "leaving the finished records in FILE.tmp<pid> (repeats within the second, as `timeout`\n"
+    "sends them, count as one).\n";
 
 static const char *const usage_list =
     "usage: attn-harness list [CASE_FILE...]\n"

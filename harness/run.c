@@ -252,14 +252,27 @@ static void hx__emit(hx__sink *s, const hx_result *r)
 }
 
 /* SIGINT / SIGTERM (Ctrl-C, `timeout`): the first one lets the case under way finish, then the
- * run stops and keeps what it wrote; a second one ends the process at once (the handler puts
- * the default action back). */
+ * run stops and keeps what it wrote; one more, a second or later, ends the process at once
+ * (default action). Repeats within that second are the same request, not a second one:
+ * `timeout` signals the command and then its whole process group, so a run under it gets its
+ * TERM twice at once -- which, taken as the second request, lost the records of runs a timeout
+ * stopped (seen on the device: FILE.tmp<pid> left behind, no "interrupted" line). */
 static volatile sig_atomic_t hx__stop_signal;
+static struct timespec hx__stop_at; /* the first one's CLOCK_MONOTONIC time */
 
 static void hx__on_stop_signal(int sig)
 {
-    hx__stop_signal = sig;
+    struct timespec now; /* clock_gettime, signal and raise are async-signal-safe */
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!hx__stop_signal) {
+        hx__stop_at = now;
+        hx__stop_signal = sig;
+        return;
+    }
+    if ((double)(now.tv_sec - hx__stop_at.tv_sec) + 1e-9 * (double)(now.tv_nsec - hx__stop_at.tv_nsec) < 1.0)
+        return;
     signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 /* ------------------------------------------------------------ one case */
@@ -1106,12 +1119,18 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
     prog.t_start = hx_now();
     int done = 0;
     hx__stop_signal = 0;
-    void (*old_int)(int) = signal(SIGINT, hx__on_stop_signal);
-    void (*old_term)(int) = signal(SIGTERM, hx__on_stop_signal);
-    if (old_int == SIG_IGN) /* started ignoring it (nohup, a background job): keep ignoring */
-        signal(SIGINT, SIG_IGN);
-    if (old_term == SIG_IGN)
-        signal(SIGTERM, SIG_IGN);
+    /* sigaction, not signal(): under _POSIX_C_SOURCE glibc's signal() is System V's, whose
+     * handler is reset to the default action as it is called -- so a repeat killed the run. */
+    struct sigaction stop = {0}, old_int, old_term;
+    stop.sa_handler = hx__on_stop_signal;
+    stop.sa_flags = SA_RESTART;
+    sigemptyset(&stop.sa_mask);
+    sigaction(SIGINT, NULL, &old_int);
+    sigaction(SIGTERM, NULL, &old_term);
+    if (old_int.sa_handler != SIG_IGN) /* ignored (nohup, a background job): stays ignored */
+        sigaction(SIGINT, &stop, NULL);
+    if (old_term.sa_handler != SIG_IGN)
+        sigaction(SIGTERM, &stop, NULL);
     for (int k = 0; k < cases.n && !rc && !hx__stop_signal; k++) {
         const hx_case *c = &cases.v[k];
         if (k % o->shard_n != o->shard_i || !hx__case_selected(o, c))
@@ -1127,8 +1146,8 @@ int hx_run(const hx_run_opts *o, char *const *files, int n_files, const char *ar
         prog.done = ++done;
     }
     hx__progress_clear(&prog);
-    signal(SIGINT, old_int == SIG_ERR ? SIG_DFL : old_int);
-    signal(SIGTERM, old_term == SIG_ERR ? SIG_DFL : old_term);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (rc) {
         hx_fail(e, rc, "run stopped: bad input files (see above)");
         goto out;
