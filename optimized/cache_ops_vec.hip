@@ -220,8 +220,8 @@ __device__ inline cv__quant cv__quant_of(float s)
     return q;
 }
 
-/* Row bits of DT as an fp8 code: fp8(x / scale) with the quotient in f32 (as cache_write
- * simple does). */
+/* Row bits of DT as the f32 quotient x / scale that is encoded to fp8 (as cache_write simple
+ * computes it). */
 template <int DT>
 __device__ inline float cv__quotient(uint32_t bits, const cv__quant &q)
 {

@@ -91,9 +91,8 @@ static_assert(mlf__smem_bytes<OPT_FP8E4M3>() <= 75 * 1024 && mlf__smem_bytes<OPT
 
 /* fp8 with the hardware's e4m3 -> f16 conversion (GPU_HAS_CVT_E4M3, sm_89+): the codes become
  * f16 fragments exactly, one instruction per pair (NaN codes NaN), and the fp8 path multiplies
- * in f16: each query head's row is scaled by a power of two 2^sh (its largest magnitude to
- * [2^14, 2^15): every bf16 element at or above 2^-24 of it is exact in f16, smaller ones weigh
- * below 2^-24 of the row's logit) and 2^-sh goes on that row's logits; P is rounded to bf16 as
+ * in f16: each query head's row is scaled by a power of two into f16's range
+ * (num_f16_range_scale) and that row's logits divided by it; P is rounded to bf16 as
  * everywhere, then to f16 (exact from 2^-24 up; P <= 2^8). Without it: the bf16 bit moves. */
 #if defined(GPU_HAS_CVT_E4M3)
 #define MLF__HWF8 1
@@ -145,37 +144,7 @@ template <int N> static __device__ __forceinline__ void mlf__cp_wait(void)
     asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
 }
 
-/* bf16x2 of (lo, hi), each rounded to nearest even. */
-static __device__ __forceinline__ uint32_t mlf__bf16x2(float lo, float hi)
-{
-    uint32_t d;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
-}
-
 /* ------------------------------------------------------------ fp8 in registers */
-/* The power-of-two exponent sh that takes a query row whose largest bf16 magnitude has bits m
- * to [2^14, 2^15) (f16's top binade is [2^15, 65504]); 0 for an all-zero or non-finite row,
- * clamped to +-126 so that 2^sh and 2^-sh are normal f32. */
-static __device__ __forceinline__ int mlf__qshift(uint32_t m)
-{
-    if (m == 0 || m >= 0x7F80u)
-        return 0;
-    const int sh = 14 - ((int)(m >> 7) - 127);
-    return sh > 126 ? 126 : sh < -126 ? -126 : sh;
-}
-
-static __device__ __forceinline__ float mlf__pow2(int e) /* -126 <= e <= 127 */
-{
-    return __int_as_float((e + 127) << 23);
-}
-
-/* A bf16 pair as an f16 pair of its values times s (round to nearest even). */
-static __device__ __forceinline__ uint32_t mlf__bf16x2_to_f16x2(uint32_t x, float s)
-{
-    return gpu_pack2<true>(__uint_as_float(x << 16) * s, __uint_as_float(x & 0xFFFF0000u) * s);
-}
-
 #if !MLF__HWF8 /* the bf16 bit moves of fp8 codes (without the hardware conversion) */
 /* a * b per bf16 half (the -0 addend keeps the product's sign of zero). */
 static __device__ __forceinline__ uint32_t mlf__bf16x2_mul(uint32_t a, uint32_t b)
@@ -367,9 +336,9 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                            hB < hq ? *(const uint2 *)(qb + d4) : zero, qr);
     }
 
-    /* fp8 through f16 (MLF__HWF8): rows hA and hB scaled by 2^shA, 2^shB from their largest
-     * magnitude over all 576 dims (four warps' shares, met in shared memory), their logits by
-     * 2^-sh. Registers a0, a2 of a fragment are row hA, a1, a3 row hB. */
+    /* fp8 through f16 (MLF__HWF8): rows hA and hB scaled into f16's range by the powers of two
+     * sA, sB of their largest magnitude over all 576 dims (four warps' shares, met in shared
+     * memory; numerics.h num_f16_range_scale, as paged_mma.h does), their logits divided by them. Registers a0, a2 of a fragment are row hA, a1, a3 row hB. */
     constexpr bool F16M = T::FP8 && MLF__HWF8;
     float slA = sl2, slB = sl2;
     if constexpr (F16M) {
@@ -395,19 +364,19 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 #pragma unroll
         for (int w2 = 0; w2 < MLF__WARPS; w2++)
             ma = max(ma, qmax[MLF__HG * w2 + g]), mb = max(mb, qmax[MLF__HG * w2 + g + 8]);
-        const int shA = mlf__qshift(ma), shB = mlf__qshift(mb);
-        const float sA = mlf__pow2(shA), sB = mlf__pow2(shB);
-        slA = sl2 * mlf__pow2(-shA), slB = sl2 * mlf__pow2(-shB);
+        const float sA = num_f16_range_scale(num_bf16_to_f32((uint16_t)ma));
+        const float sB = num_f16_range_scale(num_bf16_to_f32((uint16_t)mb));
+        slA = sl2 / sA, slB = sl2 / sB;
 #pragma unroll
         for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
             for (int js = 0; js < 4; js++)
 #pragma unroll
                 for (int r = 0; r < 4; r++)
-                    qf[sl][js][r] = mlf__bf16x2_to_f16x2(qf[sl][js][r], r % 2 ? sB : sA);
+                    qf[sl][js][r] = pkv_bf16x2_to_f16x2(qf[sl][js][r], r % 2 ? sB : sA);
 #pragma unroll
         for (int r = 0; r < 4; r++)
-            qr[r] = mlf__bf16x2_to_f16x2(qr[r], r % 2 ? sB : sA);
+            qr[r] = pkv_bf16x2_to_f16x2(qr[r], r % 2 ? sB : sA);
     }
 
     float o[MLF__SLOTS][8][4];
@@ -583,12 +552,12 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 
             /* P (bf16, as every flash kernel rounds it) times V: the n-tiles' logit
              * accumulators are the A fragment, the transposed key fragments the B ones. */
-            uint32_t pa[4] = {mlf__bf16x2(p[0][0], p[0][1]), mlf__bf16x2(p[0][2], p[0][3]),
-                              mlf__bf16x2(p[1][0], p[1][1]), mlf__bf16x2(p[1][2], p[1][3])};
+            uint32_t pa[4] = {gpu_pack2<false>(p[0][0], p[0][1]), gpu_pack2<false>(p[0][2], p[0][3]),
+                              gpu_pack2<false>(p[1][0], p[1][1]), gpu_pack2<false>(p[1][2], p[1][3])};
             if constexpr (F16M)
 #pragma unroll
                 for (int r = 0; r < 4; r++)
-                    pa[r] = mlf__bf16x2_to_f16x2(pa[r], 1.0f);
+                    pa[r] = pkv_bf16x2_to_f16x2(pa[r], 1.0f);
 #pragma unroll
             for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll

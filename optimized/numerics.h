@@ -141,6 +141,20 @@ NUM_HD float num_e8m0_to_f32(uint8_t b)
     return num_bits_f32(b ? (uint32_t)b << 23 : 0x00400000u);
 }
 
+/* ------------------------------------------------------------ f16 range of a row */
+/* The power of two 2^e that takes a row whose largest magnitude is mx (an f32 holding a bf16
+ * value) into f16's range for f16 MMAs: e = 14 - floor(log2 mx), so the maximum lands in
+ * [2^14, 2^15); every bf16 value of the row at or above 2^-31 of it stays exact in f16 (scaled,
+ * it is 2^-17 or more: its 8 bits above f16's 2^-24 steps), smaller ones are rounded by at most
+ * 2^-39 of the maximum (under f32's rounding of the dot product). e is clamped to [-126, 127]
+ * (2^e normal): a zero row gets 2^127, an inf or NaN maximum 2^-114 (its logits are inf or NaN
+ * anyway). The callers multiply the row by it and divide its logits by it, both exact. */
+NUM_HD float num_f16_range_scale(float mx)
+{
+    const int x = 268 - (int)((num_f32_bits(mx) >> 23) & 0xFFu); /* biased 127 + 14 - E */
+    return num_bits_f32((uint32_t)(x < 1 ? 1 : x > 254 ? 254 : x) << 23);
+}
+
 /* -------------------------------------------------------------- load and store */
 /* Element i of p in storage dtype `dtype` (OPT_F32, OPT_BF16, OPT_F16, OPT_FP8E4M3), as f32;
  * another dtype reads as NaN. A kernel that passes a compile-time dtype gets one branch. */

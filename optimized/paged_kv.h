@@ -204,6 +204,16 @@ __device__ __forceinline__ uint32_t pkv_f32x2_to_e4m3(float a, float b)
 #endif // GPU_HAS_CVT_E4M3
 }
 
+#if defined(GPU_HAS_MMA_SYNC)
+/* A bf16 pair (low half first) as the f16 pair of its values times s, each rounded to nearest
+ * even: a query row into f16's range (s from num_f16_range_scale), or P (s = 1: exact, bf16's
+ * 8 bits fit f16's 11 from 2^-14 up) for f16 MMAs. */
+__device__ __forceinline__ uint32_t pkv_bf16x2_to_f16x2(uint32_t x, float s)
+{
+    return gpu_pack2<true>(num_bf16_to_f32((uint16_t)x) * s, num_bf16_to_f32((uint16_t)(x >> 16)) * s);
+}
+#endif // GPU_HAS_MMA_SYNC
+
 /* Eight codes (w0, w1: four each, low byte first) -> eight bf16 of code * ks. */
 __device__ __forceinline__ uint4 pkv_fp8x8_bf16(uint32_t w0, uint32_t w1, float ks)
 {

@@ -342,9 +342,9 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     const int lim_blk = jb.vis0 < t_end ? jb.vis0 : t_end; /* the block's first row's limit */
 
     /* Q as the A operand for the whole split. bf16 queries over an fp8 cache become f16 times
-     * 2^e per row, e chosen so that the row's largest magnitude lands just under 2^15: a bf16
-     * value is then an f16 value unless it is 2^-39 of that maximum or smaller, where its
-     * share of the dot product is below f32's rounding anyway; the logit takes 2^-e back. */
+     * 2^e per row (numerics.h num_f16_range_scale: the row's largest magnitude to [2^14, 2^15);
+     * what f16 then rounds is below 2^-39 of it, under f32's rounding of the dot product); the
+     * logit takes 2^-e back. */
     uint32_t qa[KS][4];
     float qmul0, qmul1; /* logit multiplier of rows a and b, times log2(e) */
     {
@@ -383,21 +383,12 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             mx0 = fmaxf(mx0, GPU_SHFL_XOR(mx0, 2));
             mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 1));
             mx1 = fmaxf(mx1, GPU_SHFL_XOR(mx1, 2));
-            /* max = 2^E (1.f): 2^e with e = 14 - E, i.e. biased 127 + 14 - (E_biased - 127) */
-            const int x0 = 268 - (int)((num_f32_bits(mx0) >> 23) & 0xFF);
-            const int x1 = 268 - (int)((num_f32_bits(mx1) >> 23) & 0xFF);
-            e0 = num_bits_f32((uint32_t)(x0 < 1 ? 1 : x0 > 254 ? 254 : x0) << 23);
-            e1 = num_bits_f32((uint32_t)(x1 < 1 ? 1 : x1 > 254 ? 254 : x1) << 23);
+            e0 = num_f16_range_scale(mx0), e1 = num_f16_range_scale(mx1);
 #pragma unroll
-            for (int ks = 0; ks < KS; ks++) {
+            for (int ks = 0; ks < KS; ks++)
 #pragma unroll
-                for (int r = 0; r < 4; r++) {
-                    const uint32_t x = qa[ks][r];
-                    const float f = r % 2 ? e1 : e0;
-                    qa[ks][r] = gpu_pack2<true>(num_bf16_to_f32((uint16_t)x) * f,
-                                                num_bf16_to_f32((uint16_t)(x >> 16)) * f);
-                }
-            }
+                for (int r = 0; r < 4; r++)
+                    qa[ks][r] = pkv_bf16x2_to_f16x2(qa[ks][r], r % 2 ? e1 : e0);
         }
         qmul0 = qmul / e0;
         qmul1 = qmul / e1;

@@ -322,3 +322,34 @@ Test(numerics, load_store)
     cr_assert(b[0] == 1 && b[1] == 2 && b[2] == 3 && b[3] == 4, "unknown dtype stores nothing");
     cr_assert(isnan(num_load_f32(REF_E8M0, b, 0)), "unknown dtype loads NaN");
 }
+
+/* num_f16_range_scale (the f16 MMAs' query-row scale, paged_mma.h and mla_fast.hip): a power of
+ * two that puts every bf16 maximum at or above 2^-113 into [2^14, 2^15), where f16 holds every
+ * bf16 value down to 2^-31 of it exactly and rounds smaller ones by at most 2^-39 of it; below
+ * that the clamp (2^127) applies; zero and inf/NaN maxima as documented. */
+Test(numerics, f16_range_scale)
+{
+    int bad = 0;
+    for (uint32_t b = 1; b < 0x7F80u; b++) { /* every positive finite bf16, subnormals too */
+        const float m = num_bf16_to_f32((uint16_t)b), s = num_f16_range_scale(m);
+        int e;
+        const double fr = frexp((double)s, &e);
+        const double x = (double)m * s;
+        const int ok = fr == 0.5 && e - 1 >= -126 && e - 1 <= 127 &&
+                       (m >= 0x1p-113f ? x >= 0x1p14 && x < 0x1p15 : s == 0x1p127f);
+        if (!ok && bad++ < 8)
+            cr_log_error("max %a: scale %a, max * scale %a", (double)m, (double)s, x);
+    }
+    cr_expect_eq(bad, 0, "%d maxima scaled wrongly", bad);
+    cr_expect_eq(num_f16_range_scale(0.0f), 0x1p127f);
+    cr_expect_eq(num_f16_range_scale(INFINITY), 0x1p-114f);
+    cr_expect_eq(num_f16_range_scale(NAN), 0x1p-114f);
+    /* a full-mantissa element at 2^-31 of the maximum is exact; one far below is off by at most
+     * 2^-39 of the maximum (scaled, the maximum is 0x1.fep14 here) */
+    const float m = 0x1.fep1f, s = num_f16_range_scale(m), big = 0x1.fep0f * 0x1p-30f;
+    cr_expect_eq(s, 0x1p13f);
+    cr_expect_eq(num_f16_to_f32(num_f32_to_f16(big * s)) / s, big);
+    const float tiny = 0x1.fep0f * 0x1p-37f;
+    cr_expect_leq(fabsf(num_f16_to_f32(num_f32_to_f16(tiny * s)) / s - tiny), m * 0x1p-39f);
+    cr_expect_neq(num_f16_to_f32(num_f32_to_f16(tiny * s)) / s, tiny, "a value f16 cannot hold");
+}
