@@ -7,13 +7,15 @@
  * Work: one block of two warpgroups (256 threads) per (query tile of BM = 128 rows of one
  * sequence, query head); warpgroup q owns rows 64q .. 64q + 63 of the tile (wgmma's M = 64).
  * The key range the tile may see (bottom-right causal and the left window, the union over its
- * rows; mha_common.h, the same schedule as mma) is walked in tiles of BN = 128 keys:
- *   S = Q K^T      wgmma m64n128k16, A = Q and B = K both from shared memory, K-major SW128
+ * rows; mha_common.h, the same schedule as mma) is walked in tiles of BN = 128 keys (64 at
+ * dv = 256):
+ *   S = Q K^T      wgmma m64n{BN}k16, A = Q and B = K both from shared memory, K-major SW128
  *                  tiles (dqk / 16 steps, one commit group);
  *   softmax        f32, online, exactly as mma: logits scaled (or soft-capped) into log2
  *                  units, per-row masks only on tiles that cross a row's causal/window edge or
  *                  the sequence end, the row max and sum over the quad of lanes sharing a row;
- *   O += P V       wgmma m64n{dv}k16 with A = P from registers -- S's accumulator packed in
+ *   O += P V       wgmma m64n{dv}k16 (dv = 256: two m64n128k16 per k16 step, one for each
+ *                  128-column half of V) with A = P from registers -- S's accumulator packed in
  *                  pairs to bf16 (f16 for f16 inputs), the MMA's input dtype, where the
  *                  emulated reference rounds it; the row sum keeps the unrounded f32 values --
  *                  and B = V from shared memory, the same SW128 storage read MN-major
@@ -43,9 +45,10 @@
  * Shared memory: Q 128 x dqk, then per stage K 128 x dqk and V 128 x dv, each an SW128 tile
  * (d / 64 panels of 128 rows x 128 bytes), + 1 KiB to align the base to 1024 bytes: with 3
  * stages D = 128: 32 + 3 x 64 + 1 = 225 KiB, D = 64: 113 KiB; MLA prefill's (192, 128) fits
- * 2 stages, 48 + 2 x 80 + 1 = 209 KiB. One block (256 threads of 222 / 178 registers, no
- * spills) per multiprocessor. Head dims (dqk, dv) other than (64, 64), (128, 128) and
- * (192, 128): unsupported (mma has 256).
+ * 2 stages, 48 + 2 x 80 + 1 = 209 KiB, and D = 256 with 64-key tiles 64 + 2 x 64 + 1 = 193 KiB.
+ * One block (256 threads of 222 / 228 / 238 / 178 registers at D = 128 / (192, 128) / 256 /
+ * 64, no spills) per multiprocessor. Head dims (dqk, dv) other than (64, 64), (128, 128),
+ * (256, 256) and (192, 128): unsupported.
  *
  * What a later version would add (FlashAttention-3): a producer warpgroup with TMA and
  * mbarriers instead of cp.async by everyone and a block barrier per tile (leaving either out,
@@ -68,12 +71,16 @@
 #ifndef WG_STAGES
 #define WG_STAGES 3
 #endif
-enum { WG_THREADS = 256, WG_BM = 128, WG_BN = 128 };
+enum { WG_THREADS = 256, WG_BM = 128 };
 
-/* Per (dqk, dv): WG_STAGES stages where they fit in a block's 227 KiB, else a double buffer
- * (dqk 192, dv 128: 48 + 2 x 80 + 1 = 209 KiB). */
+/* Per (dqk, dv): key tiles of BN = 128, or 64 at dv = 256 (S then takes 32 accumulators a
+ * thread, O 128); WG_STAGES stages where they fit in a block's 227 KiB, else a double buffer
+ * (dqk 192, dv 128: 48 + 2 x 80 + 1 = 209 KiB; 256: 64 + 2 x 64 + 1 = 193 KiB). O = P V is
+ * made DV / DVC column blocks of DVC <= 128 at a time, wgmma's widest N here. */
 template <int DQK, int DV> struct wg__cfg {
-    static constexpr int BM = WG_BM, BN = WG_BN;
+    static constexpr int BM = WG_BM, BN = DV > 128 ? 64 : 128;
+    static constexpr int DVC = DV > 128 ? 128 : DV, NC = DV / DVC;
+    static_assert(DV % DVC == 0, "O in whole column blocks");
     static constexpr int Q_BYTES = BM * DQK * 2;
     static constexpr int K_BYTES = BN * DQK * 2, V_BYTES = BN * DV * 2; /* one stage */
     static constexpr int smem_of(int st) { return Q_BYTES + st * (K_BYTES + V_BYTES) + 1024; }
@@ -144,7 +151,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 {
 #if defined(GPU_HAS_WGMMA)
     using C = wg__cfg<DQK, DV>;
-    constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = BN / 8, DT = DV / 8;
+    constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = BN / 8, DVC = C::DVC, NC = C::NC,
+                  DTC = DVC / 8;
     constexpr int LNT = NT == 16 ? 4 : NT == 8 ? 3 : -1; /* log2 NT */
     static_assert(LNT > 0, "the row-max tree covers BN = 64 or 128");
     extern __shared__ uint4 wg__smem[];
@@ -205,10 +213,13 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 
     const float log2e = 1.4426950408889634f;
     const float sl2 = scale * log2e;
-    float o[DV / 2];
+    /* O's accumulators, column block c (columns DVC c ..) in o[c]. */
+    float o[NC][DVC / 2];
 #pragma unroll
-    for (int j = 0; j < DV / 2; j++)
-        o[j] = 0.0f;
+    for (int c = 0; c < NC; c++)
+#pragma unroll
+        for (int j = 0; j < DVC / 2; j++)
+            o[c][j] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {0.0f, 0.0f};
     /* P of the tile whose P V is next, packed into A registers (k16 step c: columns
      * 16c .. 16c + 15 = s[8c .. 8c + 7]). */
@@ -226,14 +237,21 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     /* O = alpha O + P V for the tile whose P is in pf: issued, committed, not waited. */
     auto issue_pv = [&](uint32_t sv) {
 #pragma unroll
-        for (int d = 0; d < DT; d++) {
-            o[4 * d + 0] *= alpha[0], o[4 * d + 1] *= alpha[0];
-            o[4 * d + 2] *= alpha[1], o[4 * d + 3] *= alpha[1];
-        }
-        gpu_wgmma_fence();
+        for (int c = 0; c < NC; c++)
 #pragma unroll
-        for (int ks = 0; ks < BN / 16; ks++)
-            gpu_wgmma_rs<DV, F16, 1>(o, pf[ks], gpu_sw128_mnmajor_desc(sv, BN, ks), 1);
+            for (int d = 0; d < DTC; d++) {
+                o[c][4 * d + 0] *= alpha[0], o[c][4 * d + 1] *= alpha[0];
+                o[c][4 * d + 2] *= alpha[1], o[c][4 * d + 3] *= alpha[1];
+            }
+        gpu_wgmma_fence();
+        /* Column block c of V starts at its panel DVC c / 64 (BN rows of 128 bytes each). */
+#pragma unroll
+        for (int c = 0; c < NC; c++)
+#pragma unroll
+            for (int ks = 0; ks < BN / 16; ks++)
+                gpu_wgmma_rs<DVC, F16, 1>(
+                    o[c], pf[ks],
+                    gpu_sw128_mnmajor_desc(sv + (uint32_t)(c * (DVC / 64) * BN * 128), BN, ks), 1);
         gpu_wgmma_commit();
     };
     /* Online softmax of tile j0's S in log2 units, masked where the tile crosses a row's edge:
@@ -315,7 +333,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 
     /* After a wait for P V: its accumulators and A registers may be read and written again. */
     auto pv_done = [&]() {
-        gpu_wgmma_keep(o);
+#pragma unroll
+        for (int c = 0; c < NC; c++)
+            gpu_wgmma_keep(o[c]);
 #pragma unroll
         for (int ks = 0; ks < BN / 16; ks++)
             gpu_wgmma_keep(pf[ks]);
@@ -386,9 +406,11 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         const float inv = li > 0.0f ? 1.0f / li : 0.0f;
         uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * DV);
 #pragma unroll
-        for (int d = 0; d < DT; d++)
-            orow[(8 * d + 2 * t) / 2] =
-                gpu_pack2<F16>(o[4 * d + 2 * ii] * inv, o[4 * d + 2 * ii + 1] * inv);
+        for (int c = 0; c < NC; c++)
+#pragma unroll
+            for (int d = 0; d < DTC; d++)
+                orow[(DVC * c + 8 * d + 2 * t) / 2] =
+                    gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv, o[c][4 * d + 2 * ii + 1] * inv);
         if (t == 0)
             lse[(size_t)h * tq + q0 + r] = li > 0.0f ? (m[ii] + log2f(li)) * ln2 : -INFINITY;
     }
@@ -421,7 +443,7 @@ extern "C" const char *opt_wgmma_unsupported(int cc_major)
 
 static bool wg__dims_ok(int dqk, int dv)
 {
-    return (dqk == dv && (dqk == 64 || dqk == 128)) || (dqk == 192 && dv == 128);
+    return (dqk == dv && (dqk == 64 || dqk == 128 || dqk == 256)) || (dqk == 192 && dv == 128);
 }
 
 /* The argument checks of opt_mha_varlen_wgmma_unsupported, without the device's. */
@@ -430,8 +452,7 @@ static const char *wg__args_unsupported(const opt_varlen_args *a)
     if (a->dtype != OPT_BF16 && a->dtype != OPT_F16)
         return "wgmma multiplies bf16 or f16 inputs on the matrix cores (f32 inputs: simple)";
     if (!wg__dims_ok(a->dqk, a->dv))
-        return "wgmma has tile shapes for head dims 64 and 128 (dqk = dv) and (192, 128); mma "
-               "has 256 too";
+        return "wgmma has tile shapes for head dims 64, 128 and 256 (dqk = dv) and (192, 128)";
     if (a->hq > 65535)
         return "wgmma puts query heads on the grid's y dimension: at most 65535";
     return NULL;
@@ -483,6 +504,8 @@ extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
         return f16 ? wg__launch<64, 64, true>(a, ts, s) : wg__launch<64, 64, false>(a, ts, s);
     if (a->dqk == 192)
         return f16 ? wg__launch<192, 128, true>(a, ts, s) : wg__launch<192, 128, false>(a, ts, s);
+    if (a->dqk == 256)
+        return f16 ? wg__launch<256, 256, true>(a, ts, s) : wg__launch<256, 256, false>(a, ts, s);
     return f16 ? wg__launch<128, 128, true>(a, ts, s) : wg__launch<128, 128, false>(a, ts, s);
 }
 
