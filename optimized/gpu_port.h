@@ -499,6 +499,56 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
         asm volatile("" : "+r"(r[i])::"memory");
 }
 
+/* Warp specialization (sm_90a). A block's warpgroups take roles -- one copies tiles, the others
+ * multiply -- and hand shared-memory stages to each other through mbarriers (64-bit words in
+ * shared memory, address `bar`): a phase completes when `count` arrivals have been made, and
+ * gpu_mbar_wait(bar, parity) returns once the phase of that parity has completed (a stage's
+ * n-th fill is phase n, so parity n % 2). An arrival releases what the arriving thread did
+ * before it (CTA scope) and the completed wait acquires it. Init by one thread, then
+ * gpu_mbar_init_fence() and a block barrier before any use. Named barriers 1 .. 15
+ * (gpu_bar_sync: wait until `n` threads arrived, counting this one; gpu_bar_arrive: count
+ * without waiting) order warpgroups among themselves without the whole block.
+ * gpu_setmaxnreg_inc/dec<R> move a warpgroup's registers to R a thread (a multiple of 8 in
+ * 24 .. 256); they act only in a kernel with __launch_bounds__(threads, 1), each role a branch
+ * of one if/else (else ptxas warns C7508 and ignores them). */
+__device__ __forceinline__ void gpu_mbar_init(uint32_t bar, unsigned count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void gpu_mbar_init_fence(void)
+{
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void gpu_mbar_arrive(uint32_t bar)
+{
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+                 : "memory");
+}
+__device__ __forceinline__ void gpu_mbar_wait(uint32_t bar, int parity)
+{
+    asm volatile("{\n.reg .pred done;\nGPU_MBAR_WAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra GPU_MBAR_WAIT_%=;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+__device__ __forceinline__ void gpu_bar_sync(int id, int n)
+{
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void gpu_bar_arrive(int id, int n)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+template <int R> __device__ __forceinline__ void gpu_setmaxnreg_inc(void)
+{
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R> __device__ __forceinline__ void gpu_setmaxnreg_dec(void)
+{
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+
 /* The accumulator operand lists: d[0..31] or d[0..63], read and written. */
 #define GPU__WG_D8(i)                                                                       \
     "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \

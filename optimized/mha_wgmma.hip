@@ -4,8 +4,10 @@
  * opt_mha_varlen_wgmma_unsupported() refuses first (not a Hopper device, or a library built
  * without an sm_90a image).
  *
- * Work: one block of two warpgroups (256 threads) per (query tile of BM = 128 rows of one
- * sequence, query head); warpgroup q owns rows 64q .. 64q + 63 of the tile (wgmma's M = 64).
+ * Work: one block of three warpgroups (384 threads) per (query tile of BM = 128 rows of one
+ * sequence, query head), FlashAttention-3's warp specialization: warpgroup 0 copies, 1 and 2
+ * (the consumers) compute, consumer c owning rows 64c .. 64c + 63 of the tile (wgmma's M = 64).
+ * setmaxnreg moves registers from the copier (24 a thread) to the consumers (240).
  * The key range the tile may see (bottom-right causal and the left window, the union over its
  * rows; mha_common.h, the same schedule as mma) is walked in tiles of BN = 128 keys (64 at
  * dv = 256):
@@ -20,42 +22,43 @@
  *                  emulated reference rounds it; the row sum keeps the unrounded f32 values --
  *                  and B = V from shared memory, the same SW128 storage read MN-major
  *                  (transpose flag), so K and V tiles are copied by one routine.
- * Pipeline (FlashAttention-3's intra-warpgroup overlap): each warpgroup keeps one S
+ * Copies: the producer's 128 threads cp.async Q, then K_0, then K_t and V_(t-1) for each t,
+ * into rings of ST stages (16 bytes a copy, rows past the visible range zero-filled, so P = 0
+ * never meets garbage), one cp.async group per tile. Once a group has landed (waited for after
+ * the next one is issued) each producer thread fences it into the async proxy
+ * (fence.proxy.async, as wgmma reads shared memory there) and arrives on the tile's "full"
+ * mbarrier; the consumers wait on it, and arrive on the stage's "empty" mbarrier as soon as the
+ * MMA that read the tile has been waited for; the producer waits on that before refilling the
+ * stage. No block-wide barrier after the start, so the consumers run apart.
+ * Consumers (FlashAttention-3's intra-warpgroup overlap and ping-pong): each keeps one S
  * accumulator set and one P register set. Iteration it waits for P V of tile it - 2
- * (wgmma.wait_group 0), packs P of tile it - 1, passes the block barrier, then issues S_it and
- * P_(it-1) V_(it-1) as two commit groups and waits for S_it alone (wait_group 1), so the
- * softmax of tile it runs while P V of tile it - 1 is still on the tensor cores. The wait for
- * that P V opens the next iteration rather than closing this one: ptxas moved a wgmma wait
- * placed after the softmax ahead of it, and the loop's back edge keeps it behind.
- * Global -> shared copies are cp.async by all 256 threads (16 bytes, rows past the visible
- * range zero-filled, so P = 0 never meets garbage) into a ring of WG_STAGES stages. A stage
- * holds K and V of one tile, but V is read one iteration after K, so copy group g carries K of
- * tile g and V of tile g - 1: the group iteration it waits for (cp.async.wait_group
- * WG_STAGES - 2) holds all it reads. The copies of iteration it (group it + WG_STAGES - 1, after
- * its softmax) refill K of tile it - 1, whose S every thread waited for in iteration it - 1,
- * and V of tile it - 2, whose P V every thread waited for at the top of iteration it, both
- * before the barrier the copies follow. Each thread fences its landed copies into the async
- * proxy (fence.proxy.async) before the barrier that precedes the wgmma reading them.
+ * (wgmma.wait_group 0), packs P of tile it - 1, then issues S_it and P_(it-1) V_(it-1) as two
+ * commit groups and waits for S_it alone (wait_group 1), so the softmax of tile it runs while
+ * P V of tile it - 1 is still on the tensor cores. The wait for that P V opens the next
+ * iteration rather than closing this one: ptxas moved a wgmma wait placed after the softmax
+ * ahead of it, and the loop's back edge keeps it behind. The two consumers take turns to issue
+ * (named barriers), so one's softmax runs under the other's MMAs.
  * The output is O / l rounded once to the input dtype; LSE natural-log f32 [hq, tq]; a row
  * that sees no key writes 0 and -inf. The numerics are those of the lockstep version this
  * replaced (S, softmax, P V one after another): on an H200 its outputs and LSE matched it bit
  * for bit (causal, window, softcap, GQA, varlen with empty sequences, bf16 and f16, D 64 and
- * 128), 1.2x faster (causal and non-causal prefill, D = 128 and 64).
+ * 128), 1.2x faster (causal and non-causal prefill, D = 128 and 64). Against the previous
+ * version (two warpgroups copying for themselves, a block barrier per tile), on an H100 in one
+ * device call (run cases/perf-prefill.ini -f 'prefill_causal_8k_*' -V wgmma): D = 128 70.4 ->
+ * 77.8% of mma.sync's measured peak, D = 64 47.0 -> 53.9%, (192, 128) 64.9 -> 69.5%, window 1K
+ * 52.4 -> 57.7%, and D = 256 (new) 72.6%.
  *
- * Shared memory: Q 128 x dqk, then per stage K 128 x dqk and V 128 x dv, each an SW128 tile
- * (d / 64 panels of 128 rows x 128 bytes), + 1 KiB to align the base to 1024 bytes: with 3
- * stages D = 128: 32 + 3 x 64 + 1 = 225 KiB, D = 64: 113 KiB; MLA prefill's (192, 128) fits
- * 2 stages, 48 + 2 x 80 + 1 = 209 KiB, and D = 256 with 64-key tiles 64 + 2 x 64 + 1 = 193 KiB.
- * One block (256 threads of 222 / 228 / 238 / 178 registers at D = 128 / (192, 128) / 256 /
- * 64, no spills) per multiprocessor. Head dims (dqk, dv) other than (64, 64), (128, 128),
- * (256, 256) and (192, 128): unsupported.
+ * Shared memory: Q 128 x dqk, then per stage K BN x dqk and V BN x dv, each an SW128 tile
+ * (d / 64 panels of rows x 128 bytes), the 1 + 4 ST mbarriers, + 1 KiB to align the base to
+ * 1024 bytes: with 3 stages D = 128: 32 + 3 x 64 + 1 = 225 KiB, D = 64: 113 KiB; MLA prefill's
+ * (192, 128) fits 2 stages, 48 + 2 x 80 + 1 = 209 KiB, and D = 256 with 64-key tiles
+ * 64 + 2 x 64 + 1 = 193 KiB. One block per multiprocessor, no spills. Head dims (dqk, dv)
+ * other than (64, 64), (128, 128), (256, 256) and (192, 128): unsupported.
  *
- * What a later version would add (FlashAttention-3): a producer warpgroup with TMA and
- * mbarriers instead of cp.async by everyone and a block barrier per tile (leaving either out,
- * which gives wrong results, made D = 128 markedly faster on the H200), and two consumer
- * warpgroups in ping-pong so one's softmax hides under the other's MMAs; at D = 64, where the
- * softmax (its 2^x on the MUFU) outlasts the MMAs, S of the next tile issued before this
- * tile's softmax into a second S set (32 + 2 x 64 + 32 accumulator and P registers a thread).
+ * What a later version would add: the copies by TMA (one thread, no address arithmetic, and
+ * completion counted in bytes on the mbarrier); at D = 64, where the softmax (its 2^x on the
+ * MUFU) outlasts the MMAs, S of the next tile issued before this tile's softmax into a second
+ * S set.
  */
 #include "gpu_port.h"
 #include "mha_common.h"
@@ -64,14 +67,24 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Stages in the cp.async ring (K and V of one tile each, V filled one group later). 3 (225 KiB
- * at D = 128, the most a block may have) gives each copy, issued after a softmax, about one
- * iteration to land in; 2 still works (copies then go before the softmax, less overlap); the
- * block is alone on its multiprocessor either way (registers). */
+/* Stages in the K and V rings. 3 (225 KiB at D = 128, the most a block may have) lets the
+ * producer run two tiles ahead; 2 still works (one tile ahead); the block is alone on its
+ * multiprocessor either way (registers). */
 #ifndef WG_STAGES
 #define WG_STAGES 3
 #endif
-enum { WG_THREADS = 256, WG_BM = 128 };
+/* A block: a producer warpgroup (the copies) and two consumer warpgroups (the MMAs and the
+ * softmax, 64 query rows each); registers moved from the producer to the consumers with
+ * setmaxnreg (128 x 24 + 256 x 240 <= 64K, FlashAttention-3's split). */
+enum {
+    WG_PTHREADS = 128,
+    WG_CTHREADS = 256,
+    WG_THREADS = WG_PTHREADS + WG_CTHREADS,
+    WG_PREGS = 24,
+    WG_CREGS = 240,
+    WG_BM = 128
+};
+static_assert(WG_PTHREADS * WG_PREGS + WG_CTHREADS * WG_CREGS <= 65536, "the register file");
 
 /* Per (dqk, dv): key tiles of BN = 128, or 64 at dv = 256 (S then takes 32 accumulators a
  * thread, O 128); WG_STAGES stages where they fit in a block's 227 KiB, else a double buffer
@@ -83,7 +96,11 @@ template <int DQK, int DV> struct wg__cfg {
     static_assert(DV % DVC == 0, "O in whole column blocks");
     static constexpr int Q_BYTES = BM * DQK * 2;
     static constexpr int K_BYTES = BN * DQK * 2, V_BYTES = BN * DV * 2; /* one stage */
-    static constexpr int smem_of(int st) { return Q_BYTES + st * (K_BYTES + V_BYTES) + 1024; }
+    /* + the 1 + 4 st mbarriers, + 1 KiB to align the base */
+    static constexpr int smem_of(int st)
+    {
+        return Q_BYTES + st * (K_BYTES + V_BYTES) + 8 * (1 + 4 * st) + 1024;
+    }
     static constexpr int ST = smem_of(WG_STAGES) <= 227 * 1024 ? WG_STAGES : 2;
     static constexpr int SMEM = smem_of(ST);
     static_assert(ST >= 2, "WG_STAGES: at least a double buffer");
@@ -104,33 +121,33 @@ static __device__ int wg__image_sm90a = WG__IMAGE_SM90A;
 /* ---------------------------------------------------------------------- kernel */
 #if defined(GPU_HAS_WGMMA)
 /* Copy rows [0, ROWS) of a tile whose global row r starts at src + r * stride (elements) into
- * the SW128 tile at shared address s (D columns); rows >= valid are zero-filled. Consecutive
- * threads take consecutive 16-byte chunks of a row: coalesced reads, and each 8 of them fill
- * one 128-byte swizzled row segment without bank conflicts. A thread keeps its chunk column
- * and steps RS rows (a multiple of the swizzle's 8-row period) per round, so its shared and
- * global addresses advance by constants and few registers stay live for them. A row of D / 8
- * chunks that does not divide the block (D = 192) is copied one 64-column panel at a time. */
+ * the SW128 tile at shared address s (D columns); rows >= valid are zero-filled. The producer
+ * warpgroup's WG_PTHREADS threads (this one is tid) take consecutive 16-byte chunks of a row:
+ * coalesced reads, and each 8 of them fill one 128-byte swizzled row segment without bank
+ * conflicts. A thread keeps its chunk column and steps RS rows (a multiple of the swizzle's
+ * 8-row period) per round, so its shared and global addresses advance by constants. Rows of
+ * D / 8 chunks wider than CH are copied CH chunks (a part) at a time. The loops stay rolled:
+ * the producer has WG_PREGS registers a thread, and unrolled they spilled. */
 template <int D, int ROWS>
 static __device__ __forceinline__ void wg__load_tile(uint32_t s, const uint16_t *src, size_t stride,
-                                                     int valid)
+                                                     int valid, int tid)
 {
-    constexpr int CH = WG_THREADS % (D / 8) == 0 ? D / 8 : 8, PARTS = D / 8 / CH,
-                  RS = WG_THREADS / CH;
-    static_assert(D % 64 == 0 && RS % 8 == 0 && ROWS % RS == 0,
+    constexpr int CH = (D / 8) % 16 == 0 ? 16 : 8, PARTS = D / 8 / CH, RS = WG_PTHREADS / CH;
+    static_assert(D % 64 == 0 && (D / 8) % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
                   "wg__load_tile: whole rounds of rows, each a multiple of the swizzle period");
-    const int r = threadIdx.x / CH, ch = threadIdx.x % CH;
-#pragma unroll
+    const int r = tid / CH, ch = tid % CH;
+#pragma unroll 1
     for (int part = 0; part < PARTS; part++) {
         const uint32_t sd = s + gpu_sw128_chunk(ROWS, r, ch + part * CH);
         const uint16_t *g = src + (size_t)r * stride + (ch + part * CH) * 8;
         if (valid >= ROWS) { /* a whole tile (uniform over the block): no per-row tests */
-#pragma unroll
+#pragma unroll 1
             for (int u = 0; u < ROWS / RS; u++) {
                 gpu_cp_async16(sd + (uint32_t)(u * RS * 128), g, 16);
                 g += (size_t)RS * stride;
             }
         } else {
-#pragma unroll
+#pragma unroll 1
             for (int u = 0; u < ROWS / RS; u++) {
                 const bool ok = r + RS * u < valid;
                 gpu_cp_async16(sd + (uint32_t)(u * RS * 128), ok ? g : src, ok ? 16 : 0);
@@ -159,6 +176,15 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     /* The swizzle atoms must sit on 1024-byte boundaries (gpu_port.h): align the base. */
     const uint32_t sq = (gpu_smem_addr(wg__smem) + 1023u) & ~1023u;
     const uint32_t skv0 = sq + C::Q_BYTES; /* stage st: K at skv0 + st (K + V), V after it */
+    constexpr uint32_t STAGE = C::K_BYTES + C::V_BYTES;
+    /* mbarriers after the stages: Q landed; K / V of stage st landed (kfull, vfull: the
+     * producer's 128 threads arrive) and read by both consumers (kempty, vempty: 256). */
+    const uint32_t sbar = skv0 + ST * STAGE;
+    const uint32_t qfull = sbar;
+    auto kfull = [&](int st) { return sbar + 8u * (uint32_t)(1 + st); };
+    auto vfull = [&](int st) { return sbar + 8u * (uint32_t)(1 + ST + st); };
+    auto kempty = [&](int st) { return sbar + 8u * (uint32_t)(1 + 2 * ST + st); };
+    auto vempty = [&](int st) { return sbar + 8u * (uint32_t)(1 + 3 * ST + st); };
 
     const int h = blockIdx.y;
     mha_tile tile;
@@ -168,251 +194,304 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     const long long jlo = tile.jlo, jhi = tile.jhi, all_lo = tile.all_lo, all_hi = tile.all_hi;
     const int n_it = jhi >= jlo ? (int)((jhi - jlo + BN) / BN) : 0;
     const int kh = h / (hq / hkv);
+    const int role = threadIdx.x / 128; /* 0: producer; 1, 2: consumers of rows 64 (role - 1) .. */
 
-    /* Warpgroup wg, its thread i; this thread's accumulator rows are wrow and wrow + 8 of the
-     * tile (gpu_wgmma_c_coord), columns 8j + 2t, 8j + 2t + 1. */
-    const int wg = threadIdx.x / 128, i = threadIdx.x % 128;
-    const int t = i % 4;
-    const int wrow = 64 * wg + 16 * (i / 32) + (i % 32) / 4;
-    int row_lo[2], row_hi[2];
-#pragma unroll
-    for (int ii = 0; ii < 2; ii++)
-        mha_row_bounds(&tile, r0 + wrow + 8 * ii, causal, window_left, &row_lo[ii], &row_hi[ii]);
-
-    const size_t k_stride = (size_t)hkv * DQK, v_stride = (size_t)hkv * DV;
-    const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * DQK;
-    const uint16_t *vbase = v + ((size_t)k0 * hkv + kh) * DV;
-    constexpr uint32_t STAGE = C::K_BYTES + C::V_BYTES;
-    /* cp.async group g: K of tile g into stage g % ST, V of tile g - 1 into stage (g - 1) % ST,
-     * each where the tile exists. V is used one iteration after K (P V of tile it - 1 runs in
-     * iteration it), so it is loaded one group later and each group holds what one iteration
-     * needs: K_it for S and V_(it-1) for P V. Groups stay one per call, empty ones included,
-     * so the waits count right. */
-    auto load_group = [&](int g) {
-        if (g < n_it) {
-            const long long j = jlo + (long long)g * BN;
-            const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
-            wg__load_tile<DQK, BN>(skv0 + (uint32_t)(g % ST) * STAGE, kbase + (size_t)j * k_stride,
-                                   k_stride, valid);
+    if (threadIdx.x == 0) {
+        gpu_mbar_init(qfull, WG_PTHREADS);
+        for (int st = 0; st < ST; st++) {
+            gpu_mbar_init(kfull(st), WG_PTHREADS);
+            gpu_mbar_init(vfull(st), WG_PTHREADS);
+            gpu_mbar_init(kempty(st), WG_CTHREADS);
+            gpu_mbar_init(vempty(st), WG_CTHREADS);
         }
-        if (g >= 1 && g <= n_it) {
-            const long long j = jlo + (long long)(g - 1) * BN;
-            const int valid = (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
-            wg__load_tile<DV, BN>(skv0 + (uint32_t)((g - 1) % ST) * STAGE + C::K_BYTES,
-                                  vbase + (size_t)j * v_stride, v_stride, valid);
-        }
-        gpu_cp_async_commit();
-    };
-    /* Group `it` (K_it, V_(it-1)) has landed for every thread and is visible to the async
-     * proxy; every thread is past the previous iteration, so the stages it read are free. */
-    auto await_group = [&]() {
-        gpu_cp_async_wait<ST - 2>();
-        gpu_fence_proxy_async();
-        __syncthreads();
-    };
+        gpu_mbar_init_fence();
+    }
+    __syncthreads();
 
-    const float log2e = 1.4426950408889634f;
-    const float sl2 = scale * log2e;
-    /* O's accumulators, column block c (columns DVC c ..) in o[c]. */
-    float o[NC][DVC / 2];
-#pragma unroll
-    for (int c = 0; c < NC; c++)
-#pragma unroll
-        for (int j = 0; j < DVC / 2; j++)
-            o[c][j] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {0.0f, 0.0f};
-    /* P of the tile whose P V is next, packed into A registers (k16 step c: columns
-     * 16c .. 16c + 15 = s[8c .. 8c + 7]). */
-    uint32_t pf[BN / 16][4];
-
-    /* S = Q K^T of one tile, this warpgroup's 64 rows x BN keys: issued, committed, not waited. */
-    auto issue_s = [&](float (&s)[BN / 2], uint32_t sk) {
-        gpu_wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < DQK / 16; ks++)
-            gpu_wgmma_ss<BN, F16>(s, gpu_sw128_kmajor_desc(sq, BM, 64 * wg, ks),
-                                  gpu_sw128_kmajor_desc(sk, BN, 0, ks), ks > 0);
-        gpu_wgmma_commit();
-    };
-    /* O = alpha O + P V for the tile whose P is in pf: issued, committed, not waited. */
-    auto issue_pv = [&](uint32_t sv) {
-#pragma unroll
-        for (int c = 0; c < NC; c++)
-#pragma unroll
-            for (int d = 0; d < DTC; d++) {
-                o[c][4 * d + 0] *= alpha[0], o[c][4 * d + 1] *= alpha[0];
-                o[c][4 * d + 2] *= alpha[1], o[c][4 * d + 3] *= alpha[1];
-            }
-        gpu_wgmma_fence();
-        /* Column block c of V starts at its panel DVC c / 64 (BN rows of 128 bytes each). */
-#pragma unroll
-        for (int c = 0; c < NC; c++)
-#pragma unroll
-            for (int ks = 0; ks < BN / 16; ks++)
-                gpu_wgmma_rs<DVC, F16, 1>(
-                    o[c], pf[ks],
-                    gpu_sw128_mnmajor_desc(sv + (uint32_t)(c * (DVC / 64) * BN * 128), BN, ks), 1);
-        gpu_wgmma_commit();
-    };
-    /* Online softmax of tile j0's S in log2 units, masked where the tile crosses a row's edge:
-     * s becomes P in f32 (unrounded), m and l move on, alpha is O's rescale for this tile. */
-    auto softmax = [&](float (&s)[BN / 2], long long j0) {
-        /* Whole-tile branches (uniform over the block), so the common path is straight-line
-         * code: the logits into log2 units, then the masks where the tile crosses an edge. */
-        if (softcap > 0.0f) {
-#pragma unroll
-            for (int j = 0; j < BN / 2; j++)
-                s[j] = softcap * tanhf(s[j] * scale / softcap) * log2e;
-        } else {
-#pragma unroll
-            for (int j = 0; j < BN / 2; j++)
-                s[j] = s[j] * sl2;
-        }
-        if (j0 < all_lo || j0 + BN - 1 > all_hi) {
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = (int)j0 + 8 * n + 2 * t + (e & 1);
-                    if (key < row_lo[e / 2] || key > row_hi[e / 2])
-                        s[4 * n + e] = -INFINITY;
+    if (role == 0) {
+        /* ------------------------------------------------------------ producer */
+        gpu_setmaxnreg_dec<WG_PREGS>();
+        if (n_it > 0) {
+            const int tid = threadIdx.x;
+            const size_t k_stride = (size_t)hkv * DQK, v_stride = (size_t)hkv * DV;
+            const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * DQK;
+            const uint16_t *vbase = v + ((size_t)k0 * hkv + kh) * DV;
+            /* Items in the order the consumers need them: Q, K_0, then K_t and V_(t-1), then the
+             * last V. Each is one cp.async group; an item's full barrier is arrived at once its
+             * group has landed and been fenced into the async proxy -- checked after the next
+             * item is issued (wait_group 1), so one item is always in flight behind the one
+             * being issued. A stage's t-th K (V) waits for the consumers to release its
+             * (t - ST)-th. */
+            uint32_t pending = 0;
+            auto issued = [&](uint32_t full) {
+                gpu_cp_async_commit();
+                if (pending) {
+                    gpu_cp_async_wait<1>();
+                    gpu_fence_proxy_async();
+                    gpu_mbar_arrive(pending);
                 }
+                pending = full;
+            };
+            auto valid_of = [&](int t) {
+                const long long j = jlo + (long long)t * BN;
+                return (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
+            };
+            auto load_k = [&](int t) {
+                const int st = t % ST;
+                if (t >= ST)
+                    gpu_mbar_wait(kempty(st), (t / ST - 1) & 1);
+                wg__load_tile<DQK, BN>(skv0 + (uint32_t)st * STAGE,
+                                       kbase + (size_t)(jlo + (long long)t * BN) * k_stride,
+                                       k_stride, valid_of(t), tid);
+                issued(kfull(st));
+            };
+            auto load_v = [&](int t) {
+                const int st = t % ST;
+                if (t >= ST)
+                    gpu_mbar_wait(vempty(st), (t / ST - 1) & 1);
+                wg__load_tile<DV, BN>(skv0 + (uint32_t)st * STAGE + C::K_BYTES,
+                                      vbase + (size_t)(jlo + (long long)t * BN) * v_stride,
+                                      v_stride, valid_of(t), tid);
+                issued(vfull(st));
+            };
+            wg__load_tile<DQK, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
+                                   tile.rows, tid);
+            issued(qfull);
+            load_k(0);
+            for (int t = 1; t < n_it; t++) {
+                load_k(t);
+                load_v(t - 1);
+            }
+            load_v(n_it - 1);
+            gpu_cp_async_wait<0>();
+            gpu_fence_proxy_async();
+            gpu_mbar_arrive(pending);
         }
-        /* Row maxima as a tree: max is exact, so the order does not change the value (NaN
-         * logits are skipped by fmaxf either way, and -inf is the floor as in a running max),
-         * and the dependency chain is log2 long instead of linear. */
-        float mx[2];
-#pragma unroll
-        for (int ii = 0; ii < 2; ii++) {
-            float a[NT];
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-                a[n] = fmaxf(s[4 * n + 2 * ii], s[4 * n + 2 * ii + 1]);
-#pragma unroll
-            for (int lv = 0; lv < LNT; lv++)
-#pragma unroll
-                for (int n = 0; n < NT; n += 2 << lv)
-                    a[n] = fmaxf(a[n], a[n + (1 << lv)]);
-            mx[ii] = fmaxf(-INFINITY, a[0]);
-        }
-        float m_use[2];
-#pragma unroll
-        for (int ii = 0; ii < 2; ii++) {
-            mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 1));
-            mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 2));
-            const float m_new = fmaxf(m[ii], mx[ii]);
-            /* All logits so far -inf: exponentiate against 0, never exp(-inf - -inf). */
-            m_use[ii] = m_new == -INFINITY ? 0.0f : m_new;
-            alpha[ii] = mha_exp2(m[ii] - m_use[ii]);
-            m[ii] = m_new;
-        }
-        float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            const float p0 = mha_exp2(s[4 * n + 0] - m_use[0]);
-            const float p1 = mha_exp2(s[4 * n + 1] - m_use[0]);
-            const float p2 = mha_exp2(s[4 * n + 2] - m_use[1]);
-            const float p3 = mha_exp2(s[4 * n + 3] - m_use[1]);
-            rs[0] += p0 + p1;
-            rs[1] += p2 + p3;
-            s[4 * n + 0] = p0, s[4 * n + 1] = p1, s[4 * n + 2] = p2, s[4 * n + 3] = p3;
-        }
-#pragma unroll
+    } else {
+        /* -------------------------------------------------------------- consumers */
+        gpu_setmaxnreg_inc<WG_CREGS>();
+        /* Consumer wg, its thread i; this thread's accumulator rows are wrow and wrow + 8 of the
+         * tile (gpu_wgmma_c_coord), columns 8j + 2t, 8j + 2t + 1. */
+        const int wg = role - 1, i = threadIdx.x % 128;
+        const int t = i % 4;
+        const int wrow = 64 * wg + 16 * (i / 32) + (i % 32) / 4;
+        int row_lo[2], row_hi[2];
+    #pragma unroll
         for (int ii = 0; ii < 2; ii++)
-            l[ii] = l[ii] * alpha[ii] + rs[ii];
-    };
-    /* P to the MMA's input dtype, where the emulated reference rounds it. Only once the P V
-     * that read the previous pf has completed. */
-    auto pack_p = [&](const float (&s)[BN / 2]) {
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            pf[n / 2][(n % 2) * 2 + 0] = gpu_pack2<F16>(s[4 * n + 0], s[4 * n + 1]);
-            pf[n / 2][(n % 2) * 2 + 1] = gpu_pack2<F16>(s[4 * n + 2], s[4 * n + 3]);
-        }
-    };
+            mha_row_bounds(&tile, r0 + wrow + 8 * ii, causal, window_left, &row_lo[ii],
+                           &row_hi[ii]);
 
-    /* After a wait for P V: its accumulators and A registers may be read and written again. */
-    auto pv_done = [&]() {
-#pragma unroll
+        const float log2e = 1.4426950408889634f;
+        const float sl2 = scale * log2e;
+        /* O's accumulators, column block c (columns DVC c ..) in o[c]. */
+        float o[NC][DVC / 2];
+    #pragma unroll
         for (int c = 0; c < NC; c++)
-            gpu_wgmma_keep(o[c]);
-#pragma unroll
-        for (int ks = 0; ks < BN / 16; ks++)
-            gpu_wgmma_keep(pf[ks]);
-    };
+    #pragma unroll
+            for (int j = 0; j < DVC / 2; j++)
+                o[c][j] = 0.0f;
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {0.0f, 0.0f};
+        /* P of the tile whose P V is next, packed into A registers (k16 step c: columns
+         * 16c .. 16c + 15 = s[8c .. 8c + 7]). */
+        uint32_t pf[BN / 16][4];
 
-    /* The pipeline (FlashAttention-3's intra-warpgroup overlap). Iteration it (1 .. n_it - 1):
-     * wait for P V of tile it - 2 (wgmma.wait_group 0), pack P_(it-1) into pf, then issue
-     * S_it and P_(it-1) V_(it-1) as two groups, wait for S_it alone (wait_group 1: P V stays in
-     * flight) and run tile it's softmax while P V runs. The wait for that P V opens the next
-     * iteration: placed after the softmax in the same basic block, ptxas scheduled it ahead of
-     * the softmax's exponentials (seen in the SASS, no overlap left); the loop's back edge
-     * keeps it behind them. Tile 0 has only S, a last step only the last P V. */
-    float s[BN / 2];
-    if (n_it > 0) {
-        /* Prologue: Q with group 0, groups 1 .. ST - 2. */
-        wg__load_tile<DQK, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
-                               tile.rows);
-#pragma unroll
-        for (int g = 0; g < ST - 1; g++)
-            load_group(g);
+        /* S = Q K^T of one tile, this warpgroup's 64 rows x BN keys: issued, committed, not
+         * waited. */
+        auto issue_s = [&](float (&s)[BN / 2], uint32_t sk) {
+            gpu_wgmma_fence();
+    #pragma unroll
+            for (int ks = 0; ks < DQK / 16; ks++)
+                gpu_wgmma_ss<BN, F16>(s, gpu_sw128_kmajor_desc(sq, BM, 64 * wg, ks),
+                                      gpu_sw128_kmajor_desc(sk, BN, 0, ks), ks > 0);
+            gpu_wgmma_commit();
+        };
+        /* O = alpha O + P V for the tile whose P is in pf: issued, committed, not waited. */
+        auto issue_pv = [&](uint32_t sv) {
+    #pragma unroll
+            for (int c = 0; c < NC; c++)
+    #pragma unroll
+                for (int d = 0; d < DTC; d++) {
+                    o[c][4 * d + 0] *= alpha[0], o[c][4 * d + 1] *= alpha[0];
+                    o[c][4 * d + 2] *= alpha[1], o[c][4 * d + 3] *= alpha[1];
+                }
+            gpu_wgmma_fence();
+            /* Column block c of V starts at its panel DVC c / 64 (BN rows of 128 bytes each). */
+    #pragma unroll
+            for (int c = 0; c < NC; c++)
+    #pragma unroll
+                for (int ks = 0; ks < BN / 16; ks++)
+                    gpu_wgmma_rs<DVC, F16, 1>(
+                        o[c], pf[ks],
+                        gpu_sw128_mnmajor_desc(sv + (uint32_t)(c * (DVC / 64) * BN * 128), BN, ks),
+                        1);
+            gpu_wgmma_commit();
+        };
+        /* Online softmax of tile j0's S in log2 units, masked where the tile crosses a row's edge:
+         * s becomes P in f32 (unrounded), m and l move on, alpha is O's rescale for this tile. */
+        auto softmax = [&](float (&s)[BN / 2], long long j0) {
+            /* Whole-tile branches (uniform over the block), so the common path is straight-line
+             * code: the logits into log2 units, then the masks where the tile crosses an edge. */
+            if (softcap > 0.0f) {
+    #pragma unroll
+                for (int j = 0; j < BN / 2; j++)
+                    s[j] = softcap * tanhf(s[j] * scale / softcap) * log2e;
+            } else {
+    #pragma unroll
+                for (int j = 0; j < BN / 2; j++)
+                    s[j] = s[j] * sl2;
+            }
+            if (j0 < all_lo || j0 + BN - 1 > all_hi) {
+    #pragma unroll
+                for (int n = 0; n < NT; n++)
+    #pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int key = (int)j0 + 8 * n + 2 * t + (e & 1);
+                        if (key < row_lo[e / 2] || key > row_hi[e / 2])
+                            s[4 * n + e] = -INFINITY;
+                    }
+            }
+            /* Row maxima as a tree: max is exact, so the order does not change the value (NaN
+             * logits are skipped by fmaxf either way, and -inf is the floor as in a running max),
+             * and the dependency chain is log2 long instead of linear. */
+            float mx[2];
+    #pragma unroll
+            for (int ii = 0; ii < 2; ii++) {
+                float a[NT];
+    #pragma unroll
+                for (int n = 0; n < NT; n++)
+                    a[n] = fmaxf(s[4 * n + 2 * ii], s[4 * n + 2 * ii + 1]);
+    #pragma unroll
+                for (int lv = 0; lv < LNT; lv++)
+    #pragma unroll
+                    for (int n = 0; n < NT; n += 2 << lv)
+                        a[n] = fmaxf(a[n], a[n + (1 << lv)]);
+                mx[ii] = fmaxf(-INFINITY, a[0]);
+            }
+            float m_use[2];
+    #pragma unroll
+            for (int ii = 0; ii < 2; ii++) {
+                mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 1));
+                mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 2));
+                const float m_new = fmaxf(m[ii], mx[ii]);
+                /* All logits so far -inf: exponentiate against 0, never exp(-inf - -inf). */
+                m_use[ii] = m_new == -INFINITY ? 0.0f : m_new;
+                alpha[ii] = mha_exp2(m[ii] - m_use[ii]);
+                m[ii] = m_new;
+            }
+            float rs[2] = {0.0f, 0.0f};
+    #pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const float p0 = mha_exp2(s[4 * n + 0] - m_use[0]);
+                const float p1 = mha_exp2(s[4 * n + 1] - m_use[0]);
+                const float p2 = mha_exp2(s[4 * n + 2] - m_use[1]);
+                const float p3 = mha_exp2(s[4 * n + 3] - m_use[1]);
+                rs[0] += p0 + p1;
+                rs[1] += p2 + p3;
+                s[4 * n + 0] = p0, s[4 * n + 1] = p1, s[4 * n + 2] = p2, s[4 * n + 3] = p3;
+            }
+    #pragma unroll
+            for (int ii = 0; ii < 2; ii++)
+                l[ii] = l[ii] * alpha[ii] + rs[ii];
+        };
+        /* P to the MMA's input dtype, where the emulated reference rounds it. Only once the P V
+         * that read the previous pf has completed. */
+        auto pack_p = [&](const float (&s)[BN / 2]) {
+    #pragma unroll
+            for (int n = 0; n < NT; n++) {
+                pf[n / 2][(n % 2) * 2 + 0] = gpu_pack2<F16>(s[4 * n + 0], s[4 * n + 1]);
+                pf[n / 2][(n % 2) * 2 + 1] = gpu_pack2<F16>(s[4 * n + 2], s[4 * n + 3]);
+            }
+        };
 
-        await_group();
-        issue_s(s, skv0);
-        load_group(ST - 1);
-        gpu_wgmma_wait<0>();
-        gpu_wgmma_keep(s);
-        softmax(s, jlo);
-        for (int it = 1; it < n_it; it++) {
+        /* After a wait for P V: its accumulators and A registers may be read and written again. */
+        auto pv_done = [&]() {
+    #pragma unroll
+            for (int c = 0; c < NC; c++)
+                gpu_wgmma_keep(o[c]);
+    #pragma unroll
+            for (int ks = 0; ks < BN / 16; ks++)
+                gpu_wgmma_keep(pf[ks]);
+        };
+
+        /* The pipeline. Intra-warpgroup overlap (FlashAttention-3): each consumer keeps one S
+         * accumulator set and one P register set; iteration it waits for P V of tile it - 2
+         * (wgmma.wait_group 0), packs P of tile it - 1, then issues S_it and P_(it-1) V_(it-1) as
+         * two commit groups and waits for S_it alone (wait_group 1), so the softmax of tile it runs
+         * while P V of tile it - 1 is still on the tensor cores. The wait for that P V opens the
+         * next iteration rather than closing this one: ptxas moved a wgmma wait placed after the
+         * softmax ahead of it, and the loop's back edge keeps it behind. Tile 0 has only S, a last
+         * step only the last P V.
+         * Ping-pong between the consumers: each issues its MMAs between gpu_bar_sync on its own
+         * named barrier (1 + wg) and gpu_bar_arrive on the other's, so their issues alternate and
+         * one's softmax runs under the other's MMAs. Consumer 1 opens with an arrival for
+         * consumer 0, and consumer 0 takes the one left over at the end; both issue n_it + 1
+         * times. Stages are released (kempty / vempty) as soon as the MMA that read them is
+         * waited for. */
+        float s[BN / 2];
+        if (n_it > 0) {
+            const int bar_mine = 1 + wg, bar_other = 2 - wg;
+            gpu_mbar_wait(qfull, 0);
+            if (wg == 1)
+                gpu_bar_arrive(1, WG_CTHREADS);
+            gpu_mbar_wait(kfull(0), 0);
+            gpu_bar_sync(bar_mine, WG_CTHREADS);
+            issue_s(s, skv0);
+            gpu_bar_arrive(bar_other, WG_CTHREADS);
+            gpu_wgmma_wait<0>();
+            gpu_wgmma_keep(s);
+            gpu_mbar_arrive(kempty(0));
+            softmax(s, jlo);
+            for (int it = 1; it < n_it; it++) {
+                gpu_wgmma_wait<0>();
+                pv_done();
+                if (it >= 2)
+                    gpu_mbar_arrive(vempty((it - 2) % ST));
+                pack_p(s);
+                gpu_mbar_wait(kfull(it % ST), (it / ST) & 1);
+                gpu_mbar_wait(vfull((it - 1) % ST), ((it - 1) / ST) & 1);
+                gpu_bar_sync(bar_mine, WG_CTHREADS);
+                issue_s(s, skv0 + (uint32_t)(it % ST) * STAGE);
+                issue_pv(skv0 + (uint32_t)((it - 1) % ST) * STAGE + C::K_BYTES);
+                gpu_bar_arrive(bar_other, WG_CTHREADS);
+                gpu_wgmma_wait<1>();
+                gpu_wgmma_keep(s);
+                gpu_mbar_arrive(kempty(it % ST));
+                softmax(s, jlo + (long long)it * BN);
+            }
             gpu_wgmma_wait<0>();
             pv_done();
             pack_p(s);
-            await_group();
-            issue_s(s, skv0 + (uint32_t)(it % ST) * STAGE);
-            issue_pv(skv0 + (uint32_t)((it - 1) % ST) * STAGE + C::K_BYTES);
-            /* Refill the stages of K_(it-1) (its S waited for in iteration it - 1) and of
-             * V_(it-2) (its P V waited for at the top of this iteration): behind this
-             * iteration's barrier no thread's MMA reads them. The copies are issued after the
-             * softmax (measured faster: the softmax starts as soon as S lands), which leaves
-             * them one iteration to land with 3 or more stages; with 2 they go before it. */
-            if constexpr (ST == 2)
-                load_group(it + ST - 1);
-            gpu_wgmma_wait<1>();
-            gpu_wgmma_keep(s);
-            softmax(s, jlo + (long long)it * BN);
-            if constexpr (ST > 2)
-                load_group(it + ST - 1);
+            gpu_mbar_wait(vfull((n_it - 1) % ST), ((n_it - 1) / ST) & 1);
+            gpu_bar_sync(bar_mine, WG_CTHREADS);
+            issue_pv(skv0 + (uint32_t)((n_it - 1) % ST) * STAGE + C::K_BYTES);
+            gpu_bar_arrive(bar_other, WG_CTHREADS);
+            gpu_wgmma_wait<0>();
+            pv_done();
+            if (wg == 0)
+                gpu_bar_sync(1, WG_CTHREADS);
         }
-        gpu_wgmma_wait<0>();
-        pv_done();
-        pack_p(s);
-        await_group();
-        issue_pv(skv0 + (uint32_t)((n_it - 1) % ST) * STAGE + C::K_BYTES);
-        gpu_wgmma_wait<0>();
-        pv_done();
-    }
-    gpu_cp_async_wait<0>();
 
-    /* Finish: the quad's partial row sums, O / l, LSE. */
-    const float ln2 = 0.6931471805599453f;
-#pragma unroll
-    for (int ii = 0; ii < 2; ii++) {
-        float li = l[ii];
-        li += __shfl_xor_sync(0xffffffffu, li, 1);
-        li += __shfl_xor_sync(0xffffffffu, li, 2);
-        const int r = r0 + wrow + 8 * ii;
-        if (r >= lq)
-            continue;
-        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * DV);
-#pragma unroll
-        for (int c = 0; c < NC; c++)
-#pragma unroll
-            for (int d = 0; d < DTC; d++)
-                orow[(DVC * c + 8 * d + 2 * t) / 2] =
-                    gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv, o[c][4 * d + 2 * ii + 1] * inv);
-        if (t == 0)
-            lse[(size_t)h * tq + q0 + r] = li > 0.0f ? (m[ii] + log2f(li)) * ln2 : -INFINITY;
+        /* Finish: the quad's partial row sums, O / l, LSE. */
+        const float ln2 = 0.6931471805599453f;
+    #pragma unroll
+        for (int ii = 0; ii < 2; ii++) {
+            float li = l[ii];
+            li += __shfl_xor_sync(0xffffffffu, li, 1);
+            li += __shfl_xor_sync(0xffffffffu, li, 2);
+            const int r = r0 + wrow + 8 * ii;
+            if (r >= lq)
+                continue;
+            const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+            uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * DV);
+    #pragma unroll
+            for (int c = 0; c < NC; c++)
+    #pragma unroll
+                for (int d = 0; d < DTC; d++)
+                    orow[(DVC * c + 8 * d + 2 * t) / 2] =
+                        gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv, o[c][4 * d + 2 * ii + 1] * inv);
+            if (t == 0)
+                lse[(size_t)h * tq + q0 + r] = li > 0.0f ? (m[ii] + log2f(li)) * ln2 : -INFINITY;
+        }
     }
 #else
     (void)q, (void)k, (void)v, (void)cu_q, (void)cu_k, (void)ts, (void)out, (void)lse;
