@@ -66,6 +66,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <type_traits>
 
 /* Stages in the K and V rings. 3 (225 KiB at D = 128, the most a block may have) lets the
  * producer run two tiles ahead; 2 still works (one tile ahead); the block is alone on its
@@ -177,14 +178,18 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     const uint32_t sq = (gpu_smem_addr(wg__smem) + 1023u) & ~1023u;
     const uint32_t skv0 = sq + C::Q_BYTES; /* stage st: K at skv0 + st (K + V), V after it */
     constexpr uint32_t STAGE = C::K_BYTES + C::V_BYTES;
-    /* mbarriers after the stages: Q landed; K / V of stage st landed (kfull, vfull: the
-     * producer's 128 threads arrive) and read by both consumers (kempty, vempty: 256). */
+    /* Key tile t's K and V live in stage t % ST; that stage's fill t / ST is the phase of its
+     * mbarriers, placed after the stages: Q landed; K / V of the stage landed (kfull, vfull:
+     * the producer's 128 threads arrive) and read by both consumers (kempty, vempty: 256). */
+    auto k_at = [&](int t) { return skv0 + (uint32_t)(t % ST) * STAGE; };
+    auto v_at = [&](int t) { return k_at(t) + (uint32_t)C::K_BYTES; };
+    auto parity = [&](int t) { return (t / ST) & 1; };
     const uint32_t sbar = skv0 + ST * STAGE;
     const uint32_t qfull = sbar;
-    auto kfull = [&](int st) { return sbar + 8u * (uint32_t)(1 + st); };
-    auto vfull = [&](int st) { return sbar + 8u * (uint32_t)(1 + ST + st); };
-    auto kempty = [&](int st) { return sbar + 8u * (uint32_t)(1 + 2 * ST + st); };
-    auto vempty = [&](int st) { return sbar + 8u * (uint32_t)(1 + 3 * ST + st); };
+    auto kfull = [&](int t) { return sbar + 8u * (uint32_t)(1 + t % ST); };
+    auto vfull = [&](int t) { return sbar + 8u * (uint32_t)(1 + ST + t % ST); };
+    auto kempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 2 * ST + t % ST); };
+    auto vempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 3 * ST + t % ST); };
 
     const int h = blockIdx.y;
     mha_tile tile;
@@ -232,27 +237,25 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 }
                 pending = full;
             };
-            auto valid_of = [&](int t) {
+            /* Key tile t of K (d = DQK) or V (d = DV) into its stage, once the consumers have
+             * released the tile that stage held before (t - ST). */
+            auto load = [&](auto d, int t, uint32_t dst, const uint16_t *base, size_t stride,
+                            uint32_t empty, uint32_t full) {
+                if (t >= ST)
+                    gpu_mbar_wait(empty, parity(t - ST));
                 const long long j = jlo + (long long)t * BN;
-                return (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN);
+                wg__load_tile<decltype(d)::value, BN>(dst, base + (size_t)j * stride, stride,
+                                                      (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN),
+                                                      tid);
+                issued(full);
             };
             auto load_k = [&](int t) {
-                const int st = t % ST;
-                if (t >= ST)
-                    gpu_mbar_wait(kempty(st), (t / ST - 1) & 1);
-                wg__load_tile<DQK, BN>(skv0 + (uint32_t)st * STAGE,
-                                       kbase + (size_t)(jlo + (long long)t * BN) * k_stride,
-                                       k_stride, valid_of(t), tid);
-                issued(kfull(st));
+                load(std::integral_constant<int, DQK>(), t, k_at(t), kbase, k_stride, kempty(t),
+                     kfull(t));
             };
             auto load_v = [&](int t) {
-                const int st = t % ST;
-                if (t >= ST)
-                    gpu_mbar_wait(vempty(st), (t / ST - 1) & 1);
-                wg__load_tile<DV, BN>(skv0 + (uint32_t)st * STAGE + C::K_BYTES,
-                                      vbase + (size_t)(jlo + (long long)t * BN) * v_stride,
-                                      v_stride, valid_of(t), tid);
-                issued(vfull(st));
+                load(std::integral_constant<int, DV>(), t, v_at(t), vbase, v_stride, vempty(t),
+                     vfull(t));
             };
             wg__load_tile<DQK, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
                                    tile.rows, tid);
@@ -276,7 +279,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         const int t = i % 4;
         const int wrow = 64 * wg + 16 * (i / 32) + (i % 32) / 4;
         int row_lo[2], row_hi[2];
-    #pragma unroll
+#pragma unroll
         for (int ii = 0; ii < 2; ii++)
             mha_row_bounds(&tile, r0 + wrow + 8 * ii, causal, window_left, &row_lo[ii],
                            &row_hi[ii]);
@@ -285,9 +288,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         const float sl2 = scale * log2e;
         /* O's accumulators, column block c (columns DVC c ..) in o[c]. */
         float o[NC][DVC / 2];
-    #pragma unroll
+#pragma unroll
         for (int c = 0; c < NC; c++)
-    #pragma unroll
+#pragma unroll
             for (int j = 0; j < DVC / 2; j++)
                 o[c][j] = 0.0f;
         float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {0.0f, 0.0f};
@@ -299,7 +302,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
          * waited. */
         auto issue_s = [&](float (&s)[BN / 2], uint32_t sk) {
             gpu_wgmma_fence();
-    #pragma unroll
+#pragma unroll
             for (int ks = 0; ks < DQK / 16; ks++)
                 gpu_wgmma_ss<BN, F16>(s, gpu_sw128_kmajor_desc(sq, BM, 64 * wg, ks),
                                       gpu_sw128_kmajor_desc(sk, BN, 0, ks), ks > 0);
@@ -307,18 +310,18 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         };
         /* O = alpha O + P V for the tile whose P is in pf: issued, committed, not waited. */
         auto issue_pv = [&](uint32_t sv) {
-    #pragma unroll
+#pragma unroll
             for (int c = 0; c < NC; c++)
-    #pragma unroll
+#pragma unroll
                 for (int d = 0; d < DTC; d++) {
                     o[c][4 * d + 0] *= alpha[0], o[c][4 * d + 1] *= alpha[0];
                     o[c][4 * d + 2] *= alpha[1], o[c][4 * d + 3] *= alpha[1];
                 }
             gpu_wgmma_fence();
             /* Column block c of V starts at its panel DVC c / 64 (BN rows of 128 bytes each). */
-    #pragma unroll
+#pragma unroll
             for (int c = 0; c < NC; c++)
-    #pragma unroll
+#pragma unroll
                 for (int ks = 0; ks < BN / 16; ks++)
                     gpu_wgmma_rs<DVC, F16, 1>(
                         o[c], pf[ks],
@@ -332,18 +335,18 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             /* Whole-tile branches (uniform over the block), so the common path is straight-line
              * code: the logits into log2 units, then the masks where the tile crosses an edge. */
             if (softcap > 0.0f) {
-    #pragma unroll
+#pragma unroll
                 for (int j = 0; j < BN / 2; j++)
                     s[j] = softcap * tanhf(s[j] * scale / softcap) * log2e;
             } else {
-    #pragma unroll
+#pragma unroll
                 for (int j = 0; j < BN / 2; j++)
                     s[j] = s[j] * sl2;
             }
             if (j0 < all_lo || j0 + BN - 1 > all_hi) {
-    #pragma unroll
+#pragma unroll
                 for (int n = 0; n < NT; n++)
-    #pragma unroll
+#pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int key = (int)j0 + 8 * n + 2 * t + (e & 1);
                         if (key < row_lo[e / 2] || key > row_hi[e / 2])
@@ -354,21 +357,21 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
              * logits are skipped by fmaxf either way, and -inf is the floor as in a running max),
              * and the dependency chain is log2 long instead of linear. */
             float mx[2];
-    #pragma unroll
+#pragma unroll
             for (int ii = 0; ii < 2; ii++) {
                 float a[NT];
-    #pragma unroll
+#pragma unroll
                 for (int n = 0; n < NT; n++)
                     a[n] = fmaxf(s[4 * n + 2 * ii], s[4 * n + 2 * ii + 1]);
-    #pragma unroll
+#pragma unroll
                 for (int lv = 0; lv < LNT; lv++)
-    #pragma unroll
+#pragma unroll
                     for (int n = 0; n < NT; n += 2 << lv)
                         a[n] = fmaxf(a[n], a[n + (1 << lv)]);
                 mx[ii] = fmaxf(-INFINITY, a[0]);
             }
             float m_use[2];
-    #pragma unroll
+#pragma unroll
             for (int ii = 0; ii < 2; ii++) {
                 mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 1));
                 mx[ii] = fmaxf(mx[ii], __shfl_xor_sync(0xffffffffu, mx[ii], 2));
@@ -379,7 +382,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 m[ii] = m_new;
             }
             float rs[2] = {0.0f, 0.0f};
-    #pragma unroll
+#pragma unroll
             for (int n = 0; n < NT; n++) {
                 const float p0 = mha_exp2(s[4 * n + 0] - m_use[0]);
                 const float p1 = mha_exp2(s[4 * n + 1] - m_use[0]);
@@ -389,14 +392,14 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 rs[1] += p2 + p3;
                 s[4 * n + 0] = p0, s[4 * n + 1] = p1, s[4 * n + 2] = p2, s[4 * n + 3] = p3;
             }
-    #pragma unroll
+#pragma unroll
             for (int ii = 0; ii < 2; ii++)
                 l[ii] = l[ii] * alpha[ii] + rs[ii];
         };
         /* P to the MMA's input dtype, where the emulated reference rounds it. Only once the P V
          * that read the previous pf has completed. */
         auto pack_p = [&](const float (&s)[BN / 2]) {
-    #pragma unroll
+#pragma unroll
             for (int n = 0; n < NT; n++) {
                 pf[n / 2][(n % 2) * 2 + 0] = gpu_pack2<F16>(s[4 * n + 0], s[4 * n + 1]);
                 pf[n / 2][(n % 2) * 2 + 1] = gpu_pack2<F16>(s[4 * n + 2], s[4 * n + 3]);
@@ -405,10 +408,10 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 
         /* After a wait for P V: its accumulators and A registers may be read and written again. */
         auto pv_done = [&]() {
-    #pragma unroll
+#pragma unroll
             for (int c = 0; c < NC; c++)
                 gpu_wgmma_keep(o[c]);
-    #pragma unroll
+#pragma unroll
             for (int ks = 0; ks < BN / 16; ks++)
                 gpu_wgmma_keep(pf[ks]);
         };
@@ -433,9 +436,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             gpu_mbar_wait(qfull, 0);
             if (wg == 1)
                 gpu_bar_arrive(1, WG_CTHREADS);
-            gpu_mbar_wait(kfull(0), 0);
+            gpu_mbar_wait(kfull(0), parity(0));
             gpu_bar_sync(bar_mine, WG_CTHREADS);
-            issue_s(s, skv0);
+            issue_s(s, k_at(0));
             gpu_bar_arrive(bar_other, WG_CTHREADS);
             gpu_wgmma_wait<0>();
             gpu_wgmma_keep(s);
@@ -445,25 +448,25 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 gpu_wgmma_wait<0>();
                 pv_done();
                 if (it >= 2)
-                    gpu_mbar_arrive(vempty((it - 2) % ST));
+                    gpu_mbar_arrive(vempty(it - 2));
                 pack_p(s);
-                gpu_mbar_wait(kfull(it % ST), (it / ST) & 1);
-                gpu_mbar_wait(vfull((it - 1) % ST), ((it - 1) / ST) & 1);
+                gpu_mbar_wait(kfull(it), parity(it));
+                gpu_mbar_wait(vfull(it - 1), parity(it - 1));
                 gpu_bar_sync(bar_mine, WG_CTHREADS);
-                issue_s(s, skv0 + (uint32_t)(it % ST) * STAGE);
-                issue_pv(skv0 + (uint32_t)((it - 1) % ST) * STAGE + C::K_BYTES);
+                issue_s(s, k_at(it));
+                issue_pv(v_at(it - 1));
                 gpu_bar_arrive(bar_other, WG_CTHREADS);
                 gpu_wgmma_wait<1>();
                 gpu_wgmma_keep(s);
-                gpu_mbar_arrive(kempty(it % ST));
+                gpu_mbar_arrive(kempty(it));
                 softmax(s, jlo + (long long)it * BN);
             }
             gpu_wgmma_wait<0>();
             pv_done();
             pack_p(s);
-            gpu_mbar_wait(vfull((n_it - 1) % ST), ((n_it - 1) / ST) & 1);
+            gpu_mbar_wait(vfull(n_it - 1), parity(n_it - 1));
             gpu_bar_sync(bar_mine, WG_CTHREADS);
-            issue_pv(skv0 + (uint32_t)((n_it - 1) % ST) * STAGE + C::K_BYTES);
+            issue_pv(v_at(n_it - 1));
             gpu_bar_arrive(bar_other, WG_CTHREADS);
             gpu_wgmma_wait<0>();
             pv_done();
@@ -473,7 +476,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
 
         /* Finish: the quad's partial row sums, O / l, LSE. */
         const float ln2 = 0.6931471805599453f;
-    #pragma unroll
+#pragma unroll
         for (int ii = 0; ii < 2; ii++) {
             float li = l[ii];
             li += __shfl_xor_sync(0xffffffffu, li, 1);
@@ -483,9 +486,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 continue;
             const float inv = li > 0.0f ? 1.0f / li : 0.0f;
             uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * DV);
-    #pragma unroll
+#pragma unroll
             for (int c = 0; c < NC; c++)
-    #pragma unroll
+#pragma unroll
                 for (int d = 0; d < DTC; d++)
                     orow[(DVC * c + 8 * d + 2 * t) / 2] =
                         gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv, o[c][4 * d + 2 * ii + 1] * inv);
