@@ -499,6 +499,44 @@ template <int M> __device__ __forceinline__ void gpu_wgmma_keep(uint32_t (&r)[M]
         asm volatile("" : "+r"(r[i])::"memory");
 }
 
+/* cp.async rows [0, ROWS) of a tile whose global row r starts at src + r * stride (16-bit
+ * elements) into the SW128 tile at shared address s (D columns); rows >= valid are zero-filled.
+ * NTH threads (this one is tid; in the warp-specialized kernels a producer warpgroup) take
+ * consecutive 16-byte chunks of a row:
+ * coalesced reads, and each 8 of them fill one 128-byte swizzled row segment without bank
+ * conflicts. A thread keeps its chunk column and steps RS rows (a multiple of the swizzle's
+ * 8-row period) per round, so its shared and global addresses advance by constants. Rows of
+ * D / 8 chunks wider than CH are copied CH chunks (a part) at a time. The loops stay rolled: a
+ * producer warpgroup has few registers (setmaxnreg), and unrolled they spilled. No commit. */
+template <int D, int ROWS, int NTH>
+__device__ __forceinline__ void gpu_sw128_copy(uint32_t s, const uint16_t *src, size_t stride,
+                                               int valid, int tid)
+{
+    constexpr int CH = (D / 8) % 16 == 0 ? 16 : 8, PARTS = D / 8 / CH, RS = NTH / CH;
+    static_assert(D % 64 == 0 && (D / 8) % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
+                  "gpu_sw128_copy: whole rounds of rows, each a multiple of the swizzle period");
+    const int r = tid / CH, ch = tid % CH;
+#pragma unroll 1
+    for (int part = 0; part < PARTS; part++) {
+        const uint32_t sd = s + gpu_sw128_chunk(ROWS, r, ch + part * CH);
+        const uint16_t *g = src + (size_t)r * stride + (ch + part * CH) * 8;
+        if (valid >= ROWS) { /* a whole tile (uniform over the block): no per-row tests */
+#pragma unroll 1
+            for (int u = 0; u < ROWS / RS; u++) {
+                gpu_cp_async16(sd + (uint32_t)(u * RS * 128), g, 16);
+                g += (size_t)RS * stride;
+            }
+        } else {
+#pragma unroll 1
+            for (int u = 0; u < ROWS / RS; u++) {
+                const bool ok = r + RS * u < valid;
+                gpu_cp_async16(sd + (uint32_t)(u * RS * 128), ok ? g : src, ok ? 16 : 0);
+                g += (size_t)RS * stride;
+            }
+        }
+    }
+}
+
 /* Warp specialization (sm_90a). A block's warpgroups take roles -- one copies tiles, the others
  * multiply -- and hand shared-memory stages to each other through mbarriers (64-bit words in
  * shared memory, address `bar`): a phase completes when `count` arrivals have been made, and

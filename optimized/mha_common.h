@@ -3,9 +3,10 @@
  * see) and the softmax's exponential, so both round at the same points.
  *
  * A prep kernel (mha_tiles_prefix, defined in mha_mma.hip) turns cu_seqlens_q into the
- * exclusive prefix of query tiles per sequence (ts [batch + 1] ints of workspace); block x
+ * exclusive prefix of query tiles per sequence (ts [batch + 1] ints of workspace); a block
  * binary-searches its tile (mha_tile_find). Within a sequence tiles run last-first, so the
- * causal tiles with the most keys start earliest and the light ones fill the tail.
+ * causal tiles with the most keys start earliest and the light ones fill the tail; the grid puts
+ * the head on x, the fastest (mha_grid_tiles, mha_block_of), so that holds across the heads too.
  */
 #ifndef ATTN_MHA_COMMON_H
 #define ATTN_MHA_COMMON_H
@@ -41,6 +42,26 @@ static inline int mha_check_args(const opt_varlen_args *a, bool dims_ok, const v
         return OPT_EINVAL;
     return OPT_OK;
 }
+
+/* The launch grid of the matrix-core variants: one block per (query tile, head), (hq, tiles)
+ * with the head on x, the fastest -- block (h, x) takes tile x (mha_tile_find's order) of head
+ * h (mha_block_of) -- so every head's tile x is dispatched before any head's tile x + 1, and the
+ * causal tiles with the most keys start first across the heads as well. (With the tile on x and
+ * the head on y, blocks went out head by head: the last head's heaviest tiles started last.)
+ * Returns the tile count, an upper bound (tiles past ts[batch] exit), or 0 past grid.y's 65535
+ * (8M query tokens at 128-row tiles). */
+static inline long long mha_grid_tiles(const opt_varlen_args *a, int bm)
+{
+    const long long tiles = ((long long)a->tq + bm - 1) / bm + a->batch;
+    return tiles <= 65535 ? tiles : 0;
+}
+#if defined(__HIPCC__) || defined(__CUDACC__)
+static __device__ __forceinline__ void mha_block_of(int *x, int *h)
+{
+    *x = (int)blockIdx.y;
+    *h = (int)blockIdx.x;
+}
+#endif
 
 /* One block's query tile, sequence-local rows r0 .. r0 + rows - 1 of sequence b. */
 struct mha_tile {

@@ -133,9 +133,10 @@ mha_mma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     const uint32_t sq = gpu_smem_addr(mm__smem);
     const uint32_t sk0 = sq + C::Q_BYTES, sv0 = sk0 + 2 * C::K_BYTES;
 
-    const int h = blockIdx.y;
+    int tx, h;
+    mha_block_of(&tx, &h);
     mha_tile tile;
-    if (!mha_tile_find(ts, cu_q, cu_k, batch, BM, blockIdx.x, causal, window_left, &tile))
+    if (!mha_tile_find(ts, cu_q, cu_k, batch, BM, tx, causal, window_left, &tile))
         return;
     const int q0 = tile.q0, k0 = tile.k0, lq = tile.lq, r0 = tile.r0, rows = tile.rows;
     const int kh = h / (hq / hkv);
@@ -343,8 +344,8 @@ extern "C" const char *opt_mha_varlen_mma_unsupported(const opt_varlen_args *a, 
         return "mma multiplies bf16 or f16 inputs on the matrix cores (f32 inputs: simple)";
     if (!mm__dims_ok(a->dqk, a->dv))
         return "mma has tile shapes for head dims 64, 128, 256 and (192, 128)";
-    if (a->hq > 65535)
-        return "mma puts query heads on the grid's y dimension: at most 65535";
+    if (mha_grid_tiles(a, a->dqk <= 128 ? 128 : 64) == 0)
+        return "mma puts query tiles on the grid's y dimension: at most 65535 of them";
     return NULL;
 #else
     (void)a, (void)cc_major;
@@ -368,8 +369,10 @@ static int mm__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     int rc = mha_tiles_prefix(a->cu_q, a->batch, BM, (int32_t *)ts, stream);
     if (rc)
         return rc;
-    const long long tiles = ((long long)a->tq + BM - 1) / BM + a->batch; /* upper bound */
-    const dim3 grid((unsigned)tiles, (unsigned)a->hq);
+    const long long tiles = mha_grid_tiles(a, BM);
+    if (tiles == 0)
+        return OPT_EINVAL; /* refused first by the unsupported check */
+    const dim3 grid((unsigned)a->hq, (unsigned)tiles);
     mha_mma_kernel<DQK, DV, F16><<<grid, MM_THREADS, bytes, stream>>>(
         (const uint16_t *)a->q, (const uint16_t *)a->k, (const uint16_t *)a->v, a->cu_q, a->cu_k,
         ts, (uint16_t *)a->out, a->lse, a->batch, a->tq, a->hq, a->hkv, a->scale, a->softcap,

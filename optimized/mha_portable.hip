@@ -101,9 +101,11 @@ mha_portable_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__
     float *rs = (float *)(sm + C::R_OFF) + warp * 16;
 
     mha_tile tile;
-    if (!mha_tile_find(ts, cu_q, cu_k, batch, MP_BM, blockIdx.x, causal, window_left, &tile))
+    int tx, h;
+    mha_block_of(&tx, &h);
+    if (!mha_tile_find(ts, cu_q, cu_k, batch, MP_BM, tx, causal, window_left, &tile))
         return;
-    const int h = blockIdx.y, kh = h / (hq / hkv);
+    const int kh = h / (hq / hkv);
     const int q0 = tile.q0, k0 = tile.k0, lq = tile.lq, wr0 = tile.r0 + 16 * warp;
 
     /* Q's A fragments, rows wr0 .. wr0 + 15 (zero past the sequence). */
@@ -274,8 +276,8 @@ extern "C" const char *opt_mha_varlen_portable_unsupported(const opt_varlen_args
         return "portable multiplies bf16 on the matrix primitive (f16: mma; f32: simple)";
     if (!mp__dims_ok(a->dqk, a->dv))
         return "portable has tile shapes for head dims 64, 128, 256 and (192, 128)";
-    if (a->hq > 65535)
-        return "portable puts query heads on the grid's y dimension: at most 65535";
+    if (mha_grid_tiles(a, MP_BM) == 0)
+        return "portable puts query tiles on the grid's y dimension: at most 65535 of them";
     return opt_matrix_unsupported();
 }
 
@@ -290,8 +292,10 @@ static int mp__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
         rc = mha_tiles_prefix(a->cu_q, a->batch, MP_BM, (int32_t *)ts, stream);
     if (rc != OPT_OK)
         return rc;
-    const long long tiles = ((long long)a->tq + MP_BM - 1) / MP_BM + a->batch; /* upper bound */
-    const dim3 grid((unsigned)tiles, (unsigned)a->hq);
+    const long long tiles = mha_grid_tiles(a, MP_BM);
+    if (tiles == 0)
+        return OPT_EINVAL; /* refused first by the unsupported check */
+    const dim3 grid((unsigned)a->hq, (unsigned)tiles);
     mha_portable_kernel<DQK, DV><<<grid, MP_WARPS * warp, bytes, stream>>>(
         (const uint16_t *)a->q, (const uint16_t *)a->k, (const uint16_t *)a->v, a->cu_q, a->cu_k,
         ts, (uint16_t *)a->out, a->lse, a->batch, a->tq, a->hq, a->hkv, a->scale, a->softcap,

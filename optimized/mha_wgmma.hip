@@ -120,44 +120,6 @@ static __device__ int wg__image_sm90a = WG__IMAGE_SM90A;
 #endif // GPU_VENDOR_NVIDIA
 
 /* ---------------------------------------------------------------------- kernel */
-#if defined(GPU_HAS_WGMMA)
-/* Copy rows [0, ROWS) of a tile whose global row r starts at src + r * stride (elements) into
- * the SW128 tile at shared address s (D columns); rows >= valid are zero-filled. The producer
- * warpgroup's WG_PTHREADS threads (this one is tid) take consecutive 16-byte chunks of a row:
- * coalesced reads, and each 8 of them fill one 128-byte swizzled row segment without bank
- * conflicts. A thread keeps its chunk column and steps RS rows (a multiple of the swizzle's
- * 8-row period) per round, so its shared and global addresses advance by constants. Rows of
- * D / 8 chunks wider than CH are copied CH chunks (a part) at a time. The loops stay rolled:
- * the producer has WG_PREGS registers a thread, and unrolled they spilled. */
-template <int D, int ROWS>
-static __device__ __forceinline__ void wg__load_tile(uint32_t s, const uint16_t *src, size_t stride,
-                                                     int valid, int tid)
-{
-    constexpr int CH = (D / 8) % 16 == 0 ? 16 : 8, PARTS = D / 8 / CH, RS = WG_PTHREADS / CH;
-    static_assert(D % 64 == 0 && (D / 8) % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
-                  "wg__load_tile: whole rounds of rows, each a multiple of the swizzle period");
-    const int r = tid / CH, ch = tid % CH;
-#pragma unroll 1
-    for (int part = 0; part < PARTS; part++) {
-        const uint32_t sd = s + gpu_sw128_chunk(ROWS, r, ch + part * CH);
-        const uint16_t *g = src + (size_t)r * stride + (ch + part * CH) * 8;
-        if (valid >= ROWS) { /* a whole tile (uniform over the block): no per-row tests */
-#pragma unroll 1
-            for (int u = 0; u < ROWS / RS; u++) {
-                gpu_cp_async16(sd + (uint32_t)(u * RS * 128), g, 16);
-                g += (size_t)RS * stride;
-            }
-        } else {
-#pragma unroll 1
-            for (int u = 0; u < ROWS / RS; u++) {
-                const bool ok = r + RS * u < valid;
-                gpu_cp_async16(sd + (uint32_t)(u * RS * 128), ok ? g : src, ok ? 16 : 0);
-                g += (size_t)RS * stride;
-            }
-        }
-    }
-}
-#endif // GPU_HAS_WGMMA
 
 template <int DQK, int DV, bool F16>
 __global__ void __launch_bounds__(WG_THREADS, 1)
@@ -191,9 +153,10 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     auto kempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 2 * ST + t % ST); };
     auto vempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 3 * ST + t % ST); };
 
-    const int h = blockIdx.y;
+    int tx, h;
+    mha_block_of(&tx, &h);
     mha_tile tile;
-    if (!mha_tile_find(ts, cu_q, cu_k, batch, BM, blockIdx.x, causal, window_left, &tile))
+    if (!mha_tile_find(ts, cu_q, cu_k, batch, BM, tx, causal, window_left, &tile))
         return;
     const int q0 = tile.q0, k0 = tile.k0, lq = tile.lq, r0 = tile.r0;
     const long long jlo = tile.jlo, jhi = tile.jhi, all_lo = tile.all_lo, all_hi = tile.all_hi;
@@ -244,7 +207,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 if (t >= ST)
                     gpu_mbar_wait(empty, parity(t - ST));
                 const long long j = jlo + (long long)t * BN;
-                wg__load_tile<decltype(d)::value, BN>(dst, base + (size_t)j * stride, stride,
+                gpu_sw128_copy<decltype(d)::value, BN, WG_PTHREADS>(dst, base + (size_t)j * stride, stride,
                                                       (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN),
                                                       tid);
                 issued(full);
@@ -257,7 +220,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 load(std::integral_constant<int, DV>(), t, v_at(t), vbase, v_stride, vempty(t),
                      vfull(t));
             };
-            wg__load_tile<DQK, BM>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
+            gpu_sw128_copy<DQK, BM, WG_PTHREADS>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
                                    tile.rows, tid);
             issued(qfull);
             load_k(0);
@@ -535,8 +498,8 @@ static const char *wg__args_unsupported(const opt_varlen_args *a)
         return "wgmma multiplies bf16 or f16 inputs on the matrix cores (f32 inputs: simple)";
     if (!wg__dims_ok(a->dqk, a->dv))
         return "wgmma has tile shapes for head dims 64, 128 and 256 (dqk = dv) and (192, 128)";
-    if (a->hq > 65535)
-        return "wgmma puts query heads on the grid's y dimension: at most 65535";
+    if (mha_grid_tiles(a, WG_BM) == 0)
+        return "wgmma puts query tiles on the grid's y dimension: at most 65535 of them";
     return NULL;
 }
 
@@ -560,8 +523,10 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     int rc = mha_tiles_prefix(a->cu_q, a->batch, WG_BM, (int32_t *)ts, stream);
     if (rc)
         return rc;
-    const long long tiles = ((long long)a->tq + WG_BM - 1) / WG_BM + a->batch; /* upper bound */
-    const dim3 grid((unsigned)tiles, (unsigned)a->hq);
+    const long long tiles = mha_grid_tiles(a, WG_BM);
+    if (tiles == 0)
+        return OPT_EINVAL; /* refused first by the unsupported check */
+    const dim3 grid((unsigned)a->hq, (unsigned)tiles);
     mha_wgmma_kernel<DQK, DV, F16><<<grid, WG_THREADS, bytes, stream>>>(
         (const uint16_t *)a->q, (const uint16_t *)a->k, (const uint16_t *)a->v, a->cu_q, a->cu_k,
         ts, (uint16_t *)a->out, a->lse, a->batch, a->tq, a->hq, a->hkv, a->scale, a->softcap,

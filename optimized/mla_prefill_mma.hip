@@ -8,13 +8,10 @@
  *
  * mla_prefill_mma_decompress_kernel: the kv_b_proj GEMM K|V = latent [rows, 512] x W_kvb^T
  *   [512, hq * 256], bf16 in, f32 accumulation, bf16 out (nearest even, where the reference
- *   rounds k_nope and v). One block of 8 warps per (128 key rows, 128 output columns = one
- *   head's k_nope or v half). On Hopper (opt_wgmma_here) its two warpgroups take 64 rows each
- *   with wgmma m64n128k16 from SW128 tiles; elsewhere warps 2 x 4, 64 x 32 each, mma.sync (16
- *   MMAs per 6 ldmatrix.x4 per k16). On the H200 (ncu, 8K new tokens, 16 heads) wgmma took the
- *   decompression from 193 us (mma.sync) to 166 us, and writing the output through shared
- *   memory in whole 16-byte chunks to 150 us; at ~230 TFLOP/s it is not bound by the MMAs: K
- *   is only 512 deep (8 stages), and a 256-column tile at one block per SM was slower (199 us).
+ *   rounds k_nope and v). On Hopper (opt_wgmma_here) it is mla_prefill_wgmma_decompress_kernel
+ *   (warp-specialized and persistent, the latent of 128 rows resident, W streamed: described
+ *   there); elsewhere one block of 8 warps per (128 key rows, 128 output columns = one head's
+ *   k_nope or v half), warps 2 x 4, 64 x 32 each, mma.sync (16 MMAs per 6 ldmatrix.x4 per k16).
  *   The 512 latent dims stream in 8 stages of 64 through a 3-deep cp.async pipeline, tiles
  *   XOR-swizzled for ldmatrix. Each key row's latent is read where it lives: the new tokens'
  *   c_kv rows, or a context token's row of the paged latent cache through the block table (a
@@ -45,6 +42,7 @@
 #include "gpu_port.h"
 #include "numerics.h"
 #include "paged_kv.h"
+#include "paged_split.h"
 
 #include <float.h>
 #include <limits.h>
@@ -71,14 +69,9 @@ enum {
 /* Where the key rows' latent comes from. */
 enum { MPM_SRC_NEW = 0, MPM_SRC_BF16 = 1, MPM_SRC_FP8 = 2 };
 
-/* WG: the MMAs are Hopper's wgmma (two warpgroups, m64n128k16 from SW128 tiles), else mma.sync
- * from XOR-swizzled tiles (+ 1 KiB to align the base to the 1024-byte swizzle atom for wgmma).
- * Either way a block makes MPM_BN = 128 output columns (one head's k_nope or v), two blocks per
- * SM. Both halves of a head per block (256 columns, each latent byte serving twice the FLOPs,
- * one block per SM) was measured slower on the H200 (ncu, 8K tokens x 16 heads: 199 against
- * 166 us): the short K loop (8 stages) wants the second block to hide each one's prologue and
- * epilogue. */
-template <int SRC, bool WG> struct mpm__cfg {
+/* The mma.sync form: a block makes MPM_BN = 128 output columns (one head's k_nope or v) of 128
+ * rows, two blocks per SM. (Hopper's form is mla_prefill_wgmma_decompress_kernel below.) */
+template <int SRC> struct mpm__cfg {
     static constexpr int ACC = MPM_BN * MPM_BM / MPM_THREADS; /* accumulators a thread: 64 */
     static constexpr int A_BYTES = MPM_BM * MPM_BK * 2; /* one bf16 stage of latent rows */
     static constexpr int B_BYTES = MPM_BN * MPM_BK * 2; /* one stage of W rows */
@@ -86,17 +79,52 @@ template <int SRC, bool WG> struct mpm__cfg {
     /* fp8: the codes are pipelined, the converted tile needs one stage only. */
     static constexpr int A_STAGES = SRC == MPM_SRC_FP8 ? 1 : MPM_STAGES;
     static constexpr int SMEM = MPM_STAGES * B_BYTES + A_STAGES * A_BYTES +
-                                (SRC == MPM_SRC_FP8 ? MPM_STAGES * R_BYTES : 0) + (WG ? 1024 : 0);
+                                (SRC == MPM_SRC_FP8 ? MPM_STAGES * R_BYTES : 0);
 };
 
 /* ------------------------------------------------------ decompression GEMM */
-/* What every form of the decompression kernel does first, for its NR rows row0 ..: row_s[i]
- * = the element offset of row row0 + i's latent (-1: no such row), then (k_nope blocks, half
- * 0) the rows' k_pe into K dims 128..191, eight dims per item. SRC_NEW: row r is new token r
- * (c_kv, k_pe); else row r is context token starts[b] + r - cu[b] of the request b with
- * cu[b] <= r < cu[b + 1], read from the paged cache (fp8: code * ks rounded to bf16, as K is
- * stored; the GEMMs instead multiply the codes, exact in bf16, and put ks on the f32
- * accumulators). Ends with the block's threads past a barrier. */
+/* Where key row r's latent lives (element offset; -1: no such row, r >= rows). SRC_NEW: row r
+ * is new token r (c_kv); else context token starts[b] + r - cu[b] of the request b with
+ * cu[b] <= r < cu[b + 1], read from the paged cache through the block table. */
+template <int SRC>
+static __device__ __forceinline__ long long mpm__row_off(int r, int rows, const int32_t *block_table,
+                                                         const int32_t *meta, int batch,
+                                                         int block_size, int max_blocks)
+{
+    if (r >= rows)
+        return -1;
+    if (SRC == MPM_SRC_NEW)
+        return (long long)r * MPM_LAT;
+    const int32_t *starts = meta, *cu = meta + batch;
+    const int lo = gpu_segment_of(cu, batch, r); /* empty requests are skipped */
+    const long long j = (long long)starts[lo] + (r - cu[lo]);
+    const long long blk = block_table[(size_t)lo * max_blocks + j / block_size];
+    return (blk * block_size + j % block_size) * MPM_ROW;
+}
+
+/* Eight k_pe dims (chunk c of 8) of key row r, whose latent is at off (>= 0), into K dims
+ * 128 + 8c .. of head h (fp8: code * ks rounded to bf16, as K is stored; the GEMMs instead
+ * multiply the codes, exact in bf16, and put ks on the f32 accumulators). */
+template <int SRC>
+static __device__ __forceinline__ void mpm__k_pe_chunk(long long off, const void *lat,
+                                                       const uint16_t *k_pe, float ks, uint16_t *k,
+                                                       int r, int hq, int h, int c)
+{
+    uint4 val;
+    if (SRC == MPM_SRC_NEW) {
+        val = *(const uint4 *)(k_pe + (size_t)r * MPM_ROPE + c * 8);
+    } else if (SRC == MPM_SRC_BF16) {
+        val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
+    } else {
+        const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
+        val = pkv_fp8x8_bf16(w.x, w.y, ks);
+    }
+    *(uint4 *)(k + ((size_t)r * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
+}
+
+/* What the one-tile forms of the decompression kernel do first, for their NR rows row0 ..:
+ * row_s[i] = mpm__row_off of row row0 + i, then (k_nope blocks, half 0) the rows' k_pe into K
+ * dims 128..191. Ends with the block's threads past a barrier. */
 template <int SRC, int NR>
 static __device__ __forceinline__ void
 mpm__rows_and_k_pe(long long *row_s, const void *lat, const uint16_t *k_pe, float ks,
@@ -104,40 +132,16 @@ mpm__rows_and_k_pe(long long *row_s, const void *lat, const uint16_t *k_pe, floa
                    int rows, int hq, int h, int half, int batch, int block_size, int max_blocks)
 {
     const int tid = threadIdx.x, nth = blockDim.x;
-    for (int i = tid; i < NR; i += nth) {
-        const int r = row0 + i;
-        long long off = -1;
-        if (r < rows) {
-            if (SRC == MPM_SRC_NEW) {
-                off = (long long)r * MPM_LAT;
-            } else {
-                const int32_t *starts = meta, *cu = meta + batch;
-                const int lo = gpu_segment_of(cu, batch, r); /* empty requests are skipped */
-                const long long j = (long long)starts[lo] + (r - cu[lo]);
-                const long long blk = block_table[(size_t)lo * max_blocks + j / block_size];
-                off = (blk * block_size + j % block_size) * MPM_ROW;
-            }
-        }
-        row_s[i] = off;
-    }
+    for (int i = tid; i < NR; i += nth)
+        row_s[i] = mpm__row_off<SRC>(row0 + i, rows, block_table, meta, batch, block_size,
+                                     max_blocks);
     __syncthreads();
     if (half != 0)
         return;
     for (int it = tid; it < NR * 8; it += nth) {
         const int i = it / 8, c = it % 8;
-        const long long off = row_s[i];
-        if (off < 0)
-            continue;
-        uint4 val;
-        if (SRC == MPM_SRC_NEW) {
-            val = *(const uint4 *)(k_pe + (size_t)(row0 + i) * MPM_ROPE + c * 8);
-        } else if (SRC == MPM_SRC_BF16) {
-            val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
-        } else {
-            const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
-            val = pkv_fp8x8_bf16(w.x, w.y, ks);
-        }
-        *(uint4 *)(k + ((size_t)(row0 + i) * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
+        if (row_s[i] >= 0)
+            mpm__k_pe_chunk<SRC>(row_s[i], lat, k_pe, ks, k, row0 + i, hq, h, c);
     }
 }
 
@@ -246,45 +250,12 @@ static __device__ __forceinline__ uint32_t mpm__swz(int r, int ch)
     return (uint32_t)(r * (MPM_BK * 2) + ((ch ^ (r & 7)) << 4));
 }
 
-/* The tile layout of either MMA form: a stage (latent or W) is 128 rows x 64 bf16 (one SW128
- * panel for WG). */
-template <bool WG> static __device__ __forceinline__ uint32_t mpm__at(int r, int ch)
-{
-    static_assert(MPM_BM == MPM_BN, "latent and W stages share one layout");
-#if defined(GPU_HAS_WGMMA)
-    if (WG)
-        return gpu_sw128_chunk(MPM_BM, r, ch);
-#endif // GPU_HAS_WGMMA
-    return mpm__swz(r, ch);
-}
-
-/* acc (+)= A B^T over one stage (A: 128 latent rows x 64, B: 128 W rows x 64, both K-major).
- * mma.sync: warp (wm, wn) of 2 x 4 owns rows 64 wm .., columns 32 wn ..; acc[16 mt + 4 nt + c]
- * is its m16n8 tile (mt, nt) element c. wgmma: warpgroup w owns rows 64 w .., all 128 columns,
- * in wgmma's C layout (gpu_wgmma_c_coord). mpm__acc_at says where each lands. */
-template <bool WG>
-static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[64], uint32_t sa, uint32_t sb,
-                                                      bool first)
+/* acc += A B^T over one stage (A: 128 latent rows x 64, B: 128 W rows x 64, both K-major):
+ * warp (wm, wn) of 2 x 4 owns rows 64 wm .., columns 32 wn ..; acc[16 mt + 4 nt + c] is its
+ * m16n8 tile (mt, nt) element c (mpm__acc_at says where each lands). */
+static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[64], uint32_t sa, uint32_t sb)
 {
     const int tid = threadIdx.x;
-    if (WG) {
-#if defined(GPU_HAS_WGMMA)
-        gpu_wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < MPM_BK / 16; kk++)
-            gpu_wgmma_ss<MPM_BN, false>(acc, gpu_sw128_kmajor_desc(sa, MPM_BM, 64 * (tid / 128), kk),
-                                        gpu_sw128_kmajor_desc(sb, MPM_BN, 0, kk),
-                                        !first || kk > 0);
-        gpu_wgmma_commit();
-        gpu_wgmma_wait<0>();
-        gpu_wgmma_keep(acc);
-#else
-        (void)acc, (void)sa, (void)sb, (void)first;
-        GPU_TRAP();
-#endif // GPU_HAS_WGMMA
-        return;
-    }
-    (void)first;
     const int warp = tid / 32, lane = tid % 32, wm = warp / 4, wn = warp % 4;
 #pragma unroll
     for (int kk = 0; kk < MPM_BK / 16; kk++) {
@@ -308,25 +279,19 @@ static __device__ __forceinline__ void mpm__stage_mma(float (&acc)[64], uint32_t
 }
 
 /* Tile row and column (of the block's BN) of acc[e] (e even; acc[e + 1] is the next column). */
-template <bool WG> static __device__ __forceinline__ void mpm__acc_at(int e, int *row, int *col)
+static __device__ __forceinline__ void mpm__acc_at(int e, int *row, int *col)
 {
     const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
-    if (WG) {
-        const int i = tid % 128;
-        *row = 64 * (tid / 128) + 16 * (i / 32) + (i % 32) / 4 + 8 * ((e / 2) % 2);
-        *col = 8 * (e / 4) + 2 * t;
-    } else {
-        const int warp = tid / 32, wm = warp / 4, wn = warp % 4;
-        *row = wm * 64 + (e / 16) * 16 + g + 8 * ((e % 4) / 2);
-        *col = wn * 32 + ((e / 4) % 4) * 8 + 2 * t;
-    }
+    const int warp = tid / 32, wm = warp / 4, wn = warp % 4;
+    *row = wm * 64 + (e / 16) * 16 + g + 8 * ((e % 4) / 2);
+    *col = wn * 32 + ((e / 4) % 4) * 8 + 2 * t;
 }
 
 #endif // GPU_HAS_MMA_SYNC
 
 /* Grid (ceil(rows / 128), 2 hq): block (x, y) makes rows 128 x .. of head y / 2's k_nope (y
  * even, with k_pe) or v (y odd). Rows as mpm__rows_and_k_pe says. */
-template <int SRC, bool WG>
+template <int SRC>
 __global__ void __launch_bounds__(MPM_THREADS, 2)
 mla_prefill_mma_decompress_kernel(
     const void *__restrict__ lat,              /* NEW: c_kv [rows, 512] bf16; else cache [N, bs, 576] */
@@ -340,12 +305,11 @@ mla_prefill_mma_decompress_kernel(
     int rows, int hq, int batch, int block_size, int max_blocks)
 {
 #if defined(GPU_HAS_MMA_SYNC)
-    using C = mpm__cfg<SRC, WG>;
+    using C = mpm__cfg<SRC>;
     extern __shared__ uint4 mpm__smem[];
     __shared__ long long row_s[MPM_BM]; /* element offset of each row's latent; -1: no row */
-    const uint32_t s_in = gpu_smem_addr(mpm__smem);
-    const uint32_t sb0 = WG ? (s_in + 1023u) & ~1023u : s_in; /* wgmma: the swizzle atom */
-    uint8_t *const gen0 = (uint8_t *)mpm__smem + (sb0 - s_in);
+    const uint32_t sb0 = gpu_smem_addr(mpm__smem);
+    uint8_t *const gen0 = (uint8_t *)mpm__smem;
     const uint32_t sa0 = sb0 + MPM_STAGES * C::B_BYTES;
     const uint32_t sr0 = sa0 + C::A_STAGES * C::A_BYTES;
     const uint8_t *raw = gen0 + MPM_STAGES * C::B_BYTES + C::A_STAGES * C::A_BYTES;
@@ -363,7 +327,7 @@ mla_prefill_mma_decompress_kernel(
     auto load_stage = [&](int stage, int kstep) {
         for (int c = tid; c < MPM_BN * 8; c += MPM_THREADS) {
             const int n = c / 8, ch = c % 8;
-            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__at<WG>(n, ch),
+            gpu_cp_async16(sb0 + stage * C::B_BYTES + mpm__swz(n, ch),
                            wb + (size_t)n * MPM_LAT + kstep * MPM_BK + ch * 8, 16);
         }
         if (SRC != MPM_SRC_FP8) {
@@ -372,7 +336,7 @@ mla_prefill_mma_decompress_kernel(
                 const long long off = row_s[r];
                 const uint16_t *src = (const uint16_t *)lat + (off < 0 ? 0 : off) +
                                       kstep * MPM_BK + ch * 8;
-                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__at<WG>(r, ch), src,
+                gpu_cp_async16(sa0 + stage * C::A_BYTES + mpm__swz(r, ch), src,
                                off < 0 ? 0 : 16);
             }
         } else {
@@ -398,10 +362,6 @@ mla_prefill_mma_decompress_kernel(
     for (int kstep = 0; kstep < MPM_NK; kstep++) {
         const int stage = kstep % MPM_STAGES;
         gpu_cp_async_wait<MPM_STAGES - 2>();
-#if defined(GPU_HAS_WGMMA)
-        if (WG)
-            gpu_fence_proxy_async(); /* the landed copies, to wgmma's async proxy */
-#endif // GPU_HAS_WGMMA
         __syncthreads(); /* stage arrived for all; the stage refilled below is free */
         if (SRC == MPM_SRC_FP8) {
             /* Each thread converts the codes it copied itself (visible to it after the wait). */
@@ -410,21 +370,17 @@ mla_prefill_mma_decompress_kernel(
                 const uint4 w = *(const uint4 *)(raw + stage * C::R_BYTES + r * MPM_BK + q * 16);
                 const uint4 lo = pkv_fp8x8_bf16(w.x, w.y, 1.0f), hi = pkv_fp8x8_bf16(w.z, w.w, 1.0f);
                 uint8_t *a = gen0 + MPM_STAGES * C::B_BYTES;
-                *(uint4 *)(a + mpm__at<WG>(r, 2 * q)) = lo;
-                *(uint4 *)(a + mpm__at<WG>(r, 2 * q + 1)) = hi;
+                *(uint4 *)(a + mpm__swz(r, 2 * q)) = lo;
+                *(uint4 *)(a + mpm__swz(r, 2 * q + 1)) = hi;
             }
-#if defined(GPU_HAS_WGMMA)
-            if (WG)
-                gpu_fence_proxy_async();
-#endif // GPU_HAS_WGMMA
             __syncthreads();
         }
         if (kstep + MPM_STAGES - 1 < MPM_NK)
             load_stage((kstep + MPM_STAGES - 1) % MPM_STAGES, kstep + MPM_STAGES - 1);
         gpu_cp_async_commit(); /* possibly empty: keeps the group count uniform */
 
-        mpm__stage_mma<WG>(acc, sa0 + (SRC == MPM_SRC_FP8 ? 0 : stage * C::A_BYTES),
-                           sb0 + stage * C::B_BYTES, kstep == 0);
+        mpm__stage_mma(acc, sa0 + (SRC == MPM_SRC_FP8 ? 0 : stage * C::A_BYTES),
+                       sb0 + stage * C::B_BYTES);
     }
     gpu_cp_async_wait<0>();
     __syncthreads(); /* every MMA and copy is done with the stages: they hold the output now */
@@ -438,7 +394,7 @@ mla_prefill_mma_decompress_kernel(
 #pragma unroll
     for (int e = 0; e < C::ACC; e += 2) {
         int r, col;
-        mpm__acc_at<WG>(e, &r, &col);
+        mpm__acc_at(e, &r, &col);
         *(uint32_t *)(ot + r * OLD + col) = gpu_pack2<false>(acc[e] * ks, acc[e + 1] * ks);
     }
     __syncthreads();
@@ -448,6 +404,283 @@ mla_prefill_mma_decompress_kernel(
     (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks;
     GPU_TRAP();
 #endif // GPU_HAS_MMA_SYNC
+}
+
+/* ------------------------------------------- the Hopper decompression GEMM */
+/* mla_prefill_wgmma_decompress_kernel: the same GEMM on sm_90a, warp-specialized and persistent
+ * (mha_wgmma.hip's structure). Work items are (128 key rows, one output tile of 128 columns =
+ * one head's k_nope or v); the grid is one block per SM, each taking a contiguous run of items
+ * (row block major, so a run crosses a row block at most a few times). A block keeps its row
+ * block's latent resident in shared memory -- 128 rows x 512 dims bf16, 128 KiB, loaded once
+ * per row block (fp8: the codes converted once) -- and streams W through a ring of MPW_STAGES
+ * stages of 128 W rows x 64 dims. Each W byte then serves 128 rows (the two-operand tiles of the
+ * mma.sync form: 64), and no block barrier stands in the K loop:
+ *   producer warpgroup  cp.async of W stages (gpu_sw128_copy), in item order, up to
+ *                       MPW_LAG + 1 in flight; a stage's "full" mbarrier is arrived once it has
+ *                       landed and been fenced into the async proxy (checked when MPW_LAG later
+ *                       ones are issued), its "empty" one waited before it is refilled;
+ *   consumer warpgroups take turns by item (ping-pong: one waits for and multiplies its
+ *                       item's stages while the other writes out its previous one), each
+ *                       making all 128 rows of its item
+ *                       (two wgmma m64n128k16 per k16 step, 128 accumulators a thread, from the
+ *                       resident latent, K-major SW128, and the W stage), so one's epilogue
+ *                       (x k_scale, bf16, stored from the fragments) runs under the other's
+ *                       MMAs; a stage is released as soon as the MMA that read it is waited.
+ * Keeping two accumulator sets in one warpgroup instead (the epilogue of tile j under tile
+ * j + 1's first stage) made ptxas serialize every wgmma (C7514): it could not see the older set
+ * retired by wait_group 1 across the loops.
+ * At a new row block both consumers finish their items, meet at a named barrier, and load the
+ * latent themselves (bf16: cp.async into place; fp8: the codes into the upper half of the
+ * region, then converted panel by panel into bf16 codes, exact, the upper panels through
+ * registers because they overwrite the codes), with the k_pe of the block's half-0 tiles. */
+/* W ring stages, and how many stages the producer keeps landing behind the one it issues
+ * (it marks a stage full once MPW_LAG later ones are issued: cp.async.wait_group MPW_LAG). The
+ * consumers release a stage only once they hold the next, so MPW_LAG <= MPW_STAGES - 2. On the
+ * H200 (ncu, real clocks, 4K new rows of 16 heads) 4 stages and a lag of 1 took 53.7 us, 6 and
+ * 1 59.9 us, 6 and 4 64.5 us; the persistent form first ran at 67 us under ncu's locked clocks,
+ * and the mma.sync-era wgmma form (a block per 128 x 128 tile, both operands streamed) took
+ * ~75 us. */
+#ifndef MPW_STAGES
+#define MPW_STAGES 4
+#endif
+#ifndef MPW_LAG
+#define MPW_LAG 1
+#endif
+enum {
+    MPW_PTHREADS = 128,
+    MPW_CTHREADS = 256,
+    MPW_THREADS = MPW_PTHREADS + MPW_CTHREADS,
+    MPW_PREGS = 40,
+    MPW_CREGS = 232,
+    MPW_A_BYTES = MPM_BM * MPM_LAT * 2, /* the resident latent rows: 128 KiB */
+    MPW_W_BYTES = MPM_BN * MPM_BK * 2,  /* a W stage: 16 KiB */
+    MPW_SMEM = MPW_A_BYTES + MPW_STAGES * MPW_W_BYTES + 16 * MPW_STAGES + 1024,
+    MPW_CBAR = 1, /* the consumers' named barrier */
+    MPW_TURN = 2, /* + w: consumer w's turn to wait for stages (2, 3) */
+};
+static_assert(MPW_LAG >= 0 && MPW_LAG <= MPW_STAGES - 2, "the producer must not hold back a stage it needs");
+static_assert(MPW_PTHREADS * MPW_PREGS + MPW_CTHREADS * MPW_CREGS <= 65536, "the register file");
+static_assert(MPW_SMEM + MPM_BM * 8 <= 227 * 1024, "more shared memory than a block may have");
+
+template <int SRC>
+__global__ void __launch_bounds__(MPW_THREADS, 1)
+mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t *__restrict__ k_pe,
+                                    const float *__restrict__ k_scale,
+                                    const int32_t *__restrict__ block_table,
+                                    const int32_t *__restrict__ meta,
+                                    const uint16_t *__restrict__ w_kvb, uint16_t *__restrict__ k,
+                                    uint16_t *__restrict__ v, int rows, int hq, int batch,
+                                    int block_size, int max_blocks, long long items)
+{
+#if defined(GPU_HAS_WGMMA)
+    extern __shared__ uint4 mpm__smem[];
+    __shared__ long long row_s[MPM_BM];
+    const uint32_t s_in = gpu_smem_addr(mpm__smem);
+    const uint32_t sa = (s_in + 1023u) & ~1023u; /* the swizzle atom */
+    uint8_t *const ga = (uint8_t *)mpm__smem + (sa - s_in);
+    const uint32_t sw0 = sa + MPW_A_BYTES, sbar = sw0 + MPW_STAGES * MPW_W_BYTES;
+    /* Stage q of the block's W stream (item q / 8, k step q % 8) lives in ring slot
+     * q % MPW_STAGES; that slot's fill q / MPW_STAGES is its barriers' phase. */
+    auto w_at = [&](long long q) { return sw0 + (uint32_t)(q % MPW_STAGES) * MPW_W_BYTES; };
+    auto full = [&](long long q) { return sbar + 8u * (uint32_t)(q % MPW_STAGES); };
+    auto empty = [&](long long q) { return sbar + 8u * (uint32_t)(MPW_STAGES + q % MPW_STAGES); };
+    auto parity = [&](long long q) { return (int)((q / MPW_STAGES) & 1); };
+
+    const int nt = 2 * hq; /* output tiles per row block: tile 2h + half */
+    const long long i0 = items * blockIdx.x / gridDim.x;
+    const long long i1 = items * (blockIdx.x + 1) / gridDim.x;
+    const int role = threadIdx.x / 128; /* 0: producer; 1, 2: consumers */
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < MPW_STAGES; st++) {
+            gpu_mbar_init(full(st), MPW_PTHREADS);
+            gpu_mbar_init(empty(st), 128); /* the consumer warpgroup of the item */
+        }
+        gpu_mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (role == 0) {
+        /* ------------------------------------------------------------ producer */
+        gpu_setmaxnreg_dec<MPW_PREGS>();
+        const int tid = threadIdx.x;
+        long long q = 0;
+        for (long long it = i0; it < i1; it++) {
+            const int tt = (int)(it % nt);
+            const uint16_t *wb =
+                w_kvb + ((size_t)(tt / 2) * MPM_WROWS + (size_t)(tt % 2) * MPM_NOPE) * MPM_LAT;
+#pragma unroll 1
+            for (int kstep = 0; kstep < MPM_NK; kstep++, q++) {
+                if (q >= MPW_STAGES)
+                    gpu_mbar_wait(empty(q), parity(q - MPW_STAGES));
+                gpu_sw128_copy<MPM_BK, MPM_BN, MPW_PTHREADS>(w_at(q), wb + kstep * MPM_BK, MPM_LAT,
+                                                             MPM_BN, tid);
+                gpu_cp_async_commit();
+                if (q >= MPW_LAG) { /* stage q - LAG has landed: to the async proxy, and full */
+                    gpu_cp_async_wait<MPW_LAG>();
+                    gpu_fence_proxy_async();
+                    gpu_mbar_arrive(full(q - MPW_LAG));
+                }
+            }
+        }
+        gpu_cp_async_wait<0>();
+        gpu_fence_proxy_async();
+        for (long long p = q - MPW_LAG > 0 ? q - MPW_LAG : 0; p < q; p++)
+            gpu_mbar_arrive(full(p));
+    } else {
+        /* -------------------------------------------------------------- consumers */
+        gpu_setmaxnreg_inc<MPW_CREGS>();
+        const int wg = role - 1, ctid = threadIdx.x - MPW_PTHREADS, i = threadIdx.x % 128;
+        const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
+
+        /* The latent of row block rb into the resident tile, and the k_pe of the half-0 tiles
+         * among items s0 .. s1 - 1 (this block's of rb), once both consumers are done with the
+         * previous row block. */
+        auto load_rows = [&](long long rb, long long s0, long long s1) {
+            gpu_bar_sync(MPW_CBAR, MPW_CTHREADS);
+            const int row0 = (int)(rb * MPM_BM);
+            for (int r = ctid; r < MPM_BM; r += MPW_CTHREADS)
+                row_s[r] = mpm__row_off<SRC>(row0 + r, rows, block_table, meta, batch, block_size,
+                                             max_blocks);
+            gpu_bar_sync(MPW_CBAR, MPW_CTHREADS);
+            if (SRC != MPM_SRC_FP8) {
+                /* 64 chunks a row; a warp copies half a row (512 contiguous bytes). */
+#pragma unroll 4
+                for (int u = 0; u < MPM_BM * (MPM_LAT / 8) / MPW_CTHREADS; u++) {
+                    const int c = ctid + MPW_CTHREADS * u, r = c / 64, ch = c % 64;
+                    const long long off = row_s[r];
+                    gpu_cp_async16(sa + gpu_sw128_chunk(MPM_BM, r, ch),
+                                   (const uint16_t *)lat + (off < 0 ? 0 : off) + 8 * ch,
+                                   off < 0 ? 0 : 16);
+                }
+            } else {
+                /* The codes, 16 a chunk, panel by panel (64 dims: 8 KiB) into the upper half:
+                 * a warp copies 8 rows x 64 bytes of one panel. */
+#pragma unroll 4
+                for (int u = 0; u < MPM_BM * (MPM_LAT / 16) / MPW_CTHREADS; u++) {
+                    const int c = ctid + MPW_CTHREADS * u, lane = c % 32, w = c / 32;
+                    const int p = w % 8, r = 8 * (w / 8) + lane / 4, c4 = lane % 4;
+                    const long long off = row_s[r];
+                    gpu_cp_async16(sa + MPW_A_BYTES / 2 + p * (MPM_BM * 64) + r * 64 + c4 * 16,
+                                   (const uint8_t *)lat + (off < 0 ? 0 : off) + 64 * p + 16 * c4,
+                                   off < 0 ? 0 : 16);
+                }
+            }
+            gpu_cp_async_commit();
+            /* k_pe of the heads whose k_nope tile (2h) is among items s0 .. s1 - 1. */
+            const int hlo = (int)((s0 - rb * nt + 1) / 2), hhi = (int)((s1 - rb * nt + 1) / 2);
+            for (int it = ctid; it < (hhi - hlo) * MPM_BM * 8; it += MPW_CTHREADS) {
+                const int h = hlo + it / (MPM_BM * 8), r = (it / 8) % MPM_BM, c = it % 8;
+                if (row_s[r] >= 0)
+                    mpm__k_pe_chunk<SRC>(row_s[r], lat, k_pe, ks, k, row0 + r, hq, h, c);
+            }
+            gpu_cp_async_wait<0>();
+            if (SRC == MPM_SRC_FP8) {
+                gpu_bar_sync(MPW_CBAR, MPW_CTHREADS); /* every thread's codes landed */
+                /* Panel p's codes (row r, chunk c4 of 16) become bf16 chunks 2 c4, 2 c4 + 1 of
+                 * the panel. Panels 0-3 land below the codes; 4-7 overwrite them, so their codes
+                 * are read into registers first and written after a barrier. */
+                constexpr int PER = MPM_BM * 4 / MPW_CTHREADS; /* chunks a thread, a panel */
+                uint4 hold[4][PER];
+                const uint8_t *raw = ga + MPW_A_BYTES / 2;
+                auto put = [&](int p, int item, uint4 w) {
+                    const int r = item / 4, c4 = item % 4;
+                    *(uint4 *)(ga + gpu_sw128_chunk(MPM_BM, r, 8 * p + 2 * c4)) =
+                        pkv_fp8x8_bf16(w.x, w.y, 1.0f);
+                    *(uint4 *)(ga + gpu_sw128_chunk(MPM_BM, r, 8 * p + 2 * c4 + 1)) =
+                        pkv_fp8x8_bf16(w.z, w.w, 1.0f);
+                };
+#pragma unroll
+                for (int p = 0; p < 8; p++)
+#pragma unroll
+                    for (int e = 0; e < PER; e++) {
+                        const int item = ctid + MPW_CTHREADS * e;
+                        const uint4 w = *(const uint4 *)(raw + p * (MPM_BM * 64) + item * 16);
+                        if (p < 4)
+                            put(p, item, w);
+                        else
+                            hold[p - 4][e] = w;
+                    }
+                gpu_bar_sync(MPW_CBAR, MPW_CTHREADS); /* every code is read */
+#pragma unroll
+                for (int p = 4; p < 8; p++)
+#pragma unroll
+                    for (int e = 0; e < PER; e++)
+                        put(p, ctid + MPW_CTHREADS * e, hold[p - 4][e]);
+            }
+            gpu_fence_proxy_async();
+            gpu_bar_sync(MPW_CBAR, MPW_CTHREADS); /* the tile is whole */
+        };
+
+        /* Tile `item`'s accumulators (all 128 rows: acc[m] holds rows 64 m ..) x k_scale,
+         * rounded to bf16, into K dims 0..127 (half 0) or V (half 1). */
+        auto epilogue = [&](const float(&acc)[2][64], long long item) {
+            const int tt = (int)(item % nt), h = tt / 2, half = tt % 2;
+            const int r0 = (int)(item / nt) * MPM_BM + 16 * (i / 32) + (i % 32) / 4;
+#pragma unroll
+            for (int rr = 0; rr < 4; rr++) { /* rows r0 + 64 (rr / 2) + 8 (rr % 2) */
+                const int r = r0 + 64 * (rr / 2) + 8 * (rr % 2);
+                if (r >= rows)
+                    continue;
+                const size_t at = (size_t)r * hq + h;
+                uint16_t *dst = (half == 0 ? k + at * MPM_QK : v + at * MPM_V) + 2 * (i % 4);
+#pragma unroll
+                for (int n = 0; n < MPM_BN / 8; n++)
+                    *(uint32_t *)(dst + 8 * n) =
+                        gpu_pack2<false>(acc[rr / 2][4 * n + 2 * (rr % 2)] * ks,
+                                         acc[rr / 2][4 * n + 2 * (rr % 2) + 1] * ks);
+            }
+        };
+
+        /* The block's items, a row block (segment) at a time; in a segment the consumers take
+         * turns, item s0 + 2 n + w to consumer w, so one's epilogue runs under the other's MMAs.
+         * Item `it`'s k step kstep is stage q = 8 (it - i0) + kstep of the producer's stream.
+         * The turns are strict: item it (> s0) waits for its stages only once item it - 1's
+         * consumer has waited for all of its own (named barriers MPW_TURN + w, one arrival per
+         * sync). A "full" wait names a phase by its parity alone, so it must not run ahead of
+         * the previous fill of its slot (q - MPW_STAGES, within the previous item's stages);
+         * and the stages are released in order, as the producer refills them. */
+        float acc[2][64];
+        for (long long s0 = i0; s0 < i1;) {
+            const long long rb = s0 / nt;
+            const long long s1 = (rb + 1) * nt < i1 ? (rb + 1) * nt : i1;
+            load_rows(rb, s0, s1);
+            for (long long it = s0 + wg; it < s1; it += 2) {
+                if (it > s0)
+                    gpu_bar_sync(MPW_TURN + wg, MPW_CTHREADS); /* item it - 1's stages waited */
+#pragma unroll 1
+                for (int kstep = 0; kstep < MPM_NK; kstep++) {
+                    const long long q = MPM_NK * (it - i0) + kstep;
+                    gpu_mbar_wait(full(q), parity(q));
+                    if (kstep == MPM_NK - 1 && it + 1 < s1) /* the other consumer's turn */
+                        gpu_bar_arrive(MPW_TURN + 1 - wg, MPW_CTHREADS);
+                    gpu_wgmma_fence();
+#pragma unroll
+                    for (int kk = 0; kk < MPM_BK / 16; kk++)
+#pragma unroll
+                        for (int m = 0; m < 2; m++)
+                            gpu_wgmma_ss<MPM_BN, false>(
+                                acc[m], gpu_sw128_kmajor_desc(sa, MPM_BM, 64 * m, 4 * kstep + kk),
+                                gpu_sw128_kmajor_desc(w_at(q), MPM_BN, 0, kk),
+                                kstep > 0 || kk > 0);
+                    gpu_wgmma_commit();
+                    gpu_wgmma_wait<1>(); /* all but this stage's MMAs: the last stage is read */
+                    if (kstep > 0)
+                        gpu_mbar_arrive(empty(q - 1));
+                }
+                gpu_wgmma_wait<0>();
+                gpu_wgmma_keep(acc[0]);
+                gpu_wgmma_keep(acc[1]);
+                gpu_mbar_arrive(empty(MPM_NK * (it - i0) + MPM_NK - 1));
+                epilogue(acc, it);
+            }
+            s0 = s1;
+        }
+    }
+#else
+    (void)lat, (void)k_pe, (void)k_scale, (void)block_table, (void)meta, (void)w_kvb, (void)k;
+    (void)v, (void)rows, (void)hq, (void)batch, (void)block_size, (void)max_blocks, (void)items;
+    GPU_TRAP();
+#endif // GPU_HAS_WGMMA
 }
 
 /* ------------------------------------------------------------------ the plan */
@@ -493,18 +726,40 @@ static mpm__plan mpm__make_plan(int batch, int tq, int hq, const int32_t *host_c
     return p;
 }
 
-template <int SRC, bool WG>
-static int mpm__decompress_as(const opt_mla_prefill_args *a, const void *lat, const int32_t *meta,
-                              int rows, uint16_t *k, uint16_t *v, hipStream_t stream)
+/* The mma.sync form: grid (ceil(rows / 128), 2 hq). */
+template <int SRC>
+static int mpm__decompress_mma(const opt_mla_prefill_args *a, const void *lat, const int32_t *meta,
+                               int rows, uint16_t *k, uint16_t *v, hipStream_t stream)
 {
-    const int bytes = mpm__cfg<SRC, WG>::SMEM;
-    GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC, WG>,
+    const int bytes = mpm__cfg<SRC>::SMEM;
+    GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_mma_decompress_kernel<SRC>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
     const dim3 grid((unsigned)((rows + MPM_BM - 1) / MPM_BM), (unsigned)(2 * a->hq));
-    mla_prefill_mma_decompress_kernel<SRC, WG><<<grid, MPM_THREADS, bytes, stream>>>(
+    mla_prefill_mma_decompress_kernel<SRC><<<grid, MPM_THREADS, bytes, stream>>>(
         lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
         (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
         a->max_blocks);
+    GPU_CHECK(hipGetLastError());
+    return OPT_OK;
+}
+
+/* The wgmma form: one block per SM (at most one per item), items = row blocks x 2 hq. */
+template <int SRC>
+static int mpm__decompress_wgmma(const opt_mla_prefill_args *a, const void *lat,
+                                 const int32_t *meta, int rows, uint16_t *k, uint16_t *v,
+                                 hipStream_t stream)
+{
+    int sms = 0, rc = psplit_sm_count(&sms);
+    if (rc != OPT_OK)
+        return rc;
+    const long long items = (long long)((rows + MPM_BM - 1) / MPM_BM) * (2 * a->hq);
+    const int grid = (int)(items < sms ? items : sms);
+    GPU_CHECK(hipFuncSetAttribute((const void *)mla_prefill_wgmma_decompress_kernel<SRC>,
+                                  hipFuncAttributeMaxDynamicSharedMemorySize, MPW_SMEM));
+    mla_prefill_wgmma_decompress_kernel<SRC><<<grid, MPW_THREADS, MPW_SMEM, stream>>>(
+        lat, (const uint16_t *)a->k_pe, a->cache.k_scale, a->block_table, meta,
+        (const uint16_t *)a->w_kvb, k, v, rows, a->hq, a->batch, a->cache.block_size,
+        a->max_blocks, items);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
 }
@@ -522,8 +777,8 @@ static int mpm__decompress(const opt_mla_prefill_args *a, const void *lat, const
         int wg = 0, rc = opt_wgmma_here(&wg);
         if (rc != OPT_OK)
             return rc;
-        return wg ? mpm__decompress_as<SRC, true>(a, lat, meta, rows, k, v, stream)
-                  : mpm__decompress_as<SRC, false>(a, lat, meta, rows, k, v, stream);
+        return wg ? mpm__decompress_wgmma<SRC>(a, lat, meta, rows, k, v, stream)
+                  : mpm__decompress_mma<SRC>(a, lat, meta, rows, k, v, stream);
     }
 #endif // GPU_VENDOR_NVIDIA
     int warp = 0, rc = gpu_warp_size(&warp);
