@@ -121,6 +121,25 @@ static xc__plan xc__make_plan(const opt_extend_args *a, const int32_t *host_ctx,
     return p;
 }
 
+extern "C" int opt_chunk_attend_merge(opt_varlen_args *ch, int matrix, void *ts, size_t ts_bytes,
+                                      const void *o_acc, const float *l_acc, void *oc, float *lc,
+                                      void *mo, float *ml, void *stream)
+{
+    int fused = 0, rc = opt_mha_varlen_matrix_merges(ch, matrix, &fused);
+    if (rc != OPT_OK)
+        return rc;
+    ch->tiles_ready = 1; /* the same cu_q as the new tokens' attention */
+    if (fused) {
+        ch->merge_o = o_acc, ch->merge_lse = l_acc, ch->out = mo, ch->lse = ml;
+        return opt_mha_varlen_matrix(ch, matrix, ts, ts_bytes, stream);
+    }
+    ch->out = oc, ch->lse = lc;
+    if ((rc = opt_mha_varlen_matrix(ch, matrix, ts, ts_bytes, stream)) != OPT_OK)
+        return rc;
+    return opt_merge_states_vec(ch->tq, ch->hq, ch->dv, ch->dtype, o_acc, oc, l_acc, lc, mo, ml,
+                                stream);
+}
+
 static opt_varlen_args xc__varlen(const opt_extend_args *a)
 {
     opt_varlen_args v = {};
@@ -200,14 +219,11 @@ extern "C" int opt_extend_chunked(const opt_extend_args *a, const int32_t *host_
             return rc;
         opt_varlen_args ch = xc__varlen(a);
         ch.k = kc, ch.v = vc, ch.cu_k = cu, ch.causal = 0;
-        ch.out = ws + p.off_oc, ch.lse = (float *)(ws + p.off_lc);
-        if ((rc = opt_mha_varlen_matrix(&ch, a->matrix, ts, ts_bytes, stream)) != OPT_OK)
-            return rc;
         const bool last = c + 1 == p.chunks;
-        void *mo = last ? a->out : o_nxt;
-        float *ml = last ? a->lse : l_nxt;
-        if ((rc = opt_merge_states_vec(a->tq, a->hq, a->cache.head_dim, a->dtype, o_acc, ch.out,
-                                       l_acc, ch.lse, mo, ml, stream)) != OPT_OK)
+        if ((rc = opt_chunk_attend_merge(&ch, a->matrix, ts, ts_bytes, o_acc, l_acc,
+                                         ws + p.off_oc, (float *)(ws + p.off_lc),
+                                         last ? a->out : o_nxt, last ? a->lse : l_nxt,
+                                         stream)) != OPT_OK)
             return rc;
         void *t = o_acc;
         o_acc = o_nxt, o_nxt = t;

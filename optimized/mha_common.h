@@ -22,12 +22,15 @@
  * before b, ts[batch] = all tiles. OPT_OK or OPT_EGPU. */
 int mha_tiles_prefix(const int32_t *cu_q, int batch, int bm, int32_t *ts, hipStream_t stream);
 
-/* The argument checks both launchers share: OPT_OK, or OPT_EINVAL. dims_ok: (dqk, dv) is a
- * shape the variant is built for. With tokens, every pointer and the tile-prefix workspace
+/* The argument checks the launchers share: OPT_OK, or OPT_EINVAL. dims_ok: (dqk, dv) is a
+ * shape the variant is built for; merges: it merges into merge_o / merge_lse (both or neither
+ * given), else neither may be. With tokens, every pointer and the tile-prefix workspace
  * (opt_mha_varlen_mma_workspace bytes) must be there. */
-static inline int mha_check_args(const opt_varlen_args *a, bool dims_ok, const void *workspace,
-                                 size_t workspace_bytes)
+static inline int mha_check_args(const opt_varlen_args *a, bool dims_ok, bool merges,
+                                 const void *workspace, size_t workspace_bytes)
 {
+    if (a && (merges ? !a->merge_o != !a->merge_lse : a->merge_o || a->merge_lse))
+        return OPT_EINVAL;
     if (!a || a->batch < 0 || a->tq < 0 || (a->tq > 0 && a->batch == 0))
         return OPT_EINVAL;
     if (a->hq <= 0 || a->hkv <= 0 || a->hq % a->hkv != 0 || a->hq > 65535)

@@ -62,6 +62,7 @@
  */
 #include "gpu_port.h"
 #include "mha_common.h"
+#include "numerics.h"
 
 #include <float.h>
 #include <math.h>
@@ -126,8 +127,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                  const uint16_t *__restrict__ v, const int32_t *__restrict__ cu_q,
                  const int32_t *__restrict__ cu_k, const int32_t *__restrict__ ts,
-                 uint16_t *__restrict__ out, float *__restrict__ lse, int batch, int tq, int hq,
-                 int hkv, float scale, float softcap, int causal, int window_left)
+                 uint16_t *__restrict__ out, float *__restrict__ lse,
+                 const uint16_t *__restrict__ merge_o, const float *__restrict__ merge_lse,
+                 int batch, int tq, int hq, int hkv, float scale, float softcap, int causal,
+                 int window_left)
 {
 #if defined(GPU_HAS_WGMMA)
     using C = wg__cfg<DQK, DV>;
@@ -437,7 +440,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 gpu_bar_sync(1, WG_CTHREADS);
         }
 
-        /* Finish: the quad's partial row sums, O / l, LSE. */
+        /* Finish: the quad's partial row sums, O / l, LSE; with merge_o, merged with the
+         * partial there (below). */
         const float ln2 = 0.6931471805599453f;
 #pragma unroll
         for (int ii = 0; ii < 2; ii++) {
@@ -448,20 +452,58 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             if (r >= lq)
                 continue;
             const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-            uint32_t *orow = (uint32_t *)(out + ((size_t)(q0 + r) * hq + h) * DV);
+            const float lse_b = li > 0.0f ? (m[ii] + log2f(li)) * ln2 : -INFINITY;
+            const size_t row = ((size_t)(q0 + r) * hq + h) * DV;
+            uint32_t *orow = (uint32_t *)(out + row);
+            if (!merge_o) {
+#pragma unroll
+                for (int c = 0; c < NC; c++)
+#pragma unroll
+                    for (int d = 0; d < DTC; d++)
+                        orow[(DVC * c + 8 * d + 2 * t) / 2] = gpu_pack2<F16>(
+                            o[c][4 * d + 2 * ii] * inv, o[c][4 * d + 2 * ii + 1] * inv);
+                if (t == 0)
+                    lse[(size_t)h * tq + q0 + r] = lse_b;
+                continue;
+            }
+            /* SPEC section 0's merge of (merge_o, merge_lse) = A with this result B, the
+             * arithmetic of merge_states_vec_kernel step for step (B rounded to the dtype, as
+             * it would be stored between the two; the weights normalised once per row), so
+             * out and lse are bit for bit those of the unfused pair of launches. */
+            const uint32_t *arow = (const uint32_t *)(merge_o + row);
+            float la = merge_lse[(size_t)h * tq + q0 + r], lb = lse_b;
+            la = la == INFINITY ? -INFINITY : la;
+            lb = lb == INFINITY ? -INFINITY : lb;
+            const bool empty = la == -INFINITY && lb == -INFINITY;
+            const float mx = la > lb ? la : lb; /* not fmaxf: a NaN LSE reaches the output */
+            const float wa = empty ? 0.0f : expf(la - mx), wb = empty ? 0.0f : expf(lb - mx);
+            const float ws = wa + wb, pa = wa / ws, pb = wb / ws;
+            auto get = [](uint32_t w, int hi) {
+                const uint16_t b16 = (uint16_t)(w >> (16 * hi));
+                return F16 ? gpu_f16_to_f32(b16) : num_bf16_to_f32(b16);
+            };
+            auto put = [](float x) {
+                return (uint32_t)(F16 ? gpu_f32_to_f16(x) : num_f32_to_bf16(x));
+            };
 #pragma unroll
             for (int c = 0; c < NC; c++)
 #pragma unroll
-                for (int d = 0; d < DTC; d++)
-                    orow[(DVC * c + 8 * d + 2 * t) / 2] =
-                        gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv, o[c][4 * d + 2 * ii + 1] * inv);
+                for (int d = 0; d < DTC; d++) {
+                    const int at = (DVC * c + 8 * d + 2 * t) / 2;
+                    const uint32_t xa = arow[at];
+                    const uint32_t xb = gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv,
+                                                       o[c][4 * d + 2 * ii + 1] * inv);
+                    const float y0 = empty ? 0.0f : pa * get(xa, 0) + pb * get(xb, 0);
+                    const float y1 = empty ? 0.0f : pa * get(xa, 1) + pb * get(xb, 1);
+                    orow[at] = put(y0) | put(y1) << 16;
+                }
             if (t == 0)
-                lse[(size_t)h * tq + q0 + r] = li > 0.0f ? (m[ii] + log2f(li)) * ln2 : -INFINITY;
+                lse[(size_t)h * tq + q0 + r] = empty ? -INFINITY : mx + logf(ws);
         }
     }
 #else
     (void)q, (void)k, (void)v, (void)cu_q, (void)cu_k, (void)ts, (void)out, (void)lse;
-    (void)batch, (void)tq, (void)hq, (void)hkv, (void)scale, (void)softcap, (void)causal;
+    (void)merge_o, (void)merge_lse, (void)batch, (void)tq, (void)hq, (void)hkv, (void)scale, (void)softcap, (void)causal;
     (void)window_left;
     GPU_TRAP();
 #endif // GPU_HAS_WGMMA
@@ -520,7 +562,7 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     const int bytes = wg__cfg<DQK, DV>::SMEM;
     GPU_CHECK(hipFuncSetAttribute((const void *)mha_wgmma_kernel<DQK, DV, F16>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    int rc = mha_tiles_prefix(a->cu_q, a->batch, WG_BM, (int32_t *)ts, stream);
+    int rc = a->tiles_ready ? OPT_OK : mha_tiles_prefix(a->cu_q, a->batch, WG_BM, (int32_t *)ts, stream);
     if (rc)
         return rc;
     const long long tiles = mha_grid_tiles(a, WG_BM);
@@ -529,8 +571,8 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     const dim3 grid((unsigned)a->hq, (unsigned)tiles);
     mha_wgmma_kernel<DQK, DV, F16><<<grid, WG_THREADS, bytes, stream>>>(
         (const uint16_t *)a->q, (const uint16_t *)a->k, (const uint16_t *)a->v, a->cu_q, a->cu_k,
-        ts, (uint16_t *)a->out, a->lse, a->batch, a->tq, a->hq, a->hkv, a->scale, a->softcap,
-        a->causal, a->window_left);
+        ts, (uint16_t *)a->out, a->lse, (const uint16_t *)a->merge_o, a->merge_lse, a->batch,
+        a->tq, a->hq, a->hkv, a->scale, a->softcap, a->causal, a->window_left);
     GPU_CHECK(hipGetLastError());
     return OPT_OK;
 }
@@ -540,7 +582,7 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
 extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
                                     size_t workspace_bytes, void *stream)
 {
-    if (mha_check_args(a, a && wg__dims_ok(a->dqk, a->dv), workspace, workspace_bytes) != OPT_OK)
+    if (mha_check_args(a, a && wg__dims_ok(a->dqk, a->dv), true, workspace, workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;
@@ -592,6 +634,22 @@ extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, int matrix, void 
     (void)matrix;
 #endif // GPU_VENDOR_NVIDIA
     return opt_mha_varlen_portable(a, workspace, workspace_bytes, stream);
+}
+
+extern "C" int opt_mha_varlen_matrix_merges(const opt_varlen_args *a, int matrix, int *yes)
+{
+    *yes = 0;
+#if defined(GPU_VENDOR_NVIDIA)
+    if (matrix != OPT_MATRIX_PORTABLE) {
+        int wg = 0, rc = opt_wgmma_here(&wg);
+        if (rc != OPT_OK)
+            return rc;
+        *yes = a && wg && !wg__args_unsupported(a); /* opt_mha_varlen_matrix runs wgmma */
+    }
+#else
+    (void)a, (void)matrix;
+#endif // GPU_VENDOR_NVIDIA
+    return OPT_OK;
 }
 
 extern "C" const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int matrix,

@@ -32,8 +32,9 @@
  *   1. decompress the new tokens; the matrix-core mha_varlen (opt_mha_varlen_matrix: wgmma on
  *      Hopper, else mma), causal (cu_k = cu_q) -> (o, lse);
  *   2. per chunk: decompress its context rows (the key buffers of step 1 reused); the same
- *      mha_varlen without a mask over the request's part of the chunk; merge_states vec into
- *      (o, lse), the last merge writing the outputs.
+ *      mha_varlen without a mask over the request's part of the chunk (its tile prefix the
+ *      one step 1 wrote), merged into (o, lse) by opt_chunk_attend_merge -- in the wgmma
+ *      kernel's epilogue, else by merge_states vec -- the last merge writing the outputs.
  * Partials are stored in bf16 (lse f32) between merges, as the reference's emulated candidate
  * (ref_mla_prefill_chunked with the case's chunk_tokens) rounds them. The host needs only the
  * context lengths, to size the plan; no host data enters the timed launches.
@@ -893,14 +894,11 @@ extern "C" int opt_mla_prefill_mma(const opt_mla_prefill_args *a, const int32_t 
             return rc;
         opt_varlen_args ch = mpm__varlen(a);
         ch.k = kb, ch.v = vb, ch.cu_k = mc + a->batch, ch.causal = 0;
-        ch.out = ws + p.off_oc, ch.lse = (float *)(ws + p.off_lc);
-        if ((rc = opt_mha_varlen_matrix(&ch, a->matrix, ts, ts_bytes, stream)) != OPT_OK)
-            return rc;
         const bool last = c + 1 == p.chunks;
-        void *mo = last ? a->out : o_nxt;
-        float *ml = last ? a->lse : l_nxt;
-        if ((rc = opt_merge_states_vec(a->tq, a->hq, MPM_V, OPT_BF16, o_acc, ch.out, l_acc, ch.lse,
-                                       mo, ml, stream)) != OPT_OK)
+        if ((rc = opt_chunk_attend_merge(&ch, a->matrix, ts, ts_bytes, o_acc, l_acc,
+                                         ws + p.off_oc, (float *)(ws + p.off_lc),
+                                         last ? a->out : o_nxt, last ? a->lse : l_nxt,
+                                         stream)) != OPT_OK)
             return rc;
         void *t = o_acc;
         o_acc = o_nxt, o_nxt = t;

@@ -115,6 +115,16 @@ typedef struct opt_varlen_args {
     int causal, window_left;
     void *out;
     float *lse;
+    /* Optional, for callers that run several attentions of one batch (0 / NULL: unused).
+     * tiles_ready: the workspace already holds this cu_q's query-tile prefix, written by a
+     * previous call of the same launcher with the same cu_q, batch and head dims; the prep
+     * kernel is skipped. merge_o [tq, hq, dv] (dtype) and merge_lse [hq, tq]: a partial result
+     * that is merged with this one (SPEC section 0, as opt_merge_states_vec does it: this
+     * result rounded to dtype first, the merge in f32) into out and lse, in the kernel's
+     * epilogue; only where opt_mha_varlen_matrix_merges() says so (wgmma), else OPT_EINVAL. */
+    int tiles_ready;
+    const void *merge_o;
+    const float *merge_lse;
 } opt_varlen_args;
 
 /* simple: one block per (query token, head), keys streamed in tiles with an online softmax
@@ -166,6 +176,10 @@ enum { OPT_MATRIX_BEST = 0, OPT_MATRIX_PORTABLE = 1 };
 const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int matrix, int cc_major);
 int opt_mha_varlen_matrix(const opt_varlen_args *a, int matrix, void *workspace,
                           size_t workspace_bytes, void *stream);
+/* *yes = 1 where opt_mha_varlen_matrix runs a kernel that merges into a->merge_o / merge_lse
+ * itself (wgmma), else 0: the caller merges (opt_merge_states_vec). OPT_OK, or the device
+ * query's error. */
+int opt_mha_varlen_matrix_merges(const opt_varlen_args *a, int matrix, int *yes);
 
 /* ------------------------------------------------------------ merge_states
  * SPEC section 3. oa, ob [t, h, d] in `dtype`; la, lb [h, t] f32 (+inf read as -inf);
@@ -316,7 +330,7 @@ int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ctx, const in
  * (opt_mha_varlen_matrix with a->matrix: wgmma on Hopper, mma on other NVIDIA, portable on
  * AMD or when asked) causal over the new tokens; the contexts end to end in chunks of at most
  * chunk_tokens, each gathered (gather_cache vec/simple) into standard layout, attended without
- * a mask and merged (merge_states vec). host_ctx: context_lens on the host, for the plan's
+ * a mask and merged (opt_chunk_attend_merge: in wgmma's epilogue, else merge_states vec). host_ctx: context_lens on the host, for the plan's
  * sizes. Supported where opt_mha_varlen_matrix_unsupported() gives no reason (NVIDIA sm_80+
  * bf16/f16; portable: bf16, on AMD too; head_dim 64/128/256). */
 /* The chunk plan shared by extend and mla_prefill: contexts (context_lens [batch], device) laid
@@ -325,6 +339,13 @@ int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ctx, const in
  * request's part in the chunk). chunks = ceil(sum of context_lens / chunk_tokens). */
 int opt_context_chunk_plan(const int32_t *context_lens, int batch, int chunk_tokens, int chunks,
                            int32_t *meta, void *stream);
+/* One context chunk of extend or mla_prefill: the attention ch (its out and lse unset; its
+ * tile prefix in ts, written by the new tokens' call) merged with the running (o_acc, l_acc)
+ * into (mo, ml) -- in the attention's epilogue where opt_mha_varlen_matrix_merges says so,
+ * else into (oc, lc) and then opt_merge_states_vec. */
+int opt_chunk_attend_merge(opt_varlen_args *ch, int matrix, void *ts, size_t ts_bytes,
+                           const void *o_acc, const float *l_acc, void *oc, float *lc, void *mo,
+                           float *ml, void *stream);
 const char *opt_extend_chunked_unsupported(const opt_extend_args *a, int cc_major);
 size_t opt_extend_chunked_workspace(const opt_extend_args *a, const int32_t *host_ctx,
                                     int chunk_tokens);
