@@ -8,11 +8,12 @@
  *   read as -inf), so the f32 weights are computed per 16 bytes rather than per element, and
  *   the LSE loads of a block are consecutive tokens of one head: [h, t] is read and written
  *   coalesced. Heads are the grid's fastest dimension, so the blocks in flight stream
- *   contiguous memory. Per element: pa * oa + pb * ob in f32 with the row's normalised
- *   weights pa = wa / (wa + wb), pb = wb / (wa + wb), rounded to the storage dtype (simple
- *   divides every element by wa + wb instead); both sides empty: out = 0, lse = -inf.
+ *   contiguous memory. Per element: merge_rule.h's pa * oa + pb * ob in f32 with the row's
+ *   normalised weights, rounded to the storage dtype (simple divides every element by
+ *   wa + wb instead); both sides empty: out = 0, lse = -inf.
  */
 #include "gpu_port.h"
+#include "merge_rule.h"
 #include "numerics.h"
 
 #include <math.h>
@@ -101,26 +102,12 @@ merge_states_vec_kernel(const void *__restrict__ oa,  /* oa: [t, h, d] */
             uint32_t xa[4], xb[4];
             mv__load<DT, VEC16>(oa, row + (size_t)c * V, xa);
             mv__load<DT, VEC16>(ob, row + (size_t)c * V, xb);
-            float a = la[li], b = lb[li];
-            if (a == INFINITY)
-                a = -INFINITY;
-            if (b == INFINITY)
-                b = -INFINITY;
-            const bool empty = a == -INFINITY && b == -INFINITY;
-            /* Not fmaxf: a NaN LSE must reach the output, as in the reference. */
-            const float m = a > b ? a : b;
-            const float wa = empty ? 0.0f : expf(a - m), wb = empty ? 0.0f : expf(b - m);
-            const float ws = wa + wb;
-            /* The weights normalised once per row: a multiply-add per element instead of a
-             * division (f32 division is most of the arithmetic of simple's per-element rule,
-             * and the arithmetic, not the memory, bounded this kernel). The f32 result differs
-             * from simple's by an ulp or two, far inside the storage dtype's rounding. */
-            const float pa = wa / ws, pb = wb / ws;
+            const merge2_row w = merge2_weights(la[li], lb[li]); /* merge_rule.h */
             for (;;) {
                 uint32_t o[4] = {0, 0, 0, 0};
 #pragma unroll
                 for (int j = 0; j < V; j++)
-                    mv__put<DT>(o, j, empty ? 0.0f : pa * mv__get<DT>(xa, j) + pb * mv__get<DT>(xb, j));
+                    mv__put<DT>(o, j, merge2_apply(w, mv__get<DT>(xa, j), mv__get<DT>(xb, j)));
                 mv__store<DT, VEC16>(out, row + (size_t)c * V, o);
                 c += blockDim.x;
                 if (c >= per_row)
@@ -129,7 +116,7 @@ merge_states_vec_kernel(const void *__restrict__ oa,  /* oa: [t, h, d] */
                 mv__load<DT, VEC16>(ob, row + (size_t)c * V, xb);
             }
             if (threadIdx.x == 0)
-                lse[li] = empty ? -INFINITY : m + logf(ws);
+                lse[li] = w.lse;
         }
     }
 }

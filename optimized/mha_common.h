@@ -22,6 +22,13 @@
  * before b, ts[batch] = all tiles. OPT_OK or OPT_EGPU. */
 int mha_tiles_prefix(const int32_t *cu_q, int batch, int bm, int32_t *ts, hipStream_t stream);
 
+/* The launchers' tile prefix for a: mha_tiles_prefix, unless a->tiles_ready says a previous
+ * call of the same launcher already left it in ts. */
+static inline int mha_tiles_for(const opt_varlen_args *a, int bm, int32_t *ts, hipStream_t stream)
+{
+    return a->tiles_ready ? OPT_OK : mha_tiles_prefix(a->cu_q, a->batch, bm, ts, stream);
+}
+
 /* The argument checks the launchers share: OPT_OK, or OPT_EINVAL. dims_ok: (dqk, dv) is a
  * shape the variant is built for; merges: it merges into merge_o / merge_lse (both or neither
  * given), else neither may be. With tokens, every pointer and the tile-prefix workspace

@@ -366,7 +366,7 @@ static int mm__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     GPU_CHECK(hipFuncSetAttribute((const void *)mha_mma_kernel<DQK, DV, F16>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
     constexpr int BM = mm__cfg<DQK, DV>::BM;
-    int rc = a->tiles_ready ? OPT_OK : mha_tiles_prefix(a->cu_q, a->batch, BM, (int32_t *)ts, stream);
+    int rc = mha_tiles_for(a, BM, (int32_t *)ts, stream);
     if (rc)
         return rc;
     const long long tiles = mha_grid_tiles(a, BM);
@@ -397,7 +397,8 @@ static int mm__dispatch(const opt_varlen_args *a, const int32_t *ts, hipStream_t
 extern "C" int opt_mha_varlen_mma(const opt_varlen_args *a, void *workspace,
                                   size_t workspace_bytes, void *stream)
 {
-    if (mha_check_args(a, a && mm__dims_ok(a->dqk, a->dv), false, workspace, workspace_bytes) != OPT_OK)
+    if (mha_check_args(a, a && mm__dims_ok(a->dqk, a->dv), false, workspace,
+                       workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;

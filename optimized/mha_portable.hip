@@ -289,7 +289,7 @@ static int mp__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
     int warp = 0, rc = gpu_warp_size(&warp);
     if (rc == OPT_OK)
-        rc = a->tiles_ready ? OPT_OK : mha_tiles_prefix(a->cu_q, a->batch, MP_BM, (int32_t *)ts, stream);
+        rc = mha_tiles_for(a, MP_BM, (int32_t *)ts, stream);
     if (rc != OPT_OK)
         return rc;
     const long long tiles = mha_grid_tiles(a, MP_BM);
@@ -308,8 +308,7 @@ extern "C" int opt_mha_varlen_portable(const opt_varlen_args *a, void *workspace
                                        size_t workspace_bytes, void *stream)
 {
     if (mha_check_args(a, a && mp__dims_ok(a->dqk, a->dv) && a->dtype == OPT_BF16, false,
-                       workspace,
-                       workspace_bytes) != OPT_OK)
+                       workspace, workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;

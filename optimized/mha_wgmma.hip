@@ -61,6 +61,7 @@
  * S set.
  */
 #include "gpu_port.h"
+#include "merge_rule.h"
 #include "mha_common.h"
 #include "numerics.h"
 
@@ -210,9 +211,9 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 if (t >= ST)
                     gpu_mbar_wait(empty, parity(t - ST));
                 const long long j = jlo + (long long)t * BN;
-                gpu_sw128_copy<decltype(d)::value, BN, WG_PTHREADS>(dst, base + (size_t)j * stride, stride,
-                                                      (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN),
-                                                      tid);
+                gpu_sw128_copy<decltype(d)::value, BN, WG_PTHREADS>(
+                    dst, base + (size_t)j * stride, stride,
+                    (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN), tid);
                 issued(full);
             };
             auto load_k = [&](int t) {
@@ -223,8 +224,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 load(std::integral_constant<int, DV>(), t, v_at(t), vbase, v_stride, vempty(t),
                      vfull(t));
             };
-            gpu_sw128_copy<DQK, BM, WG_PTHREADS>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK, (size_t)hq * DQK,
-                                   tile.rows, tid);
+            gpu_sw128_copy<DQK, BM, WG_PTHREADS>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK,
+                                                 (size_t)hq * DQK, tile.rows, tid);
             issued(qfull);
             load_k(0);
             for (int t = 1; t < n_it; t++) {
@@ -466,18 +467,12 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                     lse[(size_t)h * tq + q0 + r] = lse_b;
                 continue;
             }
-            /* SPEC section 0's merge of (merge_o, merge_lse) = A with this result B, the
-             * arithmetic of merge_states_vec_kernel step for step (B rounded to the dtype, as
-             * it would be stored between the two; the weights normalised once per row), so
-             * out and lse are bit for bit those of the unfused pair of launches. */
+            /* SPEC section 0's merge of (merge_o, merge_lse) = A with this result B by
+             * merge_rule.h, as merge_states vec does it (B rounded to the dtype first, as it
+             * would be stored between the two), so out and lse are bit for bit those of the
+             * unfused pair of launches. */
             const uint32_t *arow = (const uint32_t *)(merge_o + row);
-            float la = merge_lse[(size_t)h * tq + q0 + r], lb = lse_b;
-            la = la == INFINITY ? -INFINITY : la;
-            lb = lb == INFINITY ? -INFINITY : lb;
-            const bool empty = la == -INFINITY && lb == -INFINITY;
-            const float mx = la > lb ? la : lb; /* not fmaxf: a NaN LSE reaches the output */
-            const float wa = empty ? 0.0f : expf(la - mx), wb = empty ? 0.0f : expf(lb - mx);
-            const float ws = wa + wb, pa = wa / ws, pb = wb / ws;
+            const merge2_row w = merge2_weights(merge_lse[(size_t)h * tq + q0 + r], lse_b);
             auto get = [](uint32_t w, int hi) {
                 const uint16_t b16 = (uint16_t)(w >> (16 * hi));
                 return F16 ? gpu_f16_to_f32(b16) : num_bf16_to_f32(b16);
@@ -493,17 +488,18 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                     const uint32_t xa = arow[at];
                     const uint32_t xb = gpu_pack2<F16>(o[c][4 * d + 2 * ii] * inv,
                                                        o[c][4 * d + 2 * ii + 1] * inv);
-                    const float y0 = empty ? 0.0f : pa * get(xa, 0) + pb * get(xb, 0);
-                    const float y1 = empty ? 0.0f : pa * get(xa, 1) + pb * get(xb, 1);
+                    const float y0 = merge2_apply(w, get(xa, 0), get(xb, 0));
+                    const float y1 = merge2_apply(w, get(xa, 1), get(xb, 1));
                     orow[at] = put(y0) | put(y1) << 16;
                 }
             if (t == 0)
-                lse[(size_t)h * tq + q0 + r] = empty ? -INFINITY : mx + logf(ws);
+                lse[(size_t)h * tq + q0 + r] = w.lse;
         }
     }
 #else
     (void)q, (void)k, (void)v, (void)cu_q, (void)cu_k, (void)ts, (void)out, (void)lse;
-    (void)merge_o, (void)merge_lse, (void)batch, (void)tq, (void)hq, (void)hkv, (void)scale, (void)softcap, (void)causal;
+    (void)merge_o, (void)merge_lse, (void)batch, (void)tq, (void)hq, (void)hkv, (void)scale;
+    (void)softcap, (void)causal;
     (void)window_left;
     GPU_TRAP();
 #endif // GPU_HAS_WGMMA
@@ -562,7 +558,7 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
     const int bytes = wg__cfg<DQK, DV>::SMEM;
     GPU_CHECK(hipFuncSetAttribute((const void *)mha_wgmma_kernel<DQK, DV, F16>,
                                   hipFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    int rc = a->tiles_ready ? OPT_OK : mha_tiles_prefix(a->cu_q, a->batch, WG_BM, (int32_t *)ts, stream);
+    int rc = mha_tiles_for(a, WG_BM, (int32_t *)ts, stream);
     if (rc)
         return rc;
     const long long tiles = mha_grid_tiles(a, WG_BM);
@@ -582,7 +578,8 @@ static int wg__launch(const opt_varlen_args *a, const int32_t *ts, hipStream_t s
 extern "C" int opt_mha_varlen_wgmma(const opt_varlen_args *a, void *workspace,
                                     size_t workspace_bytes, void *stream)
 {
-    if (mha_check_args(a, a && wg__dims_ok(a->dqk, a->dv), true, workspace, workspace_bytes) != OPT_OK)
+    if (mha_check_args(a, a && wg__dims_ok(a->dqk, a->dv), true, workspace,
+                       workspace_bytes) != OPT_OK)
         return OPT_EINVAL;
     if (a->tq == 0)
         return OPT_OK;
@@ -618,25 +615,8 @@ extern "C" int opt_wgmma_here(int *yes)
     return OPT_OK;
 }
 
-extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, int matrix, void *workspace,
-                                     size_t workspace_bytes, void *stream)
-{
-#if defined(GPU_VENDOR_NVIDIA)
-    if (matrix != OPT_MATRIX_PORTABLE) {
-        int wg = 0, rc = opt_wgmma_here(&wg);
-        if (rc != OPT_OK)
-            return rc;
-        if (a && wg && !wg__args_unsupported(a))
-            return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
-        return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
-    }
-#else
-    (void)matrix;
-#endif // GPU_VENDOR_NVIDIA
-    return opt_mha_varlen_portable(a, workspace, workspace_bytes, stream);
-}
-
-extern "C" int opt_mha_varlen_matrix_merges(const opt_varlen_args *a, int matrix, int *yes)
+/* Whether opt_mha_varlen_matrix runs wgmma for a (else mma on NVIDIA, portable elsewhere). */
+static int wg__matrix_picks_wgmma(const opt_varlen_args *a, int matrix, int *yes)
 {
     *yes = 0;
 #if defined(GPU_VENDOR_NVIDIA)
@@ -644,12 +624,33 @@ extern "C" int opt_mha_varlen_matrix_merges(const opt_varlen_args *a, int matrix
         int wg = 0, rc = opt_wgmma_here(&wg);
         if (rc != OPT_OK)
             return rc;
-        *yes = a && wg && !wg__args_unsupported(a); /* opt_mha_varlen_matrix runs wgmma */
+        *yes = a && wg && !wg__args_unsupported(a);
     }
 #else
     (void)a, (void)matrix;
 #endif // GPU_VENDOR_NVIDIA
     return OPT_OK;
+}
+
+extern "C" int opt_mha_varlen_matrix(const opt_varlen_args *a, int matrix, void *workspace,
+                                     size_t workspace_bytes, void *stream)
+{
+    int wg = 0, rc = wg__matrix_picks_wgmma(a, matrix, &wg);
+    if (rc != OPT_OK)
+        return rc;
+    if (wg)
+        return opt_mha_varlen_wgmma(a, workspace, workspace_bytes, stream);
+#if defined(GPU_VENDOR_NVIDIA)
+    if (matrix != OPT_MATRIX_PORTABLE)
+        return opt_mha_varlen_mma(a, workspace, workspace_bytes, stream);
+#endif // GPU_VENDOR_NVIDIA
+    return opt_mha_varlen_portable(a, workspace, workspace_bytes, stream);
+}
+
+/* Only wgmma merges in its epilogue. */
+extern "C" int opt_mha_varlen_matrix_merges(const opt_varlen_args *a, int matrix, int *yes)
+{
+    return wg__matrix_picks_wgmma(a, matrix, yes);
 }
 
 extern "C" const char *opt_mha_varlen_matrix_unsupported(const opt_varlen_args *a, int matrix,

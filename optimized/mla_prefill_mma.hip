@@ -88,7 +88,8 @@ template <int SRC> struct mpm__cfg {
  * is new token r (c_kv); else context token starts[b] + r - cu[b] of the request b with
  * cu[b] <= r < cu[b + 1], read from the paged cache through the block table. */
 template <int SRC>
-static __device__ __forceinline__ long long mpm__row_off(int r, int rows, const int32_t *block_table,
+static __device__ __forceinline__ long long mpm__row_off(int r, int rows,
+                                                         const int32_t *block_table,
                                                          const int32_t *meta, int batch,
                                                          int block_size, int max_blocks)
 {
@@ -437,10 +438,8 @@ mla_prefill_mma_decompress_kernel(
 /* W ring stages, and how many stages the producer keeps landing behind the one it issues
  * (it marks a stage full once MPW_LAG later ones are issued: cp.async.wait_group MPW_LAG). The
  * consumers release a stage only once they hold the next, so MPW_LAG <= MPW_STAGES - 2. On the
- * H200 (ncu, real clocks, 4K new rows of 16 heads) 4 stages and a lag of 1 took 53.7 us, 6 and
- * 1 59.9 us, 6 and 4 64.5 us; the persistent form first ran at 67 us under ncu's locked clocks,
- * and the mma.sync-era wgmma form (a block per 128 x 128 tile, both operands streamed) took
- * ~75 us. */
+ * H200 (ncu --clock-control none, 4K new rows of 16 heads) 4 stages and a lag of 1 took
+ * 53.7 us, 6 and 1 59.9 us, 6 and 4 64.5 us. */
 #ifndef MPW_STAGES
 #define MPW_STAGES 4
 #endif
@@ -459,7 +458,8 @@ enum {
     MPW_CBAR = 1, /* the consumers' named barrier */
     MPW_TURN = 2, /* + w: consumer w's turn to wait for stages (2, 3) */
 };
-static_assert(MPW_LAG >= 0 && MPW_LAG <= MPW_STAGES - 2, "the producer must not hold back a stage it needs");
+static_assert(MPW_LAG >= 0 && MPW_LAG <= MPW_STAGES - 2,
+              "the producer must not hold back a stage it needs");
 static_assert(MPW_PTHREADS * MPW_PREGS + MPW_CTHREADS * MPW_CREGS <= 65536, "the register file");
 static_assert(MPW_SMEM + MPM_BM * 8 <= 227 * 1024, "more shared memory than a block may have");
 

@@ -330,9 +330,10 @@ int opt_mixed_unified(const opt_mixed_args *a, const int32_t *host_ctx, const in
  * (opt_mha_varlen_matrix with a->matrix: wgmma on Hopper, mma on other NVIDIA, portable on
  * AMD or when asked) causal over the new tokens; the contexts end to end in chunks of at most
  * chunk_tokens, each gathered (gather_cache vec/simple) into standard layout, attended without
- * a mask and merged (opt_chunk_attend_merge: in wgmma's epilogue, else merge_states vec). host_ctx: context_lens on the host, for the plan's
- * sizes. Supported where opt_mha_varlen_matrix_unsupported() gives no reason (NVIDIA sm_80+
- * bf16/f16; portable: bf16, on AMD too; head_dim 64/128/256). */
+ * a mask and merged (opt_chunk_attend_merge: in wgmma's epilogue, else merge_states vec).
+ * host_ctx: context_lens on the host, for the plan's sizes. Supported where
+ * opt_mha_varlen_matrix_unsupported() gives no reason (NVIDIA sm_80+ bf16/f16; portable: bf16,
+ * on AMD too; head_dim 64/128/256). */
 /* The chunk plan shared by extend and mla_prefill: contexts (context_lens [batch], device) laid
  * end to end and cut every chunk_tokens tokens; for chunk c, meta[c * (2 batch + 1) ..] holds
  * starts[batch] (tokens into each request's context) then cu[batch + 1] (row offsets of each
