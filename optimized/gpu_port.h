@@ -562,6 +562,14 @@ __device__ __forceinline__ void gpu_mbar_arrive(uint32_t bar)
     asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
                  : "memory");
 }
+/* An arrival on `bar` made when every cp.async this thread issued before it has landed; the
+ * thread goes on at once. The barrier's count must include it (noinc: the arrival is one of
+ * the phase's `count`). The copies reach the async proxy only after the waiting thread's
+ * gpu_fence_proxy_async(): a consumer that feeds them to wgmma fences after its wait. */
+__device__ __forceinline__ void gpu_cp_async_mbar_arrive(uint32_t bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
 __device__ __forceinline__ void gpu_mbar_wait(uint32_t bar, int parity)
 {
     asm volatile("{\n.reg .pred done;\nGPU_MBAR_WAIT_%=:\n"

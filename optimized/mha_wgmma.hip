@@ -156,6 +156,12 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     auto vfull = [&](int t) { return sbar + 8u * (uint32_t)(1 + ST + t % ST); };
     auto kempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 2 * ST + t % ST); };
     auto vempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 3 * ST + t % ST); };
+    /* A consumer's wait for a filled stage: then the landed cp.async bytes into the async proxy
+     * that wgmma reads through. */
+    auto landed = [&](uint32_t full, int par) {
+        gpu_mbar_wait(full, par);
+        gpu_fence_proxy_async();
+    };
 
     int tx, h;
     mha_block_of(&tx, &h);
@@ -189,21 +195,11 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             const uint16_t *kbase = k + ((size_t)k0 * hkv + kh) * DQK;
             const uint16_t *vbase = v + ((size_t)k0 * hkv + kh) * DV;
             /* Items in the order the consumers need them: Q, K_0, then K_t and V_(t-1), then the
-             * last V. Each is one cp.async group; an item's full barrier is arrived at once its
-             * group has landed and been fenced into the async proxy -- checked after the next
-             * item is issued (wait_group 1), so one item is always in flight behind the one
-             * being issued. A stage's t-th K (V) waits for the consumers to release its
+             * last V. An item's full barrier completes when every producer thread's copies of
+             * it have landed (cp.async.mbarrier.arrive), so as many items are in flight as the
+             * stages hold. A stage's t-th K (V) waits for the consumers to release its
              * (t - ST)-th. */
-            uint32_t pending = 0;
-            auto issued = [&](uint32_t full) {
-                gpu_cp_async_commit();
-                if (pending) {
-                    gpu_cp_async_wait<1>();
-                    gpu_fence_proxy_async();
-                    gpu_mbar_arrive(pending);
-                }
-                pending = full;
-            };
+            auto issued = [&](uint32_t full) { gpu_cp_async_mbar_arrive(full); };
             /* Key tile t of K (d = DQK) or V (d = DV) into its stage, once the consumers have
              * released the tile that stage held before (t - ST). */
             auto load = [&](auto d, int t, uint32_t dst, const uint16_t *base, size_t stride,
@@ -233,9 +229,6 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 load_v(t - 1);
             }
             load_v(n_it - 1);
-            gpu_cp_async_wait<0>();
-            gpu_fence_proxy_async();
-            gpu_mbar_arrive(pending);
         }
     } else {
         /* -------------------------------------------------------------- consumers */
@@ -400,10 +393,10 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         float s[BN / 2];
         if (n_it > 0) {
             const int bar_mine = 1 + wg, bar_other = 2 - wg;
-            gpu_mbar_wait(qfull, 0);
+            landed(qfull, 0);
             if (wg == 1)
                 gpu_bar_arrive(1, WG_CTHREADS);
-            gpu_mbar_wait(kfull(0), parity(0));
+            landed(kfull(0), parity(0));
             gpu_bar_sync(bar_mine, WG_CTHREADS);
             issue_s(s, k_at(0));
             gpu_bar_arrive(bar_other, WG_CTHREADS);
@@ -417,8 +410,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 if (it >= 2)
                     gpu_mbar_arrive(vempty(it - 2));
                 pack_p(s);
-                gpu_mbar_wait(kfull(it), parity(it));
-                gpu_mbar_wait(vfull(it - 1), parity(it - 1));
+                landed(kfull(it), parity(it));
+                landed(vfull(it - 1), parity(it - 1));
                 gpu_bar_sync(bar_mine, WG_CTHREADS);
                 issue_s(s, k_at(it));
                 issue_pv(v_at(it - 1));
@@ -431,7 +424,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             gpu_wgmma_wait<0>();
             pv_done();
             pack_p(s);
-            gpu_mbar_wait(vfull(n_it - 1), parity(n_it - 1));
+            landed(vfull(n_it - 1), parity(n_it - 1));
             gpu_bar_sync(bar_mine, WG_CTHREADS);
             issue_pv(v_at(n_it - 1));
             gpu_bar_arrive(bar_other, WG_CTHREADS);

@@ -104,24 +104,31 @@ static __device__ __forceinline__ long long mpm__row_off(int r, int rows,
     return (blk * block_size + j % block_size) * MPM_ROW;
 }
 
-/* Eight k_pe dims (chunk c of 8) of key row r, whose latent is at off (>= 0), into K dims
- * 128 + 8c .. of head h (fp8: code * ks rounded to bf16, as K is stored; the GEMMs instead
- * multiply the codes, exact in bf16, and put ks on the f32 accumulators). */
+/* Eight k_pe dims (chunk c of 8) of key row r, whose latent is at off (>= 0), as K stores
+ * them (fp8: code * ks rounded to bf16; the GEMMs instead multiply the codes, exact in bf16,
+ * and put ks on the f32 accumulators); mpm__k_pe_chunk writes them into K dims 128 + 8c .. of
+ * head h. */
+template <int SRC>
+static __device__ __forceinline__ uint4 mpm__k_pe_load(long long off, const void *lat,
+                                                       const uint16_t *k_pe, float ks, int r, int c)
+{
+    if (SRC == MPM_SRC_NEW)
+        return *(const uint4 *)(k_pe + (size_t)r * MPM_ROPE + c * 8);
+    if (SRC == MPM_SRC_BF16)
+        return *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
+    const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
+    return pkv_fp8x8_bf16(w.x, w.y, ks);
+}
+static __device__ __forceinline__ uint16_t *mpm__k_pe_dst(uint16_t *k, int r, int hq, int h, int c)
+{
+    return k + ((size_t)r * hq + h) * MPM_QK + MPM_NOPE + c * 8;
+}
 template <int SRC>
 static __device__ __forceinline__ void mpm__k_pe_chunk(long long off, const void *lat,
                                                        const uint16_t *k_pe, float ks, uint16_t *k,
                                                        int r, int hq, int h, int c)
 {
-    uint4 val;
-    if (SRC == MPM_SRC_NEW) {
-        val = *(const uint4 *)(k_pe + (size_t)r * MPM_ROPE + c * 8);
-    } else if (SRC == MPM_SRC_BF16) {
-        val = *(const uint4 *)((const uint16_t *)lat + off + MPM_LAT + c * 8);
-    } else {
-        const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
-        val = pkv_fp8x8_bf16(w.x, w.y, ks);
-    }
-    *(uint4 *)(k + ((size_t)r * hq + h) * MPM_QK + MPM_NOPE + c * 8) = val;
+    *(uint4 *)mpm__k_pe_dst(k, r, hq, h, c) = mpm__k_pe_load<SRC>(off, lat, k_pe, ks, r, c);
 }
 
 /* What the one-tile forms of the decompression kernel do first, for their NR rows row0 ..:
@@ -417,10 +424,11 @@ mla_prefill_mma_decompress_kernel(
  * per row block (fp8: the codes converted once) -- and streams W through a ring of MPW_STAGES
  * stages of 128 W rows x 64 dims. Each W byte then serves 128 rows (the two-operand tiles of the
  * mma.sync form: 64), and no block barrier stands in the K loop:
- *   producer warpgroup  cp.async of W stages (gpu_sw128_copy), in item order, up to
- *                       MPW_LAG + 1 in flight; a stage's "full" mbarrier is arrived once it has
- *                       landed and been fenced into the async proxy (checked when MPW_LAG later
- *                       ones are issued), its "empty" one waited before it is refilled;
+ *   producer warpgroup  cp.async of W stages (gpu_sw128_copy), in item order, as many in
+ *                       flight as the ring holds: each thread's cp.async.mbarrier.arrive makes
+ *                       a stage's "full" mbarrier complete when all of its copies have landed
+ *                       (the consumers fence them into the async proxy after their wait); its
+ *                       "empty" one is waited before the stage is refilled;
  *   consumer warpgroups take turns by item (ping-pong: one waits for and multiplies its
  *                       item's stages while the other writes out its previous one), each
  *                       making all 128 rows of its item
@@ -434,17 +442,18 @@ mla_prefill_mma_decompress_kernel(
  * At a new row block both consumers finish their items, meet at a named barrier, and load the
  * latent themselves (bf16: cp.async into place; fp8: the codes into the upper half of the
  * region, then converted panel by panel into bf16 codes, exact, the upper panels through
- * registers because they overwrite the codes), with the k_pe of the block's half-0 tiles. */
-/* W ring stages, and how many stages the producer keeps landing behind the one it issues
- * (it marks a stage full once MPW_LAG later ones are issued: cp.async.wait_group MPW_LAG). The
- * consumers release a stage only once they hold the next, so MPW_LAG <= MPW_STAGES - 2. On the
- * H200 (ncu --clock-control none, 4K new rows of 16 heads) 4 stages and a lag of 1 took
- * 53.7 us, 6 and 1 59.9 us, 6 and 4 64.5 us. */
+ * registers because they overwrite the codes). The k_pe of a head's K rows is copied by the
+ * epilogue of its k_nope tile (half 0). */
+/* W ring stages. An earlier producer marked a stage full itself, after cp.async.wait_group
+ * with one stage behind the one it issued, so at most two stages were ever in flight whatever
+ * the ring's depth: on the H200 (ncu --clock-control none, 4K new rows of 16 heads) 4 stages
+ * took 53.7 us, 6 stages 59.9 us. Arriving through cp.async.mbarrier.arrive instead (every
+ * stage may be in flight), 4 stages took 52.5 us and 6 stages 56.8 us (same tool, one call).
+ * The consumers release a stage only once they hold the next,
+ * and a "full" wait must not run ahead of its slot's previous fill, which the strict turns
+ * guarantee while the ring is no deeper than an item's MPM_NK stages. */
 #ifndef MPW_STAGES
 #define MPW_STAGES 4
-#endif
-#ifndef MPW_LAG
-#define MPW_LAG 1
 #endif
 enum {
     MPW_PTHREADS = 128,
@@ -458,8 +467,7 @@ enum {
     MPW_CBAR = 1, /* the consumers' named barrier */
     MPW_TURN = 2, /* + w: consumer w's turn to wait for stages (2, 3) */
 };
-static_assert(MPW_LAG >= 0 && MPW_LAG <= MPW_STAGES - 2,
-              "the producer must not hold back a stage it needs");
+static_assert(MPW_STAGES >= 2 && MPW_STAGES <= MPM_NK, "two stages at least, an item's at most");
 static_assert(MPW_PTHREADS * MPW_PREGS + MPW_CTHREADS * MPW_CREGS <= 65536, "the register file");
 static_assert(MPW_SMEM + MPM_BM * 8 <= 227 * 1024, "more shared memory than a block may have");
 
@@ -515,28 +523,18 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
                     gpu_mbar_wait(empty(q), parity(q - MPW_STAGES));
                 gpu_sw128_copy<MPM_BK, MPM_BN, MPW_PTHREADS>(w_at(q), wb + kstep * MPM_BK, MPM_LAT,
                                                              MPM_BN, tid);
-                gpu_cp_async_commit();
-                if (q >= MPW_LAG) { /* stage q - LAG has landed: to the async proxy, and full */
-                    gpu_cp_async_wait<MPW_LAG>();
-                    gpu_fence_proxy_async();
-                    gpu_mbar_arrive(full(q - MPW_LAG));
-                }
+                gpu_cp_async_mbar_arrive(full(q)); /* full once this thread's copies landed */
             }
         }
-        gpu_cp_async_wait<0>();
-        gpu_fence_proxy_async();
-        for (long long p = q - MPW_LAG > 0 ? q - MPW_LAG : 0; p < q; p++)
-            gpu_mbar_arrive(full(p));
     } else {
         /* -------------------------------------------------------------- consumers */
         gpu_setmaxnreg_inc<MPW_CREGS>();
         const int wg = role - 1, ctid = threadIdx.x - MPW_PTHREADS, i = threadIdx.x % 128;
         const float ks = SRC == MPM_SRC_FP8 ? *k_scale : 1.0f;
 
-        /* The latent of row block rb into the resident tile, and the k_pe of the half-0 tiles
-         * among items s0 .. s1 - 1 (this block's of rb), once both consumers are done with the
-         * previous row block. */
-        auto load_rows = [&](long long rb, long long s0, long long s1) {
+        /* The latent of row block rb into the resident tile, once both consumers are done
+         * with the previous row block. */
+        auto load_rows = [&](long long rb) {
             gpu_bar_sync(MPW_CBAR, MPW_CTHREADS);
             const int row0 = (int)(rb * MPM_BM);
             for (int r = ctid; r < MPM_BM; r += MPW_CTHREADS)
@@ -567,13 +565,6 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
                 }
             }
             gpu_cp_async_commit();
-            /* k_pe of the heads whose k_nope tile (2h) is among items s0 .. s1 - 1. */
-            const int hlo = (int)((s0 - rb * nt + 1) / 2), hhi = (int)((s1 - rb * nt + 1) / 2);
-            for (int it = ctid; it < (hhi - hlo) * MPM_BM * 8; it += MPW_CTHREADS) {
-                const int h = hlo + it / (MPM_BM * 8), r = (it / 8) % MPM_BM, c = it % 8;
-                if (row_s[r] >= 0)
-                    mpm__k_pe_chunk<SRC>(row_s[r], lat, k_pe, ks, k, row0 + r, hq, h, c);
-            }
             gpu_cp_async_wait<0>();
             if (SRC == MPM_SRC_FP8) {
                 gpu_bar_sync(MPW_CBAR, MPW_CTHREADS); /* every thread's codes landed */
@@ -630,6 +621,23 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
                         gpu_pack2<false>(acc[rr / 2][4 * n + 2 * (rr % 2)] * ks,
                                          acc[rr / 2][4 * n + 2 * (rr % 2) + 1] * ks);
             }
+            if (half != 0)
+                return;
+            /* A k_nope tile: head h's K also takes the rows' k_pe (dims 128..191), here under
+             * the other consumer's MMAs rather than in load_rows, where it held both up. Eight
+             * rows x 128 bytes a pass; every load is issued before the first store. */
+            const int row0 = (int)(item / nt) * MPM_BM, c = i % 8;
+            uint4 pe[MPM_BM / 16];
+#pragma unroll
+            for (int e = 0; e < MPM_BM / 16; e++) {
+                const long long off = row_s[i / 8 + 16 * e];
+                pe[e] = off >= 0 ? mpm__k_pe_load<SRC>(off, lat, k_pe, ks, row0 + i / 8 + 16 * e, c)
+                                 : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int e = 0; e < MPM_BM / 16; e++)
+                if (row_s[i / 8 + 16 * e] >= 0)
+                    *(uint4 *)mpm__k_pe_dst(k, row0 + i / 8 + 16 * e, hq, h, c) = pe[e];
         };
 
         /* The block's items, a row block (segment) at a time; in a segment the consumers take
@@ -644,7 +652,7 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
         for (long long s0 = i0; s0 < i1;) {
             const long long rb = s0 / nt;
             const long long s1 = (rb + 1) * nt < i1 ? (rb + 1) * nt : i1;
-            load_rows(rb, s0, s1);
+            load_rows(rb);
             for (long long it = s0 + wg; it < s1; it += 2) {
                 if (it > s0)
                     gpu_bar_sync(MPW_TURN + wg, MPW_CTHREADS); /* item it - 1's stages waited */
@@ -652,6 +660,7 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
                 for (int kstep = 0; kstep < MPM_NK; kstep++) {
                     const long long q = MPM_NK * (it - i0) + kstep;
                     gpu_mbar_wait(full(q), parity(q));
+                    gpu_fence_proxy_async(); /* the landed cp.async bytes, to the async proxy */
                     if (kstep == MPM_NK - 1 && it + 1 < s1) /* the other consumer's turn */
                         gpu_bar_arrive(MPW_TURN + 1 - wg, MPW_CTHREADS);
                     gpu_wgmma_fence();
