@@ -24,10 +24,11 @@
  *                  (transpose flag), so K and V tiles are copied by one routine.
  * Copies: the producer's 128 threads cp.async Q, then K_0, then K_t and V_(t-1) for each t,
  * into rings of ST stages (16 bytes a copy, rows past the visible range zero-filled, so P = 0
- * never meets garbage), one cp.async group per tile. Once a group has landed (waited for after
- * the next one is issued) each producer thread fences it into the async proxy
- * (fence.proxy.async, as wgmma reads shared memory there) and arrives on the tile's "full"
- * mbarrier; the consumers wait on it, and arrive on the stage's "empty" mbarrier as soon as the
+ * never meets garbage). Each producer thread's cp.async.mbarrier.arrive arrives on the tile's
+ * "full" mbarrier once its copies have landed, without waiting for them, so every stage may be
+ * in flight; the consumers wait on it and fence the bytes into the async proxy
+ * (fence.proxy.async, as wgmma reads shared memory there), and arrive on the stage's "empty"
+ * mbarrier as soon as the
  * MMA that read the tile has been waited for; the producer waits on that before refilling the
  * stage. No block-wide barrier after the start, so the consumers run apart.
  * Consumers (FlashAttention-3's intra-warpgroup overlap and ping-pong): each keeps one S
