@@ -28,9 +28,9 @@
  * "full" mbarrier once its copies have landed, without waiting for them, so every stage may be
  * in flight; the consumers wait on it and fence the bytes into the async proxy
  * (fence.proxy.async, as wgmma reads shared memory there), and arrive on the stage's "empty"
- * mbarrier as soon as the
- * MMA that read the tile has been waited for; the producer waits on that before refilling the
- * stage. No block-wide barrier after the start, so the consumers run apart.
+ * mbarrier as soon as the MMA that read the tile has been waited for; the producer waits on
+ * that before refilling the stage. No block-wide barrier after the start, so the consumers run
+ * apart.
  * Consumers (FlashAttention-3's intra-warpgroup overlap and ping-pong): each keeps one S
  * accumulator set and one P register set. Iteration it waits for P V of tile it - 2
  * (wgmma.wait_group 0), packs P of tile it - 1, then issues S_it and P_(it-1) V_(it-1) as two
@@ -230,6 +230,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 load_v(t - 1);
             }
             load_v(n_it - 1);
+            gpu_cp_async_wait<0>(); /* no thread leaves with copies in flight */
         }
     } else {
         /* -------------------------------------------------------------- consumers */

@@ -449,9 +449,9 @@ mla_prefill_mma_decompress_kernel(
  * the ring's depth: on the H200 (ncu --clock-control none, 4K new rows of 16 heads) 4 stages
  * took 53.7 us, 6 stages 59.9 us. Arriving through cp.async.mbarrier.arrive instead (every
  * stage may be in flight), 4 stages took 52.5 us and 6 stages 56.8 us (same tool, one call).
- * The consumers release a stage only once they hold the next,
- * and a "full" wait must not run ahead of its slot's previous fill, which the strict turns
- * guarantee while the ring is no deeper than an item's MPM_NK stages. */
+ * The consumers release a stage only once they hold the next, and a "full" wait must not run
+ * ahead of its slot's previous fill, which the strict turns guarantee while the ring is no
+ * deeper than an item's MPM_NK stages. */
 #ifndef MPW_STAGES
 #define MPW_STAGES 4
 #endif
@@ -526,6 +526,7 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
                 gpu_cp_async_mbar_arrive(full(q)); /* full once this thread's copies landed */
             }
         }
+        gpu_cp_async_wait<0>(); /* no thread leaves with copies in flight */
     } else {
         /* -------------------------------------------------------------- consumers */
         gpu_setmaxnreg_inc<MPW_CREGS>();
