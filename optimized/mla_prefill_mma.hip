@@ -119,7 +119,7 @@ static __device__ __forceinline__ uint4 mpm__k_pe_load(long long off, const void
     const uint2 w = *(const uint2 *)((const uint8_t *)lat + off + MPM_LAT + c * 8);
     return pkv_fp8x8_bf16(w.x, w.y, ks);
 }
-static __device__ __forceinline__ uint16_t *mpm__k_pe_dst(uint16_t *k, int r, int hq, int h, int c)
+__device__ __forceinline__ uint16_t *mpm__k_pe_dst(uint16_t *k, int r, int hq, int h, int c)
 {
     return k + ((size_t)r * hq + h) * MPM_QK + MPM_NOPE + c * 8;
 }
