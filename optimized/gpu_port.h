@@ -562,13 +562,20 @@ __device__ __forceinline__ void gpu_mbar_arrive(uint32_t bar)
     asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
                  : "memory");
 }
-/* An arrival on `bar` made when every cp.async this thread issued before it has landed; the
- * thread goes on at once. The barrier's count must include it (noinc: the arrival is one of
- * the phase's `count`). The copies reach the async proxy only after the waiting thread's
- * gpu_fence_proxy_async(): a consumer that feeds them to wgmma fences after its wait. */
+/* cp.async straight into an mbarrier stage ring. The producer's gpu_cp_async_mbar_arrive(bar)
+ * is an arrival on `bar` made when every cp.async this thread issued before it has landed; the
+ * thread goes on at once, with no commit group (the barrier's count must include it: noinc,
+ * the arrival is one of the phase's `count`). The consumer's gpu_mbar_wait_landed(bar, parity)
+ * waits for the phase and then fences the landed bytes into the async proxy, which wgmma reads
+ * through. A producer ends with gpu_cp_async_wait_all(), so no thread leaves with copies in
+ * flight (wait_group would not see copies outside a commit group). */
 __device__ __forceinline__ void gpu_cp_async_mbar_arrive(uint32_t bar)
 {
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void gpu_cp_async_wait_all(void)
+{
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 __device__ __forceinline__ void gpu_mbar_wait(uint32_t bar, int parity)
 {
@@ -577,6 +584,11 @@ __device__ __forceinline__ void gpu_mbar_wait(uint32_t bar, int parity)
                  "@!done bra GPU_MBAR_WAIT_%=;\n}\n" ::"r"(bar),
                  "r"(parity)
                  : "memory");
+}
+__device__ __forceinline__ void gpu_mbar_wait_landed(uint32_t bar, int parity)
+{
+    gpu_mbar_wait(bar, parity);
+    gpu_fence_proxy_async();
 }
 __device__ __forceinline__ void gpu_bar_sync(int id, int n)
 {

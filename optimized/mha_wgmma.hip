@@ -157,12 +157,6 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     auto vfull = [&](int t) { return sbar + 8u * (uint32_t)(1 + ST + t % ST); };
     auto kempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 2 * ST + t % ST); };
     auto vempty = [&](int t) { return sbar + 8u * (uint32_t)(1 + 3 * ST + t % ST); };
-    /* A consumer's wait for a filled stage: then the landed cp.async bytes into the async proxy
-     * that wgmma reads through. */
-    auto landed = [&](uint32_t full, int par) {
-        gpu_mbar_wait(full, par);
-        gpu_fence_proxy_async();
-    };
 
     int tx, h;
     mha_block_of(&tx, &h);
@@ -200,7 +194,6 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
              * it have landed (cp.async.mbarrier.arrive), so as many items are in flight as the
              * stages hold. A stage's t-th K (V) waits for the consumers to release its
              * (t - ST)-th. */
-            auto issued = [&](uint32_t full) { gpu_cp_async_mbar_arrive(full); };
             /* Key tile t of K (d = DQK) or V (d = DV) into its stage, once the consumers have
              * released the tile that stage held before (t - ST). */
             auto load = [&](auto d, int t, uint32_t dst, const uint16_t *base, size_t stride,
@@ -211,7 +204,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 gpu_sw128_copy<decltype(d)::value, BN, WG_PTHREADS>(
                     dst, base + (size_t)j * stride, stride,
                     (int)(jhi - j + 1 < BN ? jhi - j + 1 : BN), tid);
-                issued(full);
+                gpu_cp_async_mbar_arrive(full);
             };
             auto load_k = [&](int t) {
                 load(std::integral_constant<int, DQK>(), t, k_at(t), kbase, k_stride, kempty(t),
@@ -223,14 +216,14 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             };
             gpu_sw128_copy<DQK, BM, WG_PTHREADS>(sq, q + ((size_t)(q0 + r0) * hq + h) * DQK,
                                                  (size_t)hq * DQK, tile.rows, tid);
-            issued(qfull);
+            gpu_cp_async_mbar_arrive(qfull);
             load_k(0);
             for (int t = 1; t < n_it; t++) {
                 load_k(t);
                 load_v(t - 1);
             }
             load_v(n_it - 1);
-            gpu_cp_async_wait<0>(); /* no thread leaves with copies in flight */
+            gpu_cp_async_wait_all(); /* no thread leaves with copies in flight */
         }
     } else {
         /* -------------------------------------------------------------- consumers */
@@ -395,10 +388,10 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
         float s[BN / 2];
         if (n_it > 0) {
             const int bar_mine = 1 + wg, bar_other = 2 - wg;
-            landed(qfull, 0);
+            gpu_mbar_wait_landed(qfull, 0);
             if (wg == 1)
                 gpu_bar_arrive(1, WG_CTHREADS);
-            landed(kfull(0), parity(0));
+            gpu_mbar_wait_landed(kfull(0), parity(0));
             gpu_bar_sync(bar_mine, WG_CTHREADS);
             issue_s(s, k_at(0));
             gpu_bar_arrive(bar_other, WG_CTHREADS);
@@ -412,8 +405,8 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                 if (it >= 2)
                     gpu_mbar_arrive(vempty(it - 2));
                 pack_p(s);
-                landed(kfull(it), parity(it));
-                landed(vfull(it - 1), parity(it - 1));
+                gpu_mbar_wait_landed(kfull(it), parity(it));
+                gpu_mbar_wait_landed(vfull(it - 1), parity(it - 1));
                 gpu_bar_sync(bar_mine, WG_CTHREADS);
                 issue_s(s, k_at(it));
                 issue_pv(v_at(it - 1));
@@ -426,7 +419,7 @@ mha_wgmma_kernel(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
             gpu_wgmma_wait<0>();
             pv_done();
             pack_p(s);
-            landed(vfull(n_it - 1), parity(n_it - 1));
+            gpu_mbar_wait_landed(vfull(n_it - 1), parity(n_it - 1));
             gpu_bar_sync(bar_mine, WG_CTHREADS);
             issue_pv(v_at(n_it - 1));
             gpu_bar_arrive(bar_other, WG_CTHREADS);

@@ -526,7 +526,7 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
                 gpu_cp_async_mbar_arrive(full(q)); /* full once this thread's copies landed */
             }
         }
-        gpu_cp_async_wait<0>(); /* no thread leaves with copies in flight */
+        gpu_cp_async_wait_all(); /* no thread leaves with copies in flight */
     } else {
         /* -------------------------------------------------------------- consumers */
         gpu_setmaxnreg_inc<MPW_CREGS>();
@@ -628,17 +628,20 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
              * the other consumer's MMAs rather than in load_rows, where it held both up. Eight
              * rows x 128 bytes a pass; every load is issued before the first store. */
             const int row0 = (int)(item / nt) * MPM_BM, c = i % 8;
-            uint4 pe[MPM_BM / 16];
+            uint4 pe[MPM_BM / 16]; /* this thread's rows i / 8 + 16 e */
 #pragma unroll
             for (int e = 0; e < MPM_BM / 16; e++) {
-                const long long off = row_s[i / 8 + 16 * e];
-                pe[e] = off >= 0 ? mpm__k_pe_load<SRC>(off, lat, k_pe, ks, row0 + i / 8 + 16 * e, c)
+                const int r = i / 8 + 16 * e;
+                const long long off = row_s[r];
+                pe[e] = off >= 0 ? mpm__k_pe_load<SRC>(off, lat, k_pe, ks, row0 + r, c)
                                  : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
-            for (int e = 0; e < MPM_BM / 16; e++)
-                if (row_s[i / 8 + 16 * e] >= 0)
-                    *(uint4 *)mpm__k_pe_dst(k, row0 + i / 8 + 16 * e, hq, h, c) = pe[e];
+            for (int e = 0; e < MPM_BM / 16; e++) {
+                const int r = i / 8 + 16 * e;
+                if (row_s[r] >= 0)
+                    *(uint4 *)mpm__k_pe_dst(k, row0 + r, hq, h, c) = pe[e];
+            }
         };
 
         /* The block's items, a row block (segment) at a time; in a segment the consumers take
@@ -660,8 +663,7 @@ mla_prefill_wgmma_decompress_kernel(const void *__restrict__ lat, const uint16_t
 #pragma unroll 1
                 for (int kstep = 0; kstep < MPM_NK; kstep++) {
                     const long long q = MPM_NK * (it - i0) + kstep;
-                    gpu_mbar_wait(full(q), parity(q));
-                    gpu_fence_proxy_async(); /* the landed cp.async bytes, to the async proxy */
+                    gpu_mbar_wait_landed(full(q), parity(q));
                     if (kstep == MPM_NK - 1 && it + 1 < s1) /* the other consumer's turn */
                         gpu_bar_arrive(MPW_TURN + 1 - wg, MPW_CTHREADS);
                     gpu_wgmma_fence();
