@@ -64,7 +64,6 @@ enum {
     CV__MAX_POS = 128,      /* token positions a block takes: shared-memory tables */
     CV__MAX_SEQ = 256,      /* gather: sequences whose cu_out and starts a block stages */
     CV__NB = 4,             /* pieces a lane loads per tensor before storing (bf16 rows) */
-    CV__BLOCKS_PER_SM = 4,  /* grid sizing: blocks resident at once, about */
     CV__WARPS_PER_SM = 16,  /* unit sizing: a job of fewer units splits heads into parts */
     CV__MAX_GRID = 1 << 20  /* grid-stride loops cover the rest */
 };
@@ -261,12 +260,32 @@ static int cv__sms(void)
     return n;
 }
 
-/* Runs of x tokens (slabs, groups) a block takes, in [at_least, most]: enough blocks to fill
- * the GPU about CV__BLOCKS_PER_SM deep (a small job: one run a block, every block's loads in
- * flight at once), and the fewer setups the more runs there are. */
-static int cv__per_block(int64_t runs, int at_least, int most)
+/* Blocks of kernel kern, CV__THREADS threads each, resident on one SM at once: asked of the
+ * runtime once per device (cache: the caller's static int[64] for this kernel). Register use
+ * differs by instantiation (64-124 a thread on sm_90), so the resident count does too: 4 blocks
+ * of a bf16 gather, 3 of an fp8 one, 2 of an fp8 cache_write. */
+static int cv__resident(const void *kern, int *cache)
 {
-    const int64_t want = (int64_t)cv__sms() * CV__BLOCKS_PER_SM;
+    int dev = 0, res = 0;
+    if (hipGetDevice(&dev) != hipSuccess)
+        return 1;
+    if (dev >= 0 && dev < 64 && cache[dev] > 0)
+        return cache[dev];
+    if (hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, CV__THREADS, 0) != hipSuccess || res < 1)
+        res = 1;
+    if (dev >= 0 && dev < 64)
+        cache[dev] = res;
+    return res;
+}
+
+/* Runs of x tokens (slabs, groups) a block takes, in [at_least, most]: enough blocks to fill
+ * the GPU once, `resident` blocks an SM (a small job: one run a block, every block's loads in
+ * flight at once), and the fewer setups the more runs there are. The grid is then at most one
+ * wave: a grid sized for more blocks than fit leaves a second, partial wave whose blocks run
+ * after the rest (an fp8 gather sized for 4 blocks an SM where 3 fit ran 1.3 waves). */
+static int cv__per_block(int64_t runs, int at_least, int most, int resident)
+{
+    const int64_t want = (int64_t)cv__sms() * resident;
     int64_t g = (runs + want - 1) / want;
     if (g < at_least)
         g = at_least;
@@ -520,24 +539,24 @@ __device__ inline float gc__fast_mul(float s)
     return num_bits_f32((e + 120u) << 23);
 }
 
-/* Piece bits to an output row chunk: 16 bytes of the same dtype, or 16 fp8 codes into 32
- * bytes, by the multiplier m (gc__fast_mul, nonzero) when no code is a NaN, else through the
- * table. */
-template <int DT, int KVT>
+/* Piece bits to an output row chunk: 16 bytes of the same dtype (N = 4 words), or 4 N fp8
+ * codes into 8 N bytes (N = 4: a piece, two stores; N = 2: half a piece, one store), by the
+ * multiplier m (gc__fast_mul, nonzero) when no code is a NaN, else through the table. */
+template <int DT, int KVT, int N = 4>
 __device__ inline void gc__put(uint16_t *o, const uint32_t *ch, const uint16_t *lut, float m)
 {
     if (KVT == DT) {
         cv__st16(o, ch);
     } else {
-        uint32_t r[8];
+        uint32_t r[2 * N];
         /* A byte whose low 7 bits are all set (0x7F, 0xFF: NaN) carries into its top bit. */
         uint32_t nan = 0;
 #pragma unroll
-        for (int e = 0; e < 4; e++)
+        for (int e = 0; e < N; e++)
             nan |= ((ch[e] & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u;
         if (m != 0.0f && nan == 0) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
+            for (int e = 0; e < N; e++) {
                 const uint32_t wd = ch[e];
                 const float f0 = num_bits_f32((wd << 20 & 0x07F00000u) | (wd << 24 & 0x80000000u)) * m;
                 const float f1 = num_bits_f32((wd << 12 & 0x07F00000u) | (wd << 16 & 0x80000000u)) * m;
@@ -548,13 +567,72 @@ __device__ inline void gc__put(uint16_t *o, const uint32_t *ch, const uint16_t *
             }
         } else {
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
+            for (int e = 0; e < 2 * N; e++) {
                 const uint32_t wd = ch[e / 2] >> (16 * (e % 2));
                 r[e] = lut[wd & 0xFFu] | (uint32_t)lut[(wd >> 8) & 0xFFu] << 16;
             }
         }
-        cv__st16(o, r);
-        cv__st16(o + 8, r + 4);
+#pragma unroll
+        for (int e = 0; e < N / 2; e++)
+            cv__st16(o + 8 * e, r + 4 * e);
+    }
+}
+
+/* Row layouts (nhd, hnd) of an fp8 cache gathered into 16-bit rows: gc__unit's work, but a
+ * lane takes half pieces -- 8 codes (an 8-byte load) into 8 row elements (one 16-byte store)
+ * -- so that each store instruction of the warp writes whole 32-byte sectors. With whole
+ * pieces a lane's 32 output bytes took two 16-byte stores 16 bytes apart: every sector was
+ * written half by one instruction and half by the next, twice the write requests (ncu on the
+ * 32K nhd gather: 40% of the sectors excessive). Lanes 2 i, 2 i + 1 take the halves of one
+ * piece; a lane loads 2 CV__NB halves per tensor before the first store, the bytes of CV__NB
+ * pieces. */
+template <int DT, int KVT>
+__device__ inline void gc__unit_half(const opt_kv_cache &c, uint16_t *__restrict__ k,
+                                     uint16_t *__restrict__ v, /* k, v: [rows, heads, head_dim] */
+                                     const uint16_t *lut, float km, float vm, const int *row,
+                                     const size_t *kb, int head, int p0, int p1, int lane)
+{
+    constexpr int X = cv__elem<KVT>::X, W = GPU_WARP_SIZE, NH = 2 * CV__NB;
+    static_assert(KVT != DT, "an fp8 cache into 16-bit rows");
+    const int d = c.head_dim;
+    const cv__pieces pq = cv__pieces_of(c, X);
+    const size_t hs = cv__head_stride(c) * head;
+    const uint8_t *ck = (const uint8_t *)c.k, *cvv = (const uint8_t *)c.v;
+    const size_t rs = (size_t)c.heads * d, o0 = (size_t)head * d;
+    const int q1 = 2 * p1;
+    for (int b0 = 2 * p0; b0 < q1; b0 += NH * W) {
+        uint32_t kw[NH][2], vw[NH][2];
+#pragma unroll
+        for (int i = 0; i < NH; i++) {
+            const int q = b0 + lane + i * W;
+            kw[i][0] = kw[i][1] = vw[i][0] = vw[i][1] = 0;
+            int t = 0, ch = 0;
+            if (q < q1)
+                cv__piece<X>(pq, q >> 1, t, ch);
+            if (q < q1 && row[t] >= 0) {
+                const size_t e = kb[t] + hs + (size_t)ch * X + 8 * (q & 1);
+                const uint2 a = *(const uint2 *)(ck + e), b = *(const uint2 *)(cvv + e);
+                kw[i][0] = a.x, kw[i][1] = a.y, vw[i][0] = b.x, vw[i][1] = b.y;
+            }
+        }
+#pragma unroll 1
+        for (int i = 0; i < NH && b0 + i * W < q1; i++) {
+            const int q = b0 + lane + i * W;
+            int t = 0, ch = 0;
+            if (q < q1)
+                cv__piece<X>(pq, q >> 1, t, ch);
+            const int r = q < q1 ? row[t] : -1;
+            if (r >= 0) {
+                const size_t o = (size_t)r * rs + o0 + (size_t)ch * X + 8 * (q & 1);
+                gc__put<DT, KVT, 2>(k + o, kw[0], lut, km);
+                gc__put<DT, KVT, 2>(v + o, vw[0], lut + 256, vm);
+            }
+#pragma unroll
+            for (int j = 0; j + 1 < NH; j++) {
+                kw[j][0] = kw[j + 1][0], kw[j][1] = kw[j + 1][1];
+                vw[j][0] = vw[j + 1][0], vw[j][1] = vw[j + 1][1];
+            }
+        }
     }
 }
 
@@ -716,9 +794,17 @@ gather_cache_vec_kernel(opt_kv_cache cache,
         __syncthreads();
         for (int w = warp; w < groups * hp; w += nwarps) {
             const int g = w / hp, head = w % hp / parts, p0 = w % parts * pw;
-            if (s_gv[g])
-                gc__unit<DT, KVT>(cache, k, v, s_lut, km, vm, s_row + g * X, s_kb + g * X, s_vb[g],
-                                  head, p0, min(d, p0 + pw), lane);
+            if (!s_gv[g])
+                continue;
+            if constexpr (KVT != DT) {
+                if (!shuffled) {
+                    gc__unit_half<DT, KVT>(cache, k, v, s_lut, km, vm, s_row + g * X, s_kb + g * X,
+                                           head, p0, min(d, p0 + pw), lane);
+                    continue;
+                }
+            }
+            gc__unit<DT, KVT>(cache, k, v, s_lut, km, vm, s_row + g * X, s_kb + g * X, s_vb[g], head,
+                              p0, min(d, p0 + pw), lane);
         }
     }
 }
@@ -761,7 +847,9 @@ static int cw__launch(const opt_cache_write_args *a, hipStream_t stream)
     const bool shuffled = a->cache.layout == OPT_KV_SHUFFLED;
     const int64_t runs = ((int64_t)a->tokens + X - 1) / X, sms = cv__sms();
     const int at_least = !shuffled ? 1 : runs >= 4 * sms ? 4 : runs >= 2 * sms ? 2 : 1;
-    const int slabs = cv__per_block(runs, at_least, CV__MAX_POS / X);
+    static int resident[64];
+    const int slabs = cv__per_block(runs, at_least, CV__MAX_POS / X,
+                                    cv__resident((const void *)cache_write_vec_kernel<DT, KVT>, resident));
     const int nb = cv__lane_pieces(runs, a->cache.heads, a->cache.head_dim, NB);
     const int64_t tiles = (runs + slabs - 1) / slabs;
     const unsigned grid = (unsigned)(tiles < CV__MAX_GRID ? tiles : CV__MAX_GRID);
@@ -798,7 +886,9 @@ static int gc__launch(const opt_gather_cache_args *a, hipStream_t stream)
 {
     constexpr int X = cv__elem<KVT>::X;
     const int64_t slots = (int64_t)a->rows / X + 2 * (int64_t)a->batch; /* gc__base(batch) */
-    const int groups = cv__per_block(slots, 1, CV__MAX_POS / X);
+    static int resident[64];
+    const int groups = cv__per_block(slots, 1, CV__MAX_POS / X,
+                                     cv__resident((const void *)gather_cache_vec_kernel<DT, KVT>, resident));
     const int nb = cv__lane_pieces(slots, a->cache.heads, a->cache.head_dim, CV__NB);
     const int64_t blocks = (slots + groups - 1) / groups;
     const unsigned grid = (unsigned)(blocks < CV__MAX_GRID ? blocks : CV__MAX_GRID);

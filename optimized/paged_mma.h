@@ -162,33 +162,69 @@ __device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &
 }
 
 /* Issue the copies of one tile (first token tok0, tokens < t_end only) into stage `st` (K
- * matrix then V matrix). koff/voff: the tile's row starts, bytes (row layouts: one array). */
+ * matrix then V matrix, in chunks of up to 4 vectors of each). koff/voff: the tile's row
+ * starts, bytes (row layouts: one array). A chunk's row starts are read from shared memory
+ * before its first copy: the copies' "memory" clobber would otherwise order each read after
+ * the copy before it, one shared-memory latency per copy, and read the row layouts' starts
+ * twice (K, then V). Chunks of 4 bound the registers they take (head_dim 256: 16 vectors). */
 template <class C>
 __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const uint8_t *__restrict__ vc,
                                            const long long *koff, const long long *voff, int tok0,
                                            int t_end, int bs, uint8_t *st, int tid)
 {
 #if defined(GPU_HAS_MMA_SYNC)
+    constexpr int JC = C::NJ < 4 ? C::NJ : 4;
+    static_assert(C::NJ % JC == 0, "whole chunks");
     const uint32_t sbase = gpu_smem_addr(st);
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const uint8_t *src = h ? vc : kc;
-        const long long *off = h && C::SHUF ? voff : koff;
+    for (int j0 = 0; j0 < C::NJ; j0 += JC) {
+        long long off[2][JC];
 #pragma unroll
-        for (int j = 0; j < C::NJ; j++) {
-            int tok, row, word, g;
-            if (h)
-                pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
-            else
-                pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
-            /* A token past the range has row start 0 (pdm__rows): its address stays inside
-             * the cache's first page and the copy reads nothing (zero fill). */
-            const bool ok = tok0 + tok < t_end;
-            const int at = h * C::NCH + (h ? pdm__vword<C>(row, word) : pdm__kword<C>(row, word));
-            gpu_cp_async16(sbase + 16 * at, src + off[tok] + g * C::ES, ok ? 16 : 0);
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int jc = 0; jc < JC; jc++) {
+                int tok, row, word, g;
+                if (h)
+                    pdm__vec<C, 1>(tid, j0 + jc, bs, tok, g, row, word);
+                else
+                    pdm__vec<C, 0>(tid, j0 + jc, bs, tok, g, row, word);
+                if (h == 0 || C::SHUF)
+                    off[h][jc] = (h ? voff : koff)[tok];
+                else
+                    off[1][jc] = off[0][jc]; /* row layouts: V's vector j is K's (same tok, g) */
+            }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *src = h ? vc : kc;
+#pragma unroll
+            for (int jc = 0; jc < JC; jc++) {
+                int tok, row, word, g;
+                if (h)
+                    pdm__vec<C, 1>(tid, j0 + jc, bs, tok, g, row, word);
+                else
+                    pdm__vec<C, 0>(tid, j0 + jc, bs, tok, g, row, word);
+                /* A token past the range has row start 0 (pdm__rows): its address stays
+                 * inside the cache's first page and the copy reads nothing (zero fill). */
+                const bool ok = tok0 + tok < t_end;
+                const int at = h * C::NCH + (h ? pdm__vword<C>(row, word) : pdm__kword<C>(row, word));
+                gpu_cp_async16(sbase + 16 * at, src + off[h][jc] + g * C::ES, ok ? 16 : 0);
+            }
         }
     }
 #endif
+}
+
+/* pos / bs and pos % bs for pos >= 0: shifts when the block size is a power of two (every
+ * serving configuration), else the division. Saves the integer-division sequences the
+ * per-tile row-start work would otherwise run. */
+__device__ __forceinline__ void pdm__divmod(int pos, int bs, int &q, int &r)
+{
+    if ((bs & (bs - 1)) == 0) {
+        const int sh = __ffs(bs) - 1;
+        q = pos >> sh, r = pos & (bs - 1);
+    } else {
+        q = pos / bs, r = pos % bs;
+    }
 }
 
 /* The cache block (page) holding token tok0 + j of the tile at tok0, read from the block table
@@ -197,7 +233,9 @@ __device__ __forceinline__ int pdm__page(const int32_t *__restrict__ bt, int tok
                                          int bs)
 {
     const int pos = tok0 + j;
-    return j < PDM__BN && pos < t_end ? bt[pos / bs] : -1;
+    int q, r;
+    pdm__divmod(pos, bs, q, r);
+    return j < PDM__BN && pos < t_end ? bt[q] : -1;
 }
 
 /* Row starts, in bytes, of token pos (in page n, -1: past the range) as the copies need them:
@@ -212,7 +250,8 @@ __device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, int n_page,
         return;
     const int bs = cache.block_size, hkv = cache.heads;
     const long long n = n_page;
-    const int o = pos % bs;
+    int q, o;
+    pdm__divmod(pos, bs, q, o);
     if (C::SHUF) {
         const long long base = (n * hkv + kh) * (long long)bs * C::D;
         ko = (base + (long long)o * C::GX) * C::ES;
