@@ -230,7 +230,7 @@ static const hx_variant pd__variants[] = {
     {.name = "mma",
      .summary = "flash-decoding on the matrix cores: 16 query heads per block, 64-token tiles "
                 "copied asynchronously in the native layout through a 2-4 deep ring, fp8 decoded "
-                "in shared memory",
+                "in registers after ldmatrix",
      .unsupported = pd__mma_unsupported,
      .run = pd__mma_run,
      .workspace = pd__mma_workspace},
