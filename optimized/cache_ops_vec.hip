@@ -593,7 +593,7 @@ __device__ inline void gc__unit_half(const opt_kv_cache &c, uint16_t *__restrict
                                      const size_t *kb, int head, int p0, int p1, int lane)
 {
     constexpr int X = cv__elem<KVT>::X, W = GPU_WARP_SIZE, NH = 2 * CV__NB;
-    static_assert(KVT != DT, "an fp8 cache into 16-bit rows");
+    static_assert(KVT == OPT_FP8E4M3 && DT != KVT, "an fp8 cache into 16-bit rows");
     const int d = c.head_dim;
     const cv__pieces pq = cv__pieces_of(c, X);
     const size_t hs = cv__head_stride(c) * head;
@@ -796,12 +796,10 @@ gather_cache_vec_kernel(opt_kv_cache cache,
             const int g = w / hp, head = w % hp / parts, p0 = w % parts * pw;
             if (!s_gv[g])
                 continue;
-            if constexpr (KVT != DT) {
-                if (!shuffled) {
-                    gc__unit_half<DT, KVT>(cache, k, v, s_lut, km, vm, s_row + g * X, s_kb + g * X,
-                                           head, p0, min(d, p0 + pw), lane);
-                    continue;
-                }
+            if (KVT != DT && !shuffled) { /* KVT is fp8 here (a plain if: hipcc is C++14) */
+                gc__unit_half<DT, OPT_FP8E4M3>(cache, k, v, s_lut, km, vm, s_row + g * X,
+                                               s_kb + g * X, head, p0, min(d, p0 + pw), lane);
+                continue;
             }
             gc__unit<DT, KVT>(cache, k, v, s_lut, km, vm, s_row + g * X, s_kb + g * X, s_vb[g], head,
                               p0, min(d, p0 + pw), lane);
