@@ -161,6 +161,17 @@ __device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &
     }
 }
 
+/* pdm__vec of tensor h (0: K, 1: V), h a run-time value. */
+template <class C>
+__device__ __forceinline__ void pdm__vec_h(int h, int tid, int j, int bs, int &tok, int &g, int &row,
+                                           int &word)
+{
+    if (h)
+        pdm__vec<C, 1>(tid, j, bs, tok, g, row, word);
+    else
+        pdm__vec<C, 0>(tid, j, bs, tok, g, row, word);
+}
+
 /* Issue the copies of one tile (first token tok0, tokens < t_end only) into stage `st` (K
  * matrix then V matrix, in chunks of up to 4 vectors of each). koff/voff: the tile's row
  * starts, bytes (row layouts: one array). A chunk's row starts are read from shared memory
@@ -183,11 +194,8 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int jc = 0; jc < JC; jc++) {
-                int tok, row, word, g;
-                if (h)
-                    pdm__vec<C, 1>(tid, j0 + jc, bs, tok, g, row, word);
-                else
-                    pdm__vec<C, 0>(tid, j0 + jc, bs, tok, g, row, word);
+                int tok, g, row, word;
+                pdm__vec_h<C>(h, tid, j0 + jc, bs, tok, g, row, word);
                 if (h == 0 || C::SHUF)
                     off[h][jc] = (h ? voff : koff)[tok];
                 else
@@ -198,11 +206,8 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
             const uint8_t *src = h ? vc : kc;
 #pragma unroll
             for (int jc = 0; jc < JC; jc++) {
-                int tok, row, word, g;
-                if (h)
-                    pdm__vec<C, 1>(tid, j0 + jc, bs, tok, g, row, word);
-                else
-                    pdm__vec<C, 0>(tid, j0 + jc, bs, tok, g, row, word);
+                int tok, g, row, word;
+                pdm__vec_h<C>(h, tid, j0 + jc, bs, tok, g, row, word);
                 /* A token past the range has row start 0 (pdm__rows): its address stays
                  * inside the cache's first page and the copy reads nothing (zero fill). */
                 const bool ok = tok0 + tok < t_end;
