@@ -260,29 +260,12 @@ static int cv__sms(void)
     return n;
 }
 
-/* Blocks of kernel kern, CV__THREADS threads each, resident on one SM at once: asked of the
- * runtime once per device (cache: the caller's static int[64] for this kernel). Register use
- * differs by instantiation (64-124 a thread on sm_90), so the resident count does too: 4 blocks
- * of a bf16 gather, 3 of an fp8 one, 2 of an fp8 cache_write. */
-static int cv__resident(const void *kern, int *cache)
-{
-    int dev = 0, res = 0;
-    if (hipGetDevice(&dev) != hipSuccess)
-        return 1;
-    if (dev >= 0 && dev < 64 && cache[dev] > 0)
-        return cache[dev];
-    if (hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, CV__THREADS, 0) != hipSuccess || res < 1)
-        res = 1;
-    if (dev >= 0 && dev < 64)
-        cache[dev] = res;
-    return res;
-}
-
 /* Runs of x tokens (slabs, groups) a block takes, in [at_least, most]: enough blocks to fill
  * the GPU once, `resident` blocks an SM (a small job: one run a block, every block's loads in
- * flight at once), and the fewer setups the more runs there are. The grid is then at most one
- * wave: a grid sized for more blocks than fit leaves a second, partial wave whose blocks run
- * after the rest (an fp8 gather sized for 4 blocks an SM where 3 fit ran 1.3 waves). */
+ * flight at once), and the fewer setups the more runs there are. `resident`: blocks of the
+ * kernel that fit on an SM (gpu_resident_blocks). The grid is then at most one wave: a grid
+ * sized for more blocks than fit leaves a second, partial wave whose blocks run after the
+ * rest (an fp8 gather sized for 4 blocks an SM where 3 fit ran 1.3 waves). */
 static int cv__per_block(int64_t runs, int at_least, int most, int resident)
 {
     const int64_t want = (int64_t)cv__sms() * resident;
@@ -845,9 +828,14 @@ static int cw__launch(const opt_cache_write_args *a, hipStream_t stream)
     const bool shuffled = a->cache.layout == OPT_KV_SHUFFLED;
     const int64_t runs = ((int64_t)a->tokens + X - 1) / X, sms = cv__sms();
     const int at_least = !shuffled ? 1 : runs >= 4 * sms ? 4 : runs >= 2 * sms ? 2 : 1;
-    static int resident[64];
-    const int slabs = cv__per_block(runs, at_least, CV__MAX_POS / X,
-                                    cv__resident((const void *)cache_write_vec_kernel<DT, KVT>, resident));
+    /* Register use differs by instantiation (64-124 a thread on sm_90): 2-4 blocks an SM. */
+    static int known[64];
+    int resident = 1;
+    const int rc = gpu_resident_blocks((const void *)cache_write_vec_kernel<DT, KVT>, CV__THREADS,
+                                       0, known, &resident);
+    if (rc)
+        return rc;
+    const int slabs = cv__per_block(runs, at_least, CV__MAX_POS / X, resident);
     const int nb = cv__lane_pieces(runs, a->cache.heads, a->cache.head_dim, NB);
     const int64_t tiles = (runs + slabs - 1) / slabs;
     const unsigned grid = (unsigned)(tiles < CV__MAX_GRID ? tiles : CV__MAX_GRID);
@@ -884,9 +872,13 @@ static int gc__launch(const opt_gather_cache_args *a, hipStream_t stream)
 {
     constexpr int X = cv__elem<KVT>::X;
     const int64_t slots = (int64_t)a->rows / X + 2 * (int64_t)a->batch; /* gc__base(batch) */
-    static int resident[64];
-    const int groups = cv__per_block(slots, 1, CV__MAX_POS / X,
-                                     cv__resident((const void *)gather_cache_vec_kernel<DT, KVT>, resident));
+    static int known[64];
+    int resident = 1;
+    const int rc = gpu_resident_blocks((const void *)gather_cache_vec_kernel<DT, KVT>, CV__THREADS,
+                                       0, known, &resident);
+    if (rc)
+        return rc;
+    const int groups = cv__per_block(slots, 1, CV__MAX_POS / X, resident);
     const int nb = cv__lane_pieces(slots, a->cache.heads, a->cache.head_dim, CV__NB);
     const int64_t blocks = (slots + groups - 1) / groups;
     const unsigned grid = (unsigned)(blocks < CV__MAX_GRID ? blocks : CV__MAX_GRID);

@@ -722,4 +722,26 @@ static inline int gpu_warp_size(int *w)
     return OPT_OK;
 }
 
+/* Once per device and kernel: ask the runtime how many blocks of `threads` threads and smem
+ * bytes of dynamic shared memory of kern fit on an SM (raising kern's dynamic shared-memory
+ * limit to smem first when smem > 0). cache: the caller's static int[64] for this kernel (0
+ * until asked). *resident: that count (>= 1). Launchers size their grids by it. */
+static inline int gpu_resident_blocks(const void *kern, int threads, int smem, int *cache,
+                                      int *resident)
+{
+    int dev = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    int res = dev >= 0 && dev < 64 ? cache[dev] : 0;
+    if (res <= 0) {
+        if (smem > 0)
+            GPU_CHECK(hipFuncSetAttribute(kern, hipFuncAttributeMaxDynamicSharedMemorySize, smem));
+        GPU_CHECK(hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, threads, smem));
+        res = res < 1 ? 1 : res;
+        if (dev >= 0 && dev < 64)
+            cache[dev] = res;
+    }
+    *resident = res;
+    return OPT_OK;
+}
+
 #endif /* ATTN_GPU_PORT_H */

@@ -737,23 +737,11 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
 }
 
 /* ---------------------------------------------------------- host side, both launchers */
-/* Once per device and kernel: raise kern's dynamic shared-memory limit to smem bytes and ask
- * the runtime how many of its blocks of PDM__THREADS fit on an SM. cache: the caller's
- * static int[64] for this kernel (0 until asked). *resident: that count (>= 1). */
+/* Once per device and kernel: kern's dynamic shared-memory limit raised to smem bytes and the
+ * count of its blocks of PDM__THREADS that fit on an SM (gpu_resident_blocks). */
 static inline int pdm__prepare(const void *kern, int smem, int *cache, int *resident)
 {
-    int dev = 0;
-    GPU_CHECK(hipGetDevice(&dev));
-    int res = dev >= 0 && dev < 64 ? cache[dev] : 0;
-    if (res <= 0) {
-        GPU_CHECK(hipFuncSetAttribute(kern, hipFuncAttributeMaxDynamicSharedMemorySize, smem));
-        GPU_CHECK(hipOccupancyMaxActiveBlocksPerMultiprocessor(&res, kern, PDM__THREADS, smem));
-        res = res < 1 ? 1 : res;
-        if (dev >= 0 && dev < 64)
-            cache[dev] = res;
-    }
-    *resident = res;
-    return OPT_OK;
+    return gpu_resident_blocks(kern, PDM__THREADS, smem, cache, resident);
 }
 
 /* L<KVT, F16, D, SHUF>::run(args...) for the cache's element dtype, the query dtype (f16, else
