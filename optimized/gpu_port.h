@@ -55,6 +55,14 @@
  *                        element by tests/test_gpu_probe.c (opt_wgmma_arange). A plain sm_90
  *                        image lacks it: variants built on it trap there, and their
  *                        unsupported() asks opt_wgmma_unsupported() first.
+ *   GPU_HAS_CLUSTER      NVIDIA sm_90+ device code: thread-block clusters -- gpu_cluster_sync()
+ *                        (every thread of every block of the cluster; writes to shared memory
+ *                        before it are visible to the cluster's blocks after it) and
+ *                        gpu_cluster_map() (a generic pointer to the same shared-memory
+ *                        location in another block of the cluster). The host launches with
+ *                        gpu_launch_cluster() where gpu_cluster_ok() says the device and the
+ *                        kernel's loaded image have clusters; elsewhere (AMD, pre-Hopper, or a
+ *                        binary without sm_90 code) callers keep their cluster-free path.
  */
 #ifndef ATTN_GPU_PORT_H
 #define ATTN_GPU_PORT_H
@@ -396,6 +404,26 @@ __device__ __forceinline__ uint32_t gpu_smem_addr(const void *p)
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 #endif // NVIDIA sm_80+
+
+/* ------------------------------------------------ NVIDIA sm_90+ block clusters */
+#if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define GPU_HAS_CLUSTER 1
+/* Barrier of every thread of the cluster, release / acquire: shared-memory writes before it
+ * are seen by any block of the cluster after it. */
+__device__ __forceinline__ void gpu_cluster_sync(void)
+{
+    asm volatile("barrier.cluster.arrive.release.aligned;\n"
+                 "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+/* p (this block's shared memory) as the same offset in block `rank` of the cluster, as a
+ * generic pointer that ordinary loads read (distributed shared memory). */
+template <class T> __device__ __forceinline__ const T *gpu_cluster_map(const T *p, unsigned rank)
+{
+    uint64_t r;
+    asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(r) : "l"((uint64_t)p), "r"(rank));
+    return (const T *)r;
+}
+#endif // NVIDIA sm_90+
 
 /* ------------------------------------------- NVIDIA sm_90a warpgroup instructions */
 #if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -742,6 +770,74 @@ static inline int gpu_resident_blocks(const void *kern, int threads, int smem, i
     }
     *resident = res;
     return OPT_OK;
+}
+
+/* Whether kern may be launched in clusters of `cluster` (2 .. 8) blocks of `threads` threads
+ * and smem bytes of dynamic shared memory on the current device without losing resident
+ * blocks: the device has cluster launch, kern's loaded image is sm_90 code or newer (an image
+ * built for older targets lacks the GPU_HAS_CLUSTER paths), and the runtime fits as many
+ * blocks in clusters as `resident` (blocks per SM) * SMs. Asked once per device, kernel and
+ * cluster size; cache: the caller's static int[64 * 8] for this kernel (0 until asked, then
+ * 1 no, 2 yes). AMD: never. */
+static inline int gpu_cluster_ok(const void *kern, int threads, int smem, int cluster, int resident,
+                                 int *cache, bool *ok)
+{
+    *ok = false;
+#if defined(GPU_VENDOR_NVIDIA)
+    if (cluster < 2 || cluster > 8)
+        return OPT_OK;
+    int dev = 0;
+    GPU_CHECK(hipGetDevice(&dev));
+    int v = dev >= 0 && dev < 64 ? cache[dev * 8 + cluster - 1] : 0;
+    if (v == 0) {
+        int has = 0, sms = 0;
+        GPU_CHECK(cudaDeviceGetAttribute(&has, cudaDevAttrClusterLaunch, dev));
+        GPU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        cudaFuncAttributes fa;
+        GPU_CHECK(cudaFuncGetAttributes(&fa, kern));
+        int fits = 0;
+        if (has && fa.binaryVersion >= 90) {
+            cudaLaunchAttribute attr;
+            attr.id = cudaLaunchAttributeClusterDimension;
+            attr.val.clusterDim.x = cluster, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+            cudaLaunchConfig_t cfg;
+            cfg.gridDim = dim3(cluster * sms * resident), cfg.blockDim = dim3(threads);
+            cfg.dynamicSmemBytes = smem, cfg.stream = 0, cfg.attrs = &attr, cfg.numAttrs = 1;
+            GPU_CHECK(cudaOccupancyMaxActiveClusters(&fits, kern, &cfg));
+        }
+        v = fits * cluster >= sms * resident ? 2 : 1;
+        if (dev >= 0 && dev < 64)
+            cache[dev * 8 + cluster - 1] = v;
+    }
+    *ok = v == 2;
+#else
+    (void)kern, (void)threads, (void)smem, (void)cluster, (void)resident, (void)cache;
+#endif // GPU_VENDOR_NVIDIA
+    return OPT_OK;
+}
+
+/* kern<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` consecutive blocks
+ * (grid % cluster == 0, cluster <= 8, the portable size); only where gpu_cluster_ok() said
+ * yes. */
+template <class... P, class... A>
+static inline hipError_t gpu_launch_cluster(void (*kern)(P...), unsigned grid, unsigned block,
+                                            size_t smem, hipStream_t stream, unsigned cluster,
+                                            A... args)
+{
+#if defined(GPU_VENDOR_NVIDIA)
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = cluster, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg;
+    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(block), cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream, cfg.attrs = &attr, cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kern, ((P)args)...);
+#else
+    (void)kern, (void)grid, (void)block, (void)smem, (void)stream, (void)cluster;
+    const int unused[] = {0, ((void)args, 0)...};
+    (void)unused;
+    return hipErrorInvalidValue;
+#endif // GPU_VENDOR_NVIDIA
 }
 
 #endif /* ATTN_GPU_PORT_H */

@@ -144,7 +144,7 @@ mixed_unified_kernel(const void *__restrict__ q,                /* q: [tq, hq, D
     if (t_begin >= last_vis)
         return; /* every row's keys end before this split */
     pdm__job jb;
-    jb.q = q, jb.out = out, jb.lse = lse, jb.ws_o = ws_o, jb.ws_lse = ws_lse;
+    jb.q = q, jb.out = out, jb.lse = lse, jb.ws_o = ws_o, jb.ws_lse = ws_lse, jb.part = nullptr;
     jb.q_tok = cu_q[r] + i0, jb.ws_base = ws_base[r], jb.ws_tok = i0, jb.n_tok = n_tok;
     jb.T = tq, jb.hq = hq, jb.h0 = kh * gq + hg * sh.gv, jb.kh = kh;
     jb.gv = gq - hg * sh.gv < sh.gv ? gq - hg * sh.gv : sh.gv;

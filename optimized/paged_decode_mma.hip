@@ -6,12 +6,19 @@
  * heads) runs paged_mma.h's engine with one MMA row tile (WQ = 1): the rows are the group's
  * heads, the four warps take 16 tokens each of every 64-token tile and merge at the end. The
  * split plan, the workspace and the LSE combine are paged_split.h's, shared with split_kv.
+ * Where the device and the loaded image have thread-block clusters (Hopper) and the plan has
+ * 2 .. 8 splits, a sequence's splits run as one cluster: each keeps its partial in shared
+ * memory and the cluster's warps merge the rows through distributed shared memory with the
+ * combine kernel's arithmetic (same bits), which saves the workspace round trip and the second
+ * launch (a few microseconds of a ~70 us decode step; docs/CHOICES.md).
  * Empty sequences: out = 0, lse = -inf.
  */
 #include "paged_mma.h"
 
-/* Grid: batch * hkv * n_split * n_hg blocks (head group fastest), PDM__THREADS threads,
- * C::SMEM bytes of dynamic shared memory. */
+/* Grid: batch * hkv * n_hg * n_split blocks (split fastest), PDM__THREADS threads, C::SMEM
+ * bytes of dynamic shared memory. cluster != 0: launched in clusters of n_split blocks (one
+ * (sequence, KV head, head group), rank = split; GPU_HAS_CLUSTER): each split keeps its
+ * partial in its shared memory and the cluster merges them (no workspace, no combine). */
 template <int KVT, bool F16, int D, bool SHUF>
 __global__ void __launch_bounds__(PDM__THREADS, (pdm__cfg<KVT, F16, D, SHUF>::MIN_BLOCKS))
 paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, hq, D] */
@@ -23,7 +30,7 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
                         float *__restrict__ ws_o,                 /* ws_o: [batch, hq, n_split, D] */
                         float *__restrict__ ws_lse,               /* ws_lse: [batch, hq, n_split] */
                         int batch, int hq, int max_blocks, int n_hg, int n_split,
-                        int split_tokens, float scale, float softcap)
+                        int split_tokens, float scale, float softcap, int cluster)
 {
 #if defined(GPU_HAS_MMA_SYNC)
     using C = pdm__cfg<KVT, F16, D, SHUF>;
@@ -33,15 +40,16 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
 
     const int hkv = cache.heads, gq = hq / hkv, tid = threadIdx.x;
     long long bid = blockIdx.x;
-    const int hg = (int)(bid % n_hg);
-    bid /= n_hg;
     const int s = (int)(bid % n_split);
     bid /= n_split;
+    const int hg = (int)(bid % n_hg);
+    bid /= n_hg;
     const int kh = (int)(bid % hkv), b = (int)(bid / hkv);
     const int h0 = kh * gq + hg * PDM__ROWS;
     const int gv = gq - hg * PDM__ROWS < PDM__ROWS ? gq - hg * PDM__ROWS : PDM__ROWS;
     const int len = seq_lens[b];
     const int n_valid = len <= 0 ? 0 : (int)(((long long)len + split_tokens - 1) / split_tokens);
+    float *part = (float *)(smem + C::MERGE); /* the cluster merge's partial: pdm__job::part */
 
     if (n_valid == 0) { /* empty attended set: out = 0, lse = -inf, from split 0 */
         for (int i = tid; s == 0 && i < gv * D; i += PDM__THREADS) {
@@ -49,21 +57,43 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
             if (i % D == 0)
                 lse[(size_t)(h0 + i / D) * batch + b] = -INFINITY;
         }
-        return;
+    } else if (s < n_valid) {
+        pdm__job jb;
+        jb.q = q, jb.out = out, jb.lse = lse, jb.ws_o = ws_o, jb.ws_lse = ws_lse;
+        jb.part = cluster ? part : nullptr;
+        jb.q_tok = b, jb.ws_base = (long long)b * hq * n_split, jb.ws_tok = 0, jb.n_tok = 1;
+        jb.T = batch, jb.hq = hq, jb.h0 = h0, jb.gv = gv, jb.kh = kh;
+        jb.t_begin = (int)((long long)s * split_tokens);
+        jb.t_end = (int)((long long)len < (long long)jb.t_begin + split_tokens
+                             ? (long long)len
+                             : (long long)jb.t_begin + split_tokens);
+        jb.vis0 = len, jb.split_tokens = split_tokens, jb.s = s, jb.n_split = n_split;
+        jb.scale = scale, jb.softcap = softcap;
+        pdm__attend<C, 1>(jb, cache, block_table + (size_t)b * max_blocks, smem, koff_s, voff_s);
     }
-    if (s >= n_valid)
-        return;
-    pdm__job jb;
-    jb.q = q, jb.out = out, jb.lse = lse, jb.ws_o = ws_o, jb.ws_lse = ws_lse;
-    jb.q_tok = b, jb.ws_base = (long long)b * hq * n_split, jb.ws_tok = 0, jb.n_tok = 1;
-    jb.T = batch, jb.hq = hq, jb.h0 = h0, jb.gv = gv, jb.kh = kh;
-    jb.t_begin = (int)((long long)s * split_tokens);
-    jb.t_end = (int)((long long)len < (long long)jb.t_begin + split_tokens
-                         ? (long long)len
-                         : (long long)jb.t_begin + split_tokens);
-    jb.vis0 = len, jb.split_tokens = split_tokens, jb.s = s, jb.n_split = n_split;
-    jb.scale = scale, jb.softcap = softcap;
-    pdm__attend<C, 1>(jb, cache, block_table + (size_t)b * max_blocks, smem, koff_s, voff_s);
+#if defined(GPU_HAS_CLUSTER)
+    if (cluster) {
+        /* Every block of the cluster passes both barriers (those past the sequence's splits
+         * too). The rows are dealt round the cluster's warps; a warp merges its row's n_valid
+         * partials from their blocks' shared memory, as the combine kernel would from the
+         * workspace (psplit_merge_row_at: the same arithmetic). One split: its block wrote
+         * the row already. */
+        gpu_cluster_sync(); /* every partial written */
+        if (n_valid >= 2) {
+            const int warp = tid / 32, lane = tid % 32;
+            for (int r = s * PDM__WARPS + warp; r < gv; r += n_split * PDM__WARPS) {
+                const int h = h0 + r;
+                psplit_merge_row_at<D>(
+                    [&](int sp) { return *gpu_cluster_map(part + PDM__ROWS * D + r, (unsigned)sp); },
+                    [&](int sp) { return gpu_cluster_map(part + r * D, (unsigned)sp); }, n_valid, lane,
+                    out, QT, ((size_t)b * hq + h) * D, lse + (size_t)h * batch + b);
+            }
+        }
+        gpu_cluster_sync(); /* no block leaves while its partial may still be read */
+    }
+#else
+    (void)cluster; /* the launcher asks gpu_cluster_ok() first: never set for this image */
+#endif // GPU_HAS_CLUSTER
 #else
     GPU_TRAP(); /* opt_paged_decode_mma_unsupported() refuses this target before any launch */
 #endif // GPU_HAS_MMA_SYNC
@@ -115,8 +145,8 @@ struct pdm__launch {
         using C = pdm__cfg<KVT, F16, D, SHUF>;
         static int resident[64];
         int res = 0;
-        const int rc = pdm__prepare((const void *)paged_decode_mma_kernel<KVT, F16, D, SHUF>, C::SMEM,
-                                    resident, &res);
+        auto kern = paged_decode_mma_kernel<KVT, F16, D, SHUF>;
+        const int rc = pdm__prepare((const void *)kern, C::SMEM, resident, &res);
         if (rc)
             return rc;
         const opt_kv_cache *c = &a->cache;
@@ -129,9 +159,31 @@ struct pdm__launch {
             return OPT_EINVAL;
         float *ws_o = (float *)workspace;
         float *ws_lse = ws_o ? ws_o + (size_t)a->batch * a->hq * p.n_split * D : NULL;
-        paged_decode_mma_kernel<KVT, F16, D, SHUF><<<(unsigned)blocks, PDM__THREADS, C::SMEM, stream>>>(
+        /* 2 .. 8 splits (8: the portable cluster size) merge inside their cluster where the
+         * device and this image have clusters, clusters cost no resident blocks and the grid
+         * is one wave; else through the workspace and the combine. A cluster's blocks wait
+         * for each other at the merge: in a grid of several waves that idles slots the next
+         * blocks could use; and 3-block clusters of the fp8 kernel, which fit 372 of its 396
+         * blocks on an H200, ran 7-15 points of read bandwidth slower there. */
+        static int cl_cache[64 * 8];
+        bool cl = false;
+        if (blocks <= (long long)sms * res) {
+            const int rc2 = gpu_cluster_ok((const void *)kern, PDM__THREADS, C::SMEM, p.n_split, res,
+                                           cl_cache, &cl);
+            if (rc2)
+                return rc2;
+        }
+        if (cl) {
+            GPU_CHECK(gpu_launch_cluster(kern, (unsigned)blocks, PDM__THREADS, (size_t)C::SMEM, stream,
+                                         (unsigned)p.n_split, a->q, a->cache, a->block_table,
+                                         a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch, a->hq,
+                                         a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale,
+                                         a->softcap, 1));
+            return OPT_OK;
+        }
+        kern<<<(unsigned)blocks, PDM__THREADS, C::SMEM, stream>>>(
             a->q, a->cache, a->block_table, a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch,
-            a->hq, a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap);
+            a->hq, a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap, 0);
         GPU_CHECK(hipGetLastError());
         return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch,
                               a->hq, D, stream);

@@ -90,6 +90,9 @@ struct pdm__cfg {
     static constexpr int STAGES = FP8 ? (D > 128 ? 3 : 4) : (D > 128 ? 2 : 3);
     static constexpr int SMEM = STAGES * STAGE;
     static constexpr int MERGE = (PDM__WARPS * PDM__ROWS * (D + 3) + PDM__ROWS) * 4;
+    /* A decode block's partial (16 rows of D f32, then their 16 LSEs) for the cluster merge,
+     * just past the merge area (pdm__job::part). */
+    static constexpr int PART = (PDM__ROWS * D + PDM__ROWS) * 4;
     /* Blocks per SM the decode kernel is built for (its __launch_bounds__): fp8 at D <= 128
      * stages 64 KB or less, so three blocks fit (registers then capped at 168); two for 16-bit
      * caches at D <= 128; one at 256. More resident warps hide the copy and MMA latencies. */
@@ -99,6 +102,7 @@ struct pdm__cfg {
     static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
                       PDM__THREADS % CPR == 0, "whole vectors per thread, affine in j");
     static_assert(MERGE <= SMEM, "the warps' merge fits in the staging area");
+    static_assert(MERGE % 16 == 0 && MERGE + PART <= SMEM, "so does a decode block's partial");
 };
 
 /* Word (16 bytes) w of row r of a staged matrix of W words per row (4, or a multiple of 8),
@@ -330,6 +334,8 @@ struct pdm__job {
     const void *q;
     void *out;
     float *lse, *ws_o, *ws_lse;
+    float *part; /* non-null (WQ = 1): partials go to this block's shared memory, rows of D
+                  * floats, then the rows' LSEs (C::PART bytes), for a cluster merge */
     long long q_tok, ws_base;
     int ws_tok, n_tok, T, hq, h0, gv, kh;
     int t_begin, t_end, vis0, split_tokens, s, n_split;
@@ -724,6 +730,10 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             num_store_f32(QT, jb.out, o0 + 3, ov.w);
             if (d == 0)
                 jb.lse[(size_t)h * jb.T + tok] = ls_s[r];
+        } else if (WQ == 1 && jb.part) {
+            *(float4 *)(jb.part + r * D + d) = ov;
+            if (d == 0)
+                jb.part[PDM__ROWS * D + r] = ls_s[r];
         } else {
             const size_t row = (size_t)jb.ws_base + ((size_t)(jb.ws_tok + ti) * hq + h) * jb.n_split + jb.s;
             *(float4 *)(jb.ws_o + row * D + d) = ov;

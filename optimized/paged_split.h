@@ -51,20 +51,20 @@ int psplit_check_args(const opt_paged_decode_args *a);
 int psplit_sm_count(int *sms);
 
 /* SPEC section 0's merge of one row's nv (1 .. PSPLIT_MAX_SPLITS) split partials, by the 32
- * lanes of a warp (lane: 0 .. 31 of the row's warp): partial s is ws_o[(base + s) * D ..] (f32,
- * normalised) with LSE ws_lse[base + s] (natural log; +inf reads as -inf; the max keeps a NaN,
+ * lanes of a warp (lane: 0 .. 31 of the row's warp): partial s is the D floats at o_at(s)
+ * (f32, normalised) with LSE lse_at(s) (natural log; +inf reads as -inf; the max keeps a NaN,
  * which poisons the row as in the reference). Writes out[out_off .. + D) in out_dtype (0 when
- * the weights sum to 0) and, from lane 0, *lse_dst (-inf then). The combine kernels of
- * paged_decode (psplit_combine) and of mixed unified share it. */
-template <int D>
-__device__ __forceinline__ void psplit_merge_row(const float *__restrict__ ws_o,
-                                                 const float *__restrict__ ws_lse, size_t base,
-                                                 int nv, int lane, void *__restrict__ out,
-                                                 int out_dtype, size_t out_off, float *lse_dst)
+ * the weights sum to 0) and, from lane 0, *lse_dst (-inf then). The accessors let the
+ * partials live in the workspace (psplit_merge_row) or in the shared memory of a cluster's
+ * blocks (paged_decode mma); the arithmetic, and so every bit of the result, is the same. */
+template <int D, class LseAt, class OAt>
+__device__ __forceinline__ void psplit_merge_row_at(LseAt lse_at, OAt o_at, int nv, int lane,
+                                                    void *__restrict__ out, int out_dtype,
+                                                    size_t out_off, float *lse_dst)
 {
     static_assert(D % 32 == 0 && PSPLIT_MAX_SPLITS <= 64, "a lane holds D / 32 dims, two splits");
-    float x0 = lane < nv ? ws_lse[base + lane] : -INFINITY;
-    float x1 = lane + 32 < nv ? ws_lse[base + lane + 32] : -INFINITY;
+    float x0 = lane < nv ? lse_at(lane) : -INFINITY;
+    float x1 = lane + 32 < nv ? lse_at(lane + 32) : -INFINITY;
     x0 = x0 == INFINITY ? -INFINITY : x0;
     x1 = x1 == INFINITY ? -INFINITY : x1;
     float mx = x1 > x0 || x1 != x1 ? x1 : x0;
@@ -87,7 +87,7 @@ __device__ __forceinline__ void psplit_merge_row(const float *__restrict__ ws_o,
         acc[k] = 0.0f;
     for (int sp = 0; sp < nv; sp++) {
         const float wsp = GPU_SHFL32(sp < 32 ? w0 : w1, sp % 32);
-        const float *src = ws_o + (base + sp) * D;
+        const float *src = o_at(sp);
 #pragma unroll
         for (int k = 0; k < D / 32; k++)
             acc[k] += wsp * src[lane + 32 * k];
@@ -96,6 +96,20 @@ __device__ __forceinline__ void psplit_merge_row(const float *__restrict__ ws_o,
 #pragma unroll
     for (int k = 0; k < D / 32; k++)
         num_store_f32(out_dtype, out, out_off + lane + 32 * k, acc[k] * inv);
+}
+
+/* The same over the workspace: partial s of the row is ws_o[(base + s) * D ..] with LSE
+ * ws_lse[base + s]. The combine kernels of paged_decode (psplit_combine) and of mixed
+ * unified share it. */
+template <int D>
+__device__ __forceinline__ void psplit_merge_row(const float *__restrict__ ws_o,
+                                                 const float *__restrict__ ws_lse, size_t base,
+                                                 int nv, int lane, void *__restrict__ out,
+                                                 int out_dtype, size_t out_off, float *lse_dst)
+{
+    psplit_merge_row_at<D>([&](int sp) { return ws_lse[base + sp]; },
+                           [&](int sp) { return ws_o + (base + sp) * D; }, nv, lane, out,
+                           out_dtype, out_off, lse_dst);
 }
 
 /* The combine kernel over the workspace of plan p (nothing to do when p.n_split == 1). */
