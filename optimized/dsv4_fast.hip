@@ -7,10 +7,12 @@
  * and dequantized once per token and group, and the 16 dot products per row run on the tensor
  * cores (bf16 mma.sync, f32 accumulation).
  *
- * dsv4_fast_packed_kernel: grid (head groups of 16, tokens), two groups of 4 warps, each on
- *   one half of the token's entries with its own shared memory, barriers and online softmax,
+ * dsv4_fast_packed_kernel: grid (head groups of 16, tokens), three groups of 4 warps, each on
+ *   a third of the token's entries with its own shared memory, barriers and online softmax,
  *   merged through shared memory at the end (SPEC section 0's merge): a batch of 128 tokens is
- *   one block per multiprocessor, and the second group doubles the warps that hide latency.
+ *   one block per multiprocessor, and the groups multiply the warps that hide latency (the
+ *   TP8 cases are latency-bound: ncu saw 2 active warps a scheduler, 0.44 eligible, with two
+ *   groups; three, at 3 stages each and 168 registers, ran 8-11% faster on an H200).
  *   The token's entries are those of the SWA scope, then those of the extra scope (entry k of
  *   a scope is used iff k < len and its index is not -1; an index used twice counts twice).
  *   Entries stream in stages of 32 through cp.async: per used entry its 576 data bytes
@@ -50,7 +52,7 @@
 
 enum {
     D4F__HG = 16,                    /* query heads per block: the M of one mma tile */
-    D4F__GROUPS = 2,                 /* warp groups per block, each on half of the entries */
+    D4F__GROUPS = 3,                 /* warp groups per block, each on a third of the entries */
     D4F__GTHREADS = 128,             /* 4 warps per group */
     D4F__THREADS = D4F__GROUPS * D4F__GTHREADS,
     D4F__WARPS = 4,                  /* per group */
@@ -62,7 +64,7 @@ enum {
     D4F__TOKEN = 584,
     D4F__SLOTS = 2,                  /* 64-dim slots per warp (4 k-steps each) */
     D4F__ROWS = 32,                  /* entries per stage */
-    D4F__STAGES = 4,
+    D4F__STAGES = 3,
     D4F__TPR = D4F__GTHREADS / D4F__ROWS, /* loader threads per row */
     D4F__CPT = D4F__DATA / 16 / D4F__TPR, /* 16-byte copies per loader thread */
     D4F__KV_BYTES = D4F__STAGES * D4F__ROWS * D4F__DATA,
@@ -232,7 +234,7 @@ static __device__ __forceinline__ void d4f__afrag(uint2 ra, uint2 rb, uint32_t (
 #undef D4F__EL
 }
 
-/* Barrier of warp group grp alone (named barriers 1 and 2; 0 is __syncthreads). */
+/* Barrier of warp group grp alone (named barrier 1 + grp; 0 is __syncthreads). */
 static __device__ __forceinline__ void d4f__group_sync(int grp)
 {
     asm volatile("bar.sync %0, 128;\n" :: "r"(1 + grp) : "memory");
@@ -268,9 +270,9 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
     const int hg = blockIdx.x, tok = blockIdx.y;
     const int hA = D4F__HG * hg + g, hB = hA + 8;
     const int n_swa = swa_len[tok], n = n_swa + ext_len[tok];
-    /* This group's entries: whole stages, the first half to group 0. */
-    const int half = (n + 2 * D4F__ROWS - 1) / (2 * D4F__ROWS) * D4F__ROWS;
-    const int e_beg = grp * half, e_end = n < e_beg + half ? n : e_beg + half;
+    /* This group's entries: whole stages, the first share to group 0. */
+    const int share = (n + D4F__GROUPS * D4F__ROWS - 1) / (D4F__GROUPS * D4F__ROWS) * D4F__ROWS;
+    const int e_beg = grp * share, e_end = n < e_beg + share ? n : e_beg + share;
     const size_t swa_stride = d4f__stride(swa_bs), ext_stride = d4f__stride(ext_bs);
     const float sl2 = scale * 1.4426950408889634f; /* logit -> log2 units */
 
@@ -491,13 +493,14 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
         l[rr] += GPU_SHFL_XOR(l[rr], 2);
     }
 
-    /* Group 1 hands (m, l, out) to the lane of group 0 that holds the same rows and dims,
-     * through its own stage buffers, idle once every warp of the block passes this barrier
-     * (a whole-block barrier, not group 1's named one: compute-sanitizer racecheck reported
-     * the named-barrier form as 6 hazards on this hand-over). */
-    float *mbuf = (float *)(d4f__smem + D4F__GSMEM); /* [D4F__MERGE][GTHREADS] */
+    /* Groups 1 .. GROUPS - 1 hand (m, l, out) to the lane of group 0 that holds the same rows
+     * and dims, each through its own stage buffers, idle once every warp of the block passes
+     * this barrier (a whole-block barrier, not a group's named one: compute-sanitizer racecheck
+     * reported the named-barrier form as 6 hazards on this hand-over); group 0 merges them in
+     * group order. */
     __syncthreads();
-    if (grp == 1) {
+    if (grp != 0) {
+        float *mbuf = (float *)(d4f__smem + grp * D4F__GSMEM); /* [D4F__MERGE][GTHREADS] */
         mbuf[0 * D4F__GTHREADS + tid] = m[0], mbuf[1 * D4F__GTHREADS + tid] = m[1];
         mbuf[2 * D4F__GTHREADS + tid] = l[0], mbuf[3 * D4F__GTHREADS + tid] = l[1];
 #pragma unroll
@@ -509,24 +512,27 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
                     mbuf[(4 + (sl * 8 + j) * 4 + r) * D4F__GTHREADS + tid] = o[sl][j][r];
     }
     __syncthreads();
-    if (grp == 1)
+    if (grp != 0)
         return;
     /* The merge: weights exp2(m_i - max), a max of -inf taken against 0 as in the tiles. */
+    for (int g2 = 1; g2 < D4F__GROUPS; g2++) {
+        const float *mbuf = (const float *)(d4f__smem + g2 * D4F__GSMEM);
 #pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        const float m1 = mbuf[rr * D4F__GTHREADS + tid], l1 = mbuf[(2 + rr) * D4F__GTHREADS + tid];
-        const float mx = fmaxf(m[rr], m1), mu = mx == -INFINITY ? 0.0f : mx;
-        const float a0 = exp2f(m[rr] - mu), a1 = exp2f(m1 - mu);
-        l[rr] = l[rr] * a0 + l1 * a1;
-        m[rr] = mx;
+        for (int rr = 0; rr < 2; rr++) {
+            const float m1 = mbuf[rr * D4F__GTHREADS + tid], l1 = mbuf[(2 + rr) * D4F__GTHREADS + tid];
+            const float mx = fmaxf(m[rr], m1), mu = mx == -INFINITY ? 0.0f : mx;
+            const float a0 = exp2f(m[rr] - mu), a1 = exp2f(m1 - mu);
+            l[rr] = l[rr] * a0 + l1 * a1;
+            m[rr] = mx;
 #pragma unroll
-        for (int sl = 0; sl < D4F__SLOTS; sl++)
+            for (int sl = 0; sl < D4F__SLOTS; sl++)
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+                for (int j = 0; j < 8; j++)
 #pragma unroll
-                for (int e = 0; e < 2; e++)
-                    o[sl][j][2 * rr + e] = o[sl][j][2 * rr + e] * a0 +
-                                           mbuf[(4 + (sl * 8 + j) * 4 + 2 * rr + e) * D4F__GTHREADS + tid] * a1;
+                    for (int e = 0; e < 2; e++)
+                        o[sl][j][2 * rr + e] = o[sl][j][2 * rr + e] * a0 +
+                                               mbuf[(4 + (sl * 8 + j) * 4 + 2 * rr + e) * D4F__GTHREADS + tid] * a1;
+        }
     }
 
     /* lse without the sink, then the sink as the reference applies it: -inf changes nothing,
