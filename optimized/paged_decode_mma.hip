@@ -164,7 +164,7 @@ struct pdm__launch {
          * is one wave; else through the workspace and the combine. A cluster's blocks wait
          * for each other at the merge: in a grid of several waves that idles slots the next
          * blocks could use; and 3-block clusters of the fp8 kernel, which fit 372 of its 396
-         * blocks on an H200, ran 7-15 points of read bandwidth slower there. */
+         * blocks on an H200, ran 7-16 points of read bandwidth slower there. */
         static int cl_cache[64 * 8];
         bool cl = false;
         if (blocks <= (long long)sms * res) {
