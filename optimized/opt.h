@@ -506,6 +506,15 @@ size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int head_dim, 
                                       int block_size);
 int opt_paged_decode_mma(const opt_paged_decode_args *a, void *workspace, size_t workspace_bytes,
                          void *stream);
+/* On Hopper, mma runs a sequence's 2-8 splits as one thread-block cluster that merges them
+ * through distributed shared memory (no combine kernel) where that costs no resident blocks
+ * and the grid is one wave; the merge has the combine kernel's arithmetic, so the bits are the
+ * same either way. opt_paged_decode_mma_clusters(on): 1 allows that (the default), 0 keeps the
+ * workspace and the combine; returns the previous setting (-1 only asks). The process's last
+ * opt_paged_decode_mma launch used clusters iff opt_paged_decode_mma_used_clusters() is 1.
+ * Both for tests and A/B timing; not synchronized between threads. */
+int opt_paged_decode_mma_clusters(int on);
+int opt_paged_decode_mma_used_clusters(void);
 
 /* ------------------------------------- MLA and DSv4 decode on the tensor cores (issue 5)
  * NVIDIA-only variants (mma.sync, movmatrix, cp.async; gpu_port.h GPU_HAS_MMA_SYNC); their

@@ -100,6 +100,9 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
 }
 
 /* --------------------------------------------------------------- launcher */
+static int pdm__clusters_on = 1;   /* opt_paged_decode_mma_clusters */
+static int pdm__clusters_used = 0; /* opt_paged_decode_mma_used_clusters */
+
 /* The split plan. Blocks run in waves of `resident` blocks per SM (the kernel's occupancy,
  * asked of the runtime); a split costs its tiles plus about PDM__SPLIT_COST tiles of fixed
  * work (the ring's fill, the warps' merge, its share of the combine). The split count is the
@@ -167,12 +170,13 @@ struct pdm__launch {
          * blocks on an H200, ran 7-16 points of read bandwidth slower there. */
         static int cl_cache[64 * 8];
         bool cl = false;
-        if (blocks <= (long long)sms * res) {
+        if (pdm__clusters_on && blocks <= (long long)sms * res) {
             const int rc2 = gpu_cluster_ok((const void *)kern, PDM__THREADS, C::SMEM, p.n_split, res,
                                            cl_cache, &cl);
             if (rc2)
                 return rc2;
         }
+        pdm__clusters_used = cl;
         if (cl) {
             GPU_CHECK(gpu_launch_cluster(kern, (unsigned)blocks, PDM__THREADS, (size_t)C::SMEM, stream,
                                          (unsigned)p.n_split, a->q, a->cache, a->block_table,
@@ -210,6 +214,19 @@ extern "C" const char *opt_paged_decode_mma_unsupported(int head_dim, int q_dtyp
 #endif
 }
 
+extern "C" int opt_paged_decode_mma_clusters(int on)
+{
+    const int was = pdm__clusters_on;
+    if (on >= 0)
+        pdm__clusters_on = on != 0;
+    return was;
+}
+
+extern "C" int opt_paged_decode_mma_used_clusters(void)
+{
+    return pdm__clusters_used;
+}
+
 extern "C" size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int head_dim,
                                                  int max_blocks, int block_size)
 {
@@ -223,6 +240,7 @@ extern "C" size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int
 extern "C" int opt_paged_decode_mma(const opt_paged_decode_args *a, void *workspace,
                                     size_t workspace_bytes, void *stream)
 {
+    pdm__clusters_used = 0;
     if (psplit_check_args(a) != OPT_OK)
         return OPT_EINVAL;
     const opt_kv_cache *c = &a->cache;

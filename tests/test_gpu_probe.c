@@ -1,6 +1,7 @@
 /* test_gpu_probe.c - the streaming-read probe reads every word exactly once (XOR check over
  * odd sizes and grid shapes), and rejects what it cannot do; the matrix primitive multiplies
- * ARANGE tiles exactly through its documented fragment layout. Label gpu. */
+ * ARANGE tiles exactly through its documented fragment layout; paged_decode mma's cluster
+ * merge gives the bits of its workspace + combine path. Label gpu. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,4 +256,93 @@ Test(convert, rejects_bad_arguments)
     cr_expect_eq(opt_convert_probe(2, (const uint32_t *)8, (uint32_t *)8, 3, NULL), OPT_EINVAL);
     cr_expect_eq(opt_convert_probe(0, NULL, NULL, 4, NULL), OPT_EINVAL);
     cr_expect_eq(opt_convert_probe(1, NULL, NULL, 0, NULL), OPT_OK);
+}
+
+/* paged_decode mma's cluster merge (Hopper) against its workspace + combine path: the same
+ * bits in out and lse. GQA 16 (hq 32 over 2 KV heads), head_dim 128, bf16 nhd, 64 sequences
+ * of up to 2048 keys -- the shape whose plan takes two splits in one wave -- with ragged
+ * lengths: empty, inside one split (written by its block), across both. The block tables
+ * point into a pool of 256 pages (sequences share pages; the kernel only reads them). Skips
+ * where the launch did not take clusters (pre-Hopper, AMD, or a plan of another shape). */
+Test(probe, decode_cluster_merge_bits, .timeout = 120)
+{
+    opt_device_info info;
+    cr_assert_eq(opt_device_query(0, &info), OPT_OK, "%s", opt_last_error());
+    if (opt_paged_decode_mma_unsupported(128, OPT_BF16, OPT_BF16, info.cc_major))
+        cr_skip_test("paged_decode mma does not run here");
+    enum { B = 64, HQ = 32, HKV = 2, D = 128, BS = 16, MAXB = 128, POOL = 256 };
+    const size_t n_cache = (size_t)POOL * BS * HKV * D, n_q = (size_t)B * HQ * D;
+    uint16_t *hk = malloc(n_cache * 2), *hv = malloc(n_cache * 2), *hq = malloc(n_q * 2);
+    int32_t *bt = malloc(sizeof(int32_t) * B * MAXB), lens[B];
+    cr_assert(hk && hv && hq && bt);
+    for (size_t i = 0; i < n_cache; i++) {
+        hk[i] = ref_f32_to_bf16((float)((int)(ref_rng_u64(0xc1a5, i) % 2001) - 1000) / 1000.0f);
+        hv[i] = ref_f32_to_bf16((float)((int)(ref_rng_u64(0xc1a6, i) % 2001) - 1000) / 1000.0f);
+    }
+    for (size_t i = 0; i < n_q; i++)
+        hq[i] = ref_f32_to_bf16((float)((int)(ref_rng_u64(0xc1a7, i) % 2001) - 1000) / 500.0f);
+    for (int b = 0; b < B; b++) {
+        lens[b] = b == 3 ? 0 : b % 7 == 1 ? 1 + (int)(ref_rng_u64(0xc1a8, b) % 900)
+                                          : MAXB * BS - (int)(ref_rng_u64(0xc1a9, b) % 1000);
+        for (int j = 0; j < MAXB; j++)
+            bt[b * MAXB + j] = (int32_t)(ref_rng_u64(0xc1aa, (uint64_t)b * MAXB + j) % POOL);
+    }
+    void *dk, *dv, *dq, *dbt, *dlens, *dscale, *dout[2], *dlse[2], *ws;
+    const size_t ws_bytes = opt_paged_decode_mma_workspace(B, HQ, HKV, D, MAXB, BS);
+    cr_assert_eq(opt_alloc(&dk, n_cache * 2), OPT_OK);
+    cr_assert_eq(opt_alloc(&dv, n_cache * 2), OPT_OK);
+    cr_assert_eq(opt_alloc(&dq, n_q * 2), OPT_OK);
+    cr_assert_eq(opt_alloc(&dbt, sizeof(int32_t) * B * MAXB), OPT_OK);
+    cr_assert_eq(opt_alloc(&dlens, sizeof lens), OPT_OK);
+    cr_assert_eq(opt_alloc(&dscale, 4), OPT_OK);
+    cr_assert_eq(opt_alloc(&ws, ws_bytes ? ws_bytes : 16), OPT_OK);
+    for (int r = 0; r < 2; r++) {
+        cr_assert_eq(opt_alloc(&dout[r], n_q * 2), OPT_OK);
+        cr_assert_eq(opt_alloc(&dlse[r], sizeof(float) * B * HQ), OPT_OK);
+    }
+    cr_assert_eq(opt_upload(dk, hk, n_cache * 2), OPT_OK);
+    cr_assert_eq(opt_upload(dv, hv, n_cache * 2), OPT_OK);
+    cr_assert_eq(opt_upload(dq, hq, n_q * 2), OPT_OK);
+    cr_assert_eq(opt_upload(dbt, bt, sizeof(int32_t) * B * MAXB), OPT_OK);
+    cr_assert_eq(opt_upload(dlens, lens, sizeof lens), OPT_OK);
+    opt_paged_decode_args a = {.batch = B, .hq = HQ, .dtype = OPT_BF16, .q = dq,
+                               .block_table = dbt, .max_blocks = MAXB, .seq_lens = dlens,
+                               .scale = 0.08838834764831845f, .softcap = 0.0f};
+    a.cache = (opt_kv_cache){.layout = OPT_KV_NHD, .dtype = OPT_BF16, .block_size = BS,
+                             .heads = HKV, .head_dim = D, .k = dk, .v = dv,
+                             .k_scale = dscale, .v_scale = dscale};
+    int used[2];
+    const int was = opt_paged_decode_mma_clusters(-1);
+    for (int r = 0; r < 2; r++) { /* r = 0: clusters allowed; 1: workspace + combine */
+        opt_paged_decode_mma_clusters(r == 0);
+        a.out = dout[r], a.lse = dlse[r];
+        cr_assert_eq(opt_paged_decode_mma(&a, ws, ws_bytes, NULL), OPT_OK, "%s", opt_last_error());
+        used[r] = opt_paged_decode_mma_used_clusters();
+        cr_assert_eq(opt_synchronize(), OPT_OK, "%s", opt_last_error());
+    }
+    opt_paged_decode_mma_clusters(was);
+    cr_expect_eq(used[1], 0, "clusters were refused, yet the launch used them");
+    uint16_t *o[2] = {malloc(n_q * 2), malloc(n_q * 2)};
+    float *l[2] = {malloc(sizeof(float) * B * HQ), malloc(sizeof(float) * B * HQ)};
+    cr_assert(o[0] && o[1] && l[0] && l[1]);
+    for (int r = 0; r < 2; r++) {
+        cr_assert_eq(opt_download(o[r], dout[r], n_q * 2), OPT_OK);
+        cr_assert_eq(opt_download(l[r], dlse[r], sizeof(float) * B * HQ), OPT_OK);
+    }
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n_q; i++)
+        if (o[0][i] != o[1][i] && !bad++)
+            first = i;
+    cr_expect_eq(bad, 0, "%zu of %zu out elements differ (first: %zu, %04x vs %04x)", bad, n_q,
+                 first, o[0][first], o[1][first]);
+    cr_expect_eq(memcmp(l[0], l[1], sizeof(float) * B * HQ), 0, "lse differs");
+    for (int r = 0; r < 2; r++) {
+        opt_free(dout[r]), opt_free(dlse[r]);
+        free(o[r]), free(l[r]);
+    }
+    opt_free(dk), opt_free(dv), opt_free(dq), opt_free(dbt), opt_free(dlens), opt_free(dscale);
+    opt_free(ws);
+    free(hk), free(hv), free(hq), free(bt);
+    if (!used[0])
+        cr_skip_test("this device and plan did not take clusters: nothing to compare (%s)", info.name);
 }
