@@ -803,7 +803,12 @@ static inline int gpu_cluster_ok(const void *kern, int threads, int smem, int cl
             cudaLaunchConfig_t cfg;
             cfg.gridDim = dim3(cluster * sms * resident), cfg.blockDim = dim3(threads);
             cfg.dynamicSmemBytes = smem, cfg.stream = 0, cfg.attrs = &attr, cfg.numAttrs = 1;
-            GPU_CHECK(cudaOccupancyMaxActiveClusters(&fits, kern, &cfg));
+            /* A query the runtime refuses means no clusters (the caller's other path), not a
+             * failed launch: its error is cleared. */
+            if (cudaOccupancyMaxActiveClusters(&fits, kern, &cfg) != cudaSuccess) {
+                fits = 0;
+                (void)cudaGetLastError();
+            }
         }
         v = fits * cluster >= sms * resident ? 2 : 1;
         if (dev >= 0 && dev < 64)
