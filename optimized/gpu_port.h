@@ -60,7 +60,7 @@
  *                        before it are visible to the cluster's blocks after it) and
  *                        gpu_cluster_map() (a generic pointer to the same shared-memory
  *                        location in another block of the cluster). The host launches with
- *                        gpu_launch_cluster() where gpu_cluster_ok() says the device and the
+ *                        gpu_launch(..., cluster, ...) where gpu_cluster_ok() says the device and the
  *                        kernel's loaded image have clusters; elsewhere (AMD, pre-Hopper, or a
  *                        binary without sm_90 code) callers keep their cluster-free path.
  */
@@ -772,6 +772,22 @@ static inline int gpu_resident_blocks(const void *kern, int threads, int smem, i
     return OPT_OK;
 }
 
+#if defined(GPU_VENDOR_NVIDIA)
+/* A launch configuration of grid x block threads, smem bytes, on stream, in clusters of
+ * `cluster` consecutive blocks (attr: its storage; cluster <= 1: no cluster attribute). */
+static inline cudaLaunchConfig_t gpu__launch_config(unsigned grid, unsigned block, size_t smem,
+                                                    hipStream_t stream, unsigned cluster,
+                                                    cudaLaunchAttribute *attr)
+{
+    attr->id = cudaLaunchAttributeClusterDimension;
+    attr->val.clusterDim.x = cluster, attr->val.clusterDim.y = 1, attr->val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg;
+    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(block), cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream, cfg.attrs = attr, cfg.numAttrs = cluster > 1 ? 1 : 0;
+    return cfg;
+}
+#endif // GPU_VENDOR_NVIDIA
+
 /* Whether kern may be launched in clusters of `cluster` (2 .. 8) blocks of `threads` threads
  * and smem bytes of dynamic shared memory on the current device without losing resident
  * blocks: the device has cluster launch, kern's loaded image is sm_90 code or newer (an image
@@ -798,11 +814,9 @@ static inline int gpu_cluster_ok(const void *kern, int threads, int smem, int cl
         int fits = 0;
         if (has && fa.binaryVersion >= 90) {
             cudaLaunchAttribute attr;
-            attr.id = cudaLaunchAttributeClusterDimension;
-            attr.val.clusterDim.x = cluster, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-            cudaLaunchConfig_t cfg;
-            cfg.gridDim = dim3(cluster * sms * resident), cfg.blockDim = dim3(threads);
-            cfg.dynamicSmemBytes = smem, cfg.stream = 0, cfg.attrs = &attr, cfg.numAttrs = 1;
+            const cudaLaunchConfig_t cfg = gpu__launch_config(
+                (unsigned)(cluster * sms * resident), (unsigned)threads, (size_t)smem, 0,
+                (unsigned)cluster, &attr);
             /* A query the runtime refuses means no clusters (the caller's other path), not a
              * failed launch: its error is cleared. */
             if (cudaOccupancyMaxActiveClusters(&fits, kern, &cfg) != cudaSuccess) {
@@ -821,27 +835,22 @@ static inline int gpu_cluster_ok(const void *kern, int threads, int smem, int cl
     return OPT_OK;
 }
 
-/* kern<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` consecutive blocks
- * (grid % cluster == 0, cluster <= 8, the portable size); only where gpu_cluster_ok() said
- * yes. */
+/* kern<<<grid, block, smem, stream>>>(args...), in clusters of `cluster` consecutive blocks
+ * when cluster > 1 (grid % cluster == 0, cluster <= 8, the portable size; only where
+ * gpu_cluster_ok() said yes). The launch's error, as hipGetLastError() would give it. */
 template <class... P, class... A>
-static inline hipError_t gpu_launch_cluster(void (*kern)(P...), unsigned grid, unsigned block,
-                                            size_t smem, hipStream_t stream, unsigned cluster,
-                                            A... args)
+static inline hipError_t gpu_launch(void (*kern)(P...), unsigned grid, unsigned block, size_t smem,
+                                    hipStream_t stream, unsigned cluster, A... args)
 {
 #if defined(GPU_VENDOR_NVIDIA)
     cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = cluster, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg;
-    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(block), cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream, cfg.attrs = &attr, cfg.numAttrs = 1;
+    const cudaLaunchConfig_t cfg = gpu__launch_config(grid, block, smem, stream, cluster, &attr);
     return cudaLaunchKernelEx(&cfg, kern, ((P)args)...);
 #else
-    (void)kern, (void)grid, (void)block, (void)smem, (void)stream, (void)cluster;
-    const int unused[] = {0, ((void)args, 0)...};
-    (void)unused;
-    return hipErrorInvalidValue;
+    if (cluster > 1)
+        return hipErrorInvalidValue;
+    hipLaunchKernelGGL(kern, dim3(grid), dim3(block), smem, stream, ((P)args)...);
+    return hipGetLastError();
 #endif // GPU_VENDOR_NVIDIA
 }
 

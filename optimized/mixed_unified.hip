@@ -251,8 +251,8 @@ struct mu__launch {
         using C = pdm__cfg<KVT, F16, D, SHUF>;
         static int resident[64];
         int res = 0;
-        const int rc = pdm__prepare((const void *)mixed_unified_kernel<KVT, F16, D, SHUF>, C::SMEM,
-                                    resident, &res);
+        const int rc = gpu_resident_blocks((const void *)mixed_unified_kernel<KVT, F16, D, SHUF>,
+                                           PDM__THREADS, C::SMEM, resident, &res);
         if (rc)
             return rc;
         mixed_unified_kernel<KVT, F16, D, SHUF><<<(unsigned)p->items, PDM__THREADS, C::SMEM, stream>>>(

@@ -149,7 +149,7 @@ struct pdm__launch {
         static int resident[64];
         int res = 0;
         auto kern = paged_decode_mma_kernel<KVT, F16, D, SHUF>;
-        const int rc = pdm__prepare((const void *)kern, C::SMEM, resident, &res);
+        const int rc = gpu_resident_blocks((const void *)kern, PDM__THREADS, C::SMEM, resident, &res);
         if (rc)
             return rc;
         const opt_kv_cache *c = &a->cache;
@@ -177,18 +177,13 @@ struct pdm__launch {
                 return rc2;
         }
         pdm__clusters_used = cl;
-        if (cl) {
-            GPU_CHECK(gpu_launch_cluster(kern, (unsigned)blocks, PDM__THREADS, (size_t)C::SMEM, stream,
-                                         (unsigned)p.n_split, a->q, a->cache, a->block_table,
-                                         a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch, a->hq,
-                                         a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale,
-                                         a->softcap, 1));
-            return OPT_OK;
-        }
-        kern<<<(unsigned)blocks, PDM__THREADS, C::SMEM, stream>>>(
-            a->q, a->cache, a->block_table, a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch,
-            a->hq, a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale, a->softcap, 0);
-        GPU_CHECK(hipGetLastError());
+        GPU_CHECK(gpu_launch(kern, (unsigned)blocks, PDM__THREADS, (size_t)C::SMEM, stream,
+                             cl ? (unsigned)p.n_split : 1u, a->q, a->cache, a->block_table,
+                             a->seq_lens, a->out, a->lse, ws_o, ws_lse, a->batch, a->hq,
+                             a->max_blocks, p.n_hg, p.n_split, p.split_tokens, a->scale,
+                             a->softcap, cl ? 1 : 0));
+        if (cl)
+            return OPT_OK; /* merged in the clusters */
         return psplit_combine(p, ws_o, ws_lse, a->seq_lens, a->out, a->lse, a->dtype, a->batch,
                               a->hq, D, stream);
     }

@@ -194,6 +194,8 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
 #pragma unroll
     for (int j0 = 0; j0 < C::NJ; j0 += JC) {
         long long off[2][JC];
+        int at[2][JC], gb[2][JC];
+        bool ok[2][JC];
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
@@ -204,21 +206,18 @@ __device__ __forceinline__ void pdm__issue(const uint8_t *__restrict__ kc, const
                     off[h][jc] = (h ? voff : koff)[tok];
                 else
                     off[1][jc] = off[0][jc]; /* row layouts: V's vector j is K's (same tok, g) */
-            }
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *src = h ? vc : kc;
-#pragma unroll
-            for (int jc = 0; jc < JC; jc++) {
-                int tok, g, row, word;
-                pdm__vec_h<C>(h, tid, j0 + jc, bs, tok, g, row, word);
                 /* A token past the range has row start 0 (pdm__rows): its address stays
                  * inside the cache's first page and the copy reads nothing (zero fill). */
-                const bool ok = tok0 + tok < t_end;
-                const int at = h * C::NCH + (h ? pdm__vword<C>(row, word) : pdm__kword<C>(row, word));
-                gpu_cp_async16(sbase + 16 * at, src + off[h][jc] + g * C::ES, ok ? 16 : 0);
+                ok[h][jc] = tok0 + tok < t_end;
+                at[h][jc] = h * C::NCH + (h ? pdm__vword<C>(row, word) : pdm__kword<C>(row, word));
+                gb[h][jc] = g * C::ES;
             }
-        }
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int jc = 0; jc < JC; jc++)
+                gpu_cp_async16(sbase + 16 * at[h][jc], (h ? vc : kc) + off[h][jc] + gb[h][jc],
+                               ok[h][jc] ? 16 : 0);
     }
 #endif
 }
@@ -747,13 +746,6 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
 }
 
 /* ---------------------------------------------------------- host side, both launchers */
-/* Once per device and kernel: kern's dynamic shared-memory limit raised to smem bytes and the
- * count of its blocks of PDM__THREADS that fit on an SM (gpu_resident_blocks). */
-static inline int pdm__prepare(const void *kern, int smem, int *cache, int *resident)
-{
-    return gpu_resident_blocks(kern, PDM__THREADS, smem, cache, resident);
-}
-
 /* L<KVT, F16, D, SHUF>::run(args...) for the cache's element dtype, the query dtype (f16, else
  * bf16), the cache's head_dim (64, 128, else 256) and layout (shuffled, else nhd/hnd): the one
  * place that maps run-time shapes onto the engine's instantiations. */
