@@ -12,7 +12,8 @@
  *   merged through shared memory at the end (SPEC section 0's merge): a batch of 128 tokens is
  *   one block per multiprocessor, and the groups multiply the warps that hide latency (the
  *   TP8 cases are latency-bound: ncu saw 2 active warps a scheduler, 0.44 eligible, with two
- *   groups; three, at 3 stages each and 168 registers, ran 8-11% faster on an H200).
+ *   groups; three, at 3 stages each and 168 registers, ran 7-13% faster on an H200,
+ *   3.5% on the tiny early-positions case).
  *   The token's entries are those of the SWA scope, then those of the extra scope (entry k of
  *   a scope is used iff k < len and its index is not -1; an index used twice counts twice).
  *   Entries stream in stages of 32 through cp.async: per used entry its 576 data bytes
