@@ -104,12 +104,19 @@ static int pdm__clusters_on = 1;   /* opt_paged_decode_mma_clusters */
 static int pdm__clusters_used = 0; /* opt_paged_decode_mma_used_clusters */
 
 /* The split plan. Blocks run in waves of `resident` blocks per SM (the kernel's occupancy,
- * asked of the runtime); a split costs its tiles plus about PDM__SPLIT_COST tiles of fixed
- * work (the ring's fill, the warps' merge, its share of the combine). The split count is the
- * one of least waves x (tiles per split + fixed cost), the fewest on a tie: a batch that fills
- * the device once with whole sequences takes no split, a small one as many as fill a wave.
+ * asked of the runtime), of which the plan counts at most PDM__PLAN_BLOCKS; a split costs its
+ * tiles plus about PDM__SPLIT_COST tiles of fixed work (the ring's fill, the warps' merge,
+ * its share of the combine). The split count is the one of least waves x (tiles per split +
+ * fixed cost), the fewest on a tie: a batch that fills the device once with whole sequences
+ * takes no split, a small one as many as fill a wave.
+ * Why a cap: the decode streams memory, and two blocks an SM already keep enough copies in
+ * flight to saturate it; a third resident block adds no bandwidth, so counting it as a slot
+ * made the plan split sequences to fill slots that bring nothing -- each split paying a ring
+ * fill, a merge and the combine. On an H100, fp8 GQA 1-8 (256 sequence x KV head pairs, 3
+ * blocks an SM resident) planned 3 splits and read 76-80% of the bandwidth, unsplit 81-86%;
+ * fp8 GQA 16 (128 pairs) 3 splits 68%, 2 splits 72% (docs/CHOICES.md).
  * resident <= 0 (workspace sizing, no device known): the most splits any device may take. */
-enum { PDM__SPLIT_COST = 4 };
+enum { PDM__SPLIT_COST = 4, PDM__PLAN_BLOCKS = 2 };
 
 static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms,
                              int resident)
@@ -121,7 +128,8 @@ static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long
     cap = cap < 1 ? 1 : cap > PSPLIT_MAX_SPLITS ? PSPLIT_MAX_SPLITS : cap;
     long long n = cap;
     if (resident > 0 && sms > 0) {
-        const long long slots = (long long)sms * resident, pairs = (long long)batch * hkv * p.n_hg;
+        const long long slots = (long long)sms * (resident < PDM__PLAN_BLOCKS ? resident : PDM__PLAN_BLOCKS),
+                        pairs = (long long)batch * hkv * p.n_hg;
         const long long tiles = (mt + PDM__BN - 1) / PDM__BN;
         long long best = -1;
         for (long long k = 1; k <= cap; k++) {
