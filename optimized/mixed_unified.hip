@@ -124,7 +124,7 @@ mixed_unified_kernel(const void *__restrict__ q,                /* q: [tq, hq, D
 #if defined(GPU_HAS_MMA_SYNC)
     using C = pdm__cfg<KVT, F16, D, SHUF>;
     extern __shared__ __align__(16) uint8_t smem[];
-    __shared__ long long koff_s[C::STAGES][PDM__BN], voff_s[C::STAGES][PDM__BN];
+    __shared__ long long koff_s[C::STAGES][C::BN], voff_s[C::STAGES][C::BN];
 
     const long long item = blockIdx.x;
     const int r = gpu_segment_of(item_start, batch, item);

@@ -15,12 +15,18 @@
  */
 #include "paged_mma.h"
 
+/* The engine's shape for decode: fp8 caches at head_dim <= 128 take 128-token tiles (two
+ * 16-token sub-tiles a warp: pdm__cfg's NSUB), which stage as many bytes as a 16-bit cache's
+ * 64-token tiles; the rest 64-token tiles. */
+template <int KVT, bool F16, int D, bool SHUF>
+using pdm__dcfg = pdm__cfg<KVT, F16, D, SHUF, KVT == OPT_FP8E4M3 && D <= 128 ? 2 : 1>;
+
 /* Grid: batch * hkv * n_hg * n_split blocks (split fastest), PDM__THREADS threads, C::SMEM
  * bytes of dynamic shared memory. cluster != 0: launched in clusters of n_split blocks (one
  * (sequence, KV head, head group), rank = split; GPU_HAS_CLUSTER): each split keeps its
  * partial in its shared memory and the cluster merges them (no workspace, no combine). */
 template <int KVT, bool F16, int D, bool SHUF>
-__global__ void __launch_bounds__(PDM__THREADS, (pdm__cfg<KVT, F16, D, SHUF>::MIN_BLOCKS))
+__global__ void __launch_bounds__(PDM__THREADS, (pdm__dcfg<KVT, F16, D, SHUF>::MIN_BLOCKS))
 paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, hq, D] */
                         opt_kv_cache cache,
                         const int32_t *__restrict__ block_table,  /* block_table: [batch, max_blocks] */
@@ -33,10 +39,10 @@ paged_decode_mma_kernel(const void *__restrict__ q,               /* q: [batch, 
                         int split_tokens, float scale, float softcap, int cluster)
 {
 #if defined(GPU_HAS_MMA_SYNC)
-    using C = pdm__cfg<KVT, F16, D, SHUF>;
+    using C = pdm__dcfg<KVT, F16, D, SHUF>;
     constexpr int QT = F16 ? OPT_F16 : OPT_BF16;
     extern __shared__ __align__(16) uint8_t smem[];
-    __shared__ long long koff_s[C::STAGES][PDM__BN], voff_s[C::STAGES][PDM__BN];
+    __shared__ long long koff_s[C::STAGES][C::BN], voff_s[C::STAGES][C::BN];
 
     const int hkv = cache.heads, gq = hq / hkv, tid = threadIdx.x;
     long long bid = blockIdx.x;
@@ -153,7 +159,7 @@ struct pdm__launch {
     static int run(const opt_paged_decode_args *a, void *workspace, size_t workspace_bytes, int sms,
                    hipStream_t stream)
     {
-        using C = pdm__cfg<KVT, F16, D, SHUF>;
+        using C = pdm__dcfg<KVT, F16, D, SHUF>;
         static int resident[64];
         int res = 0;
         auto kern = paged_decode_mma_kernel<KVT, F16, D, SHUF>;

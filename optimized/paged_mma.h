@@ -56,7 +56,8 @@
 enum {
     PDM__WARPS = 4,
     PDM__THREADS = 32 * PDM__WARPS,
-    PDM__BN = 16 * PDM__WARPS,  /* tokens per tile: 16 per warp */
+    PDM__BN = 16 * PDM__WARPS,  /* tokens per tile of one 16-token sub-tile per warp; a shape's
+                                   tile is pdm__cfg::BN = NSUB of them */
     PDM__ROWS = 16,             /* query heads per block: one MMA row tile */
     PDM__MIN_SPLIT = 512,       /* tokens: eight tiles at least per split (the ring's fill and
                                    the final merge are paid once per split) */
@@ -68,10 +69,14 @@ enum {
 #define PDM__LN2 0.69314718055994531f
 
 /* Compile-time shape of one instantiation: cache dtype KVT, f16 (else bf16) queries, head_dim
- * D, shuffled layout (else nhd or hnd, which differ only in the row offsets). */
-template <int KVT, bool F16_, int D_, bool SHUF_>
+ * D, shuffled layout (else nhd or hnd, which differ only in the row offsets), NSUB 16-token
+ * sub-tiles per warp in a tile of the one-row-tile shape (WQ = 1; the WQ = 4 shape takes
+ * NSUB = 1): fp8 decode takes 2, a 128-token tile of the bytes of a 16-bit cache's 64 tokens,
+ * so that a tile's fixed work (the barrier, the row starts, the softmax's reductions) is paid
+ * once per 32 KB as for 16-bit caches, and each warp has two independent S chains. */
+template <int KVT, bool F16_, int D_, bool SHUF_, int NSUB_ = 1>
 struct pdm__cfg {
-    static constexpr int D = D_;
+    static constexpr int D = D_, NSUB = NSUB_, BN = PDM__BN * NSUB_; /* BN: tokens per tile */
     static constexpr bool F16 = F16_, SHUF = SHUF_, FP8 = KVT == OPT_FP8E4M3;
     /* The MMAs run in f16 for f16 queries and for fp8 caches (fp8 -> f16 is one exact
      * conversion per pair; a bf16 query row is scaled by a power of two into f16's range). */
@@ -79,27 +84,27 @@ struct pdm__cfg {
     static constexpr int ES = FP8 ? 1 : 2;                 /* bytes per cache element */
     static constexpr int GX = 16 / ES;                     /* elements per 16-byte vector: x */
     static constexpr int CPR = D / GX;                     /* vectors per (token, head) row */
-    static constexpr int NCH = PDM__BN * CPR;              /* vectors of K (and of V) per tile */
+    static constexpr int NCH = BN * CPR;                   /* vectors of K (and of V) per tile */
     static constexpr int NJ = NCH / PDM__THREADS;          /* ... per thread */
     static constexpr int KW = CPR;                         /* 16-byte words per staged K row */
-    static constexpr int VW = SHUF ? PDM__BN / GX : CPR;   /* per staged V row */
+    static constexpr int VW = SHUF ? BN / GX : CPR;        /* per staged V row */
     /* fp8 over the shuffled layout reads K's tokens permuted (pdm__attend: the order that
      * makes S's accumulator the k order of the V fragments); pdm__kword stages them to match. */
     static constexpr bool KPERM = FP8 && SHUF;
     static constexpr int STAGE = 2 * NCH * 16;             /* bytes of a tile's K and V as cached */
-    static constexpr int STAGES = FP8 ? (D > 128 ? 3 : 4) : (D > 128 ? 2 : 3);
+    static constexpr int STAGES = FP8 ? (D > 128 || NSUB > 1 ? 3 : 4) : (D > 128 ? 2 : 3);
     static constexpr int SMEM = STAGES * STAGE;
     static constexpr int MERGE = (PDM__WARPS * PDM__ROWS * (D + 3) + PDM__ROWS) * 4;
     /* A decode block's partial (16 rows of D f32, then their 16 LSEs) for the cluster merge,
      * just past the merge area (pdm__job::part). */
     static constexpr int PART = (PDM__ROWS * D + PDM__ROWS) * 4;
-    /* Blocks per SM the decode kernel is built for (its __launch_bounds__): fp8 at D <= 128
-     * stages 64 KB or less, so three blocks fit (registers then capped at 168); two for 16-bit
-     * caches at D <= 128; one at 256. More resident warps hide the copy and MMA latencies. */
-    static constexpr int MIN_BLOCKS = D > 128 ? 1 : FP8 ? 3 : 2;
+    /* Blocks per SM the decode kernel is built for (its __launch_bounds__): fp8 64-token tiles
+     * at D <= 128 stage 64 KB or less, so three blocks fit (registers then capped at 168); two
+     * for 16-bit caches and fp8 128-token tiles at D <= 128; one at 256. */
+    static constexpr int MIN_BLOCKS = D > 128 ? 1 : FP8 && NSUB == 1 ? 3 : 2;
     static_assert(D % 32 == 0 && (KW == 4 || KW % 8 == 0) && (VW == 4 || VW % 8 == 0),
                   "swizzle: 4 words per row or a multiple of 8");
-    static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % PDM__BN == 0 &&
+    static_assert(NCH % PDM__THREADS == 0 && PDM__THREADS % BN == 0 && BN <= 32 * PDM__WARPS &&
                       PDM__THREADS % CPR == 0, "whole vectors per thread, affine in j");
     static_assert(MERGE <= SMEM, "the warps' merge fits in the staging area");
     static_assert(MERGE % 16 == 0 && MERGE + PART <= SMEM, "so does a decode block's partial");
@@ -128,7 +133,7 @@ __device__ __forceinline__ int pdm__kword(int tok, int w)
 {
     if (!C::SHUF)
         return pdm__swz(tok, w, C::KW);
-    return w * PDM__BN + (C::KPERM ? tok ^ ((tok >> 2) & 2) : tok);
+    return w * C::BN + (C::KPERM ? tok ^ ((tok >> 2) & 2) : tok);
 }
 
 template <class C>
@@ -157,8 +162,8 @@ __device__ __forceinline__ void pdm__vec(int tid, int j, int bs, int &tok, int &
         }
         tok = og * C::GX, g = d * C::GX, row = d, word = og;
     } else if (C::SHUF) {          /* [D/x][bs][x]: token fastest */
-        const int c = tid / PDM__BN + (PDM__THREADS / PDM__BN) * j;
-        tok = tid % PDM__BN, g = c * bs * C::GX, row = tok, word = c;
+        const int c = tid / C::BN + (PDM__THREADS / C::BN) * j;
+        tok = tid % C::BN, g = c * bs * C::GX, row = tok, word = c;
     } else {                       /* row layouts: dims of a token row fastest */
         const int c = tid % C::CPR;
         tok = tid / C::CPR + (PDM__THREADS / C::CPR) * j, g = c * C::GX, row = tok, word = c;
@@ -236,14 +241,15 @@ __device__ __forceinline__ void pdm__divmod(int pos, int bs, int &q, int &r)
 }
 
 /* The cache block (page) holding token tok0 + j of the tile at tok0, read from the block table
- * (-1 for j >= BN or a token past t_end). j: this thread's token of the tile (pdm__row_j). */
+ * (-1 for j >= bn, the tile's tokens, or a token past t_end). j: this thread's token of the
+ * tile (pdm__row_j). */
 __device__ __forceinline__ int pdm__page(const int32_t *__restrict__ bt, int tok0, int t_end, int j,
-                                         int bs)
+                                         int bs, int bn)
 {
     const int pos = tok0 + j;
     int q, r;
     pdm__divmod(pos, bs, q, r);
-    return j < PDM__BN && pos < t_end ? bt[q] : -1;
+    return j < bn && pos < t_end ? bt[q] : -1;
 }
 
 /* Row starts, in bytes, of token pos (in page n, -1: past the range) as the copies need them:
@@ -271,11 +277,15 @@ __device__ __forceinline__ void pdm__rows(const opt_kv_cache &cache, int n_page,
     }
 }
 
-/* The tile token whose row starts thread tid computes: 16 per warp (lanes 0-15), so that the
- * table work is spread over the warps; BN (none) for lanes 16-31. */
+/* The tile token whose row starts thread tid computes in a tile of BN tokens: BN / 4 per warp
+ * (its first lanes), so that the table work is spread over the warps; BN (none) for the
+ * other lanes. */
+template <int BN>
 __device__ __forceinline__ int pdm__row_j(int tid)
 {
-    return tid % 32 < 16 ? tid / 32 * 16 + tid % 32 : PDM__BN;
+    constexpr int TPW = BN / PDM__WARPS;
+    static_assert(BN % PDM__WARPS == 0 && TPW <= 32, "a lane per token of the warp's share");
+    return tid % 32 < TPW ? tid / 32 * TPW + tid % 32 : BN;
 }
 
 /* 4 fp8e4m3 codes (bytes 0-3 of w) -> 4 f16 of the same values, exactly (NaN codes -> NaN):
@@ -350,36 +360,38 @@ struct pdm__job {
 template <class C, int WQ>
 __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cache &cache,
                                             const int32_t *__restrict__ bt, uint8_t *smem,
-                                            long long (*koff_s)[PDM__BN], long long (*voff_s)[PDM__BN])
+                                            long long (*koff_s)[C::BN], long long (*voff_s)[C::BN])
 {
 #if defined(GPU_HAS_MMA_SYNC)
     constexpr int D = C::D, KS = D / 16;
     constexpr int QT = C::F16 ? OPT_F16 : OPT_BF16;
     constexpr int KWARPS = PDM__WARPS / WQ; /* warps sharing a row tile, splitting the tokens */
     constexpr int BM = 16 * WQ;             /* rows of the block */
-    constexpr int NS = WQ;                  /* 16-token sub-tiles per warp per tile */
+    constexpr int BN = C::BN;               /* tokens per tile */
+    constexpr int NS = WQ * C::NSUB;        /* 16-token sub-tiles per warp per tile */
     static_assert(PDM__WARPS % WQ == 0 && KWARPS * BM == PDM__WARPS * PDM__ROWS,
                   "the merge area holds KWARPS x BM rows");
-    static_assert(PDM__BN == 16 * PDM__WARPS, "pdm__row_j: 16 tile tokens per warp");
+    static_assert(WQ == 1 || C::NSUB == 1, "WQ = 4: a warp's 16 rows over a 64-token tile");
+    static_assert(16 * NS * KWARPS == BN, "the warps' sub-tiles cover the tile");
     const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, g = lane / 4, t4 = lane % 4;
     const int rg = w % WQ, kw = w / WQ; /* row tile, token group */
     const int t_begin = jb.t_begin, t_end = jb.t_end, gv = jb.gv, hq = jb.hq;
     const int n_rows = jb.n_tok * gv;
-    const int n_tiles = (t_end - t_begin + PDM__BN - 1) / PDM__BN;
+    const int n_tiles = (t_end - t_begin + BN - 1) / BN;
     const int bs = cache.block_size, kh = jb.kh;
     const uint8_t *kc = (const uint8_t *)cache.k, *vc = (const uint8_t *)cache.v;
 
     /* Row starts of the first STAGES tiles; then, one tile ahead of its use, the page of the
      * next tile's token (pg), so that no block-table read is waited for inside the loop. */
-    const int rj = pdm__row_j(tid);
+    const int rj = pdm__row_j<BN>(tid);
 #pragma unroll
     for (int t = 0; t < C::STAGES; t++)
-        if (rj < PDM__BN) {
-            const int tok0 = t_begin + t * PDM__BN;
-            pdm__rows<C>(cache, pdm__page(bt, tok0, t_end, rj, bs), kh, tok0 + rj, koff_s[t][rj],
+        if (rj < BN) {
+            const int tok0 = t_begin + t * BN;
+            pdm__rows<C>(cache, pdm__page(bt, tok0, t_end, rj, bs, BN), kh, tok0 + rj, koff_s[t][rj],
                          voff_s[t][rj]);
         }
-    int pg = pdm__page(bt, t_begin + C::STAGES * PDM__BN, t_end, rj, bs);
+    int pg = pdm__page(bt, t_begin + C::STAGES * BN, t_end, rj, bs, BN);
 
     /* This lane's rows a = 16 rg + g and b = a + 8: their q rows and key limits (a row sees
      * the keys before lim; rows past n_rows: t_end, results dropped). */
@@ -455,7 +467,7 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
 #pragma unroll
     for (int t = 0; t < C::STAGES - 1; t++) {
         if (t < n_tiles)
-            pdm__issue<C>(kc, vc, koff_s[t], voff_s[t], t_begin + t * PDM__BN, t_end, bs,
+            pdm__issue<C>(kc, vc, koff_s[t], voff_s[t], t_begin + t * BN, t_end, bs,
                           smem + t * C::STAGE, tid);
         gpu_cp_async_commit();
     }
@@ -486,22 +498,22 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     for (int t = 0; t < n_tiles; t++) {
         gpu_cp_async_wait<C::STAGES - 2>();
         __syncthreads(); /* tile t landed for every thread; tile t - 1's buffers are free */
-        const int tn = t + C::STAGES - 1, tok0 = t_begin + t * PDM__BN;
+        const int tn = t + C::STAGES - 1, tok0 = t_begin + t * BN;
         if (tn < n_tiles)
             pdm__issue<C>(kc, vc, koff_s[tn % C::STAGES], voff_s[tn % C::STAGES],
-                          t_begin + tn * PDM__BN, t_end, bs, smem + (tn % C::STAGES) * C::STAGE, tid);
+                          t_begin + tn * BN, t_end, bs, smem + (tn % C::STAGES) * C::STAGE, tid);
         gpu_cp_async_commit();
         /* Row starts of tile tn + 1 from its page, read an iteration ago, stored after this
          * tile's math into the slot of tile t, whose copies were issued long ago; then the
          * page of tile tn + 2's token (its read's latency hides behind the math). */
         long long nko = 0, nvo = 0;
         if (tn + 1 < n_tiles) {
-            pdm__rows<C>(cache, pg, kh, t_begin + (tn + 1) * PDM__BN + rj, nko, nvo);
-            pg = pdm__page(bt, t_begin + (tn + 2) * PDM__BN, t_end, rj, bs);
+            pdm__rows<C>(cache, pg, kh, t_begin + (tn + 1) * BN + rj, nko, nvo);
+            pg = pdm__page(bt, t_begin + (tn + 2) * BN, t_end, rj, bs, BN);
         }
 
         uint8_t *kmat = smem + (t % C::STAGES) * C::STAGE, *vmat = kmat + C::NCH * 16;
-        if (C::SHUF && t_end - tok0 < PDM__BN && (t_end - tok0) % C::GX != 0) {
+        if (C::SHUF && t_end - tok0 < BN && (t_end - tok0) % C::GX != 0) {
             pdm__zero_tail<C>(vmat, tok0, t_end, tid);
             __syncthreads();
         }
@@ -544,7 +556,7 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
 
         /* Online softmax (base 2) for rows a (c0, c1) and b (c2, c3); only a tile that holds
          * some row's limit masks. */
-        const bool edge = tok0 + PDM__BN > lim_blk;
+        const bool edge = tok0 + BN > lim_blk;
         const int base_tok = tok0 + tw + (C::KPERM ? 4 * t4 : 2 * t4);
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -642,7 +654,7 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             }
         }
 
-        if (tn + 1 < n_tiles && rj < PDM__BN) {
+        if (tn + 1 < n_tiles && rj < BN) {
             koff_s[t % C::STAGES][rj] = nko;
             voff_s[t % C::STAGES][rj] = nvo;
         }
