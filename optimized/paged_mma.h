@@ -393,6 +393,18 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
         }
     int pg = pdm__page(bt, t_begin + C::STAGES * BN, t_end, rj, bs, BN);
 
+    /* The first STAGES - 1 tiles' copies go out before the queries are read: a block's first
+     * bytes are then in flight one global round trip sooner (the Q reads and their f16
+     * scaling overlap them). */
+    __syncthreads(); /* row starts visible */
+#pragma unroll
+    for (int t = 0; t < C::STAGES - 1; t++) {
+        if (t < n_tiles)
+            pdm__issue<C>(kc, vc, koff_s[t], voff_s[t], t_begin + t * BN, t_end, bs,
+                          smem + t * C::STAGE, tid);
+        gpu_cp_async_commit();
+    }
+
     /* This lane's rows a = 16 rg + g and b = a + 8: their q rows and key limits (a row sees
      * the keys before lim; rows past n_rows: t_end, results dropped). */
     const int ra = 16 * rg + g, rb = ra + 8;
@@ -408,6 +420,8 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
      * logit takes 2^-e back. */
     uint32_t qa[KS][4];
     float qmul0, qmul1; /* logit multiplier of rows a and b, times log2(e) */
+    /* v_scale read now, its latency hidden behind the split, not paid in the merge. */
+    const float vmul = C::FP8 ? *cache.v_scale : 1.0f;
     {
         const float qmul = (C::FP8 ? jb.scale * *cache.k_scale : jb.scale);
         const uint16_t *q16 = (const uint16_t *)jb.q;
@@ -462,15 +476,6 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
     for (int n = 0; n < D / 8; n++)
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows a and b */
-
-    __syncthreads(); /* row starts visible */
-#pragma unroll
-    for (int t = 0; t < C::STAGES - 1; t++) {
-        if (t < n_tiles)
-            pdm__issue<C>(kc, vc, koff_s[t], voff_s[t], t_begin + t * BN, t_end, bs,
-                          smem + t * C::STAGE, tid);
-        gpu_cp_async_commit();
-    }
 
     /* Per-lane ldmatrix coordinates (rows of the 8x8 matrices this lane addresses) in the
      * warp's first sub-tile; sub-tile jj adds 16 jj tokens.
@@ -711,7 +716,7 @@ __device__ __forceinline__ void pdm__attend(const pdm__job &jb, const opt_kv_cac
             f[k] = exp2f(m_w[k * BM + r] - mr);
             sl += f[k] * l_w[k * BM + r];
         }
-        const float mul = sl != 0.0f ? (C::FP8 ? *cache.v_scale : 1.0f) / sl : 0.0f;
+        const float mul = sl != 0.0f ? vmul / sl : 0.0f;
 #pragma unroll
         for (int k = 0; k < KWARPS; k++)
             wt[k * BM + r] = f[k] * mul;
