@@ -4,7 +4,8 @@
  *
  * One block of 4 warps per (sequence, KV head, split, group of up to 16 of the KV head's query
  * heads) runs paged_mma.h's engine with one MMA row tile (WQ = 1): the rows are the group's
- * heads, the four warps take 16 tokens each of every 64-token tile and merge at the end. The
+ * heads, the four warps take 16 tokens each of every 64-token tile (fp8 caches: 32 of every
+ * 128-token tile, pdm__dcfg) and merge at the end. The
  * split plan, the workspace and the LSE combine are paged_split.h's, shared with split_kv.
  * Where the device and the loaded image have thread-block clusters (Hopper) and the plan has
  * 2 .. 8 splits, a sequence's splits run as one cluster: each keeps its partial in shared

@@ -6,15 +6,17 @@
  *
  * A block of 4 warps serves a pdm__job: rows = (query token, query head) pairs of one KV head's
  * group, head fastest, so every K/V byte the block reads serves all of its rows. The block walks
- * its key range in tiles of 64 tokens:
+ * its key range in tiles of BN = 64 tokens (128 for fp8 decode: pdm__cfg's NSUB):
  *   copy     every thread issues 16-byte cp.async copies of the tile's K and V vectors in the
  *            cache's own layout (nhd, hnd, or AITER's shuffled layout, read natively) into a
- *            ring of STAGES tiles (3 for 16-bit caches, 4 for fp8, 2 at head_dim 256): while a
- *            tile is computed the next STAGES - 1 are in flight (about 64 KB per block at
- *            head_dim 128; two blocks per SM, three for fp8). Row starts (64-bit byte
- *            offsets) of the tile's tokens are computed one tile ahead, into shared memory, from
- *            block-table entries read two tiles ahead, so neither a copy nor the math waits on
- *            a table read. Tokens past the range read nothing (zero fill).
+ *            ring of STAGES tiles (3 for 16-bit caches and fp8 128-token tiles, 4 for fp8
+ *            64-token tiles, 2 at head_dim 256): while a tile is computed the next STAGES - 1
+ *            are in flight (about 64 KB per block at head_dim 128; two blocks per SM, three
+ *            for fp8 64-token tiles). The first tiles' copies go out before Q is read. Row
+ *            starts (64-bit byte offsets) of the tile's tokens are computed one tile ahead,
+ *            into shared memory, from block-table entries read two tiles ahead, so neither a
+ *            copy nor the math waits on a table read. Tokens past the range read nothing (zero
+ *            fill).
  *   staging  the cache's bytes are copied as they are (fp8: the codes): row layouts as
  *            [token][16-byte word] rows XOR-swizzled by row; the shuffled layout in its own
  *            order (K [dim group][token], V [token group][dim]: x consecutive tokens of a dim
@@ -23,7 +25,7 @@
  *            in registers after ldmatrix (exact: one cvt per pair on sm_89+); k_scale goes into
  *            the logit and v_scale into the output.
  *   math     two shapes (template WQ): WQ = 1, one 16-row MMA tile whose four warps take 16
- *            tokens each of every tile and merge at the end (decode: the rows are a group's
+ *            NSUB tokens each of every tile and merge at the end (decode: the rows are a group's
  *            heads); WQ = 4, 64 rows, a warp per 16 rows over every token of the tile
  *            (prefill, extend). S = Q K^T with Q in registers for the whole range as the A
  *            operand and K by ldmatrix; an online softmax per row in f32 (base 2; the quad of
