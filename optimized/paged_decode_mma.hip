@@ -122,11 +122,14 @@ static int pdm__clusters_used = 0; /* opt_paged_decode_mma_used_clusters */
  * fill, a merge and the combine. On an H100, fp8 GQA 1-8 (256 sequence x KV head pairs, 3
  * blocks an SM resident) planned 3 splits and read 76-80% of the bandwidth, unsplit 81-86%;
  * fp8 GQA 16 (128 pairs) 3 splits 68%, 2 splits 72% (docs/CHOICES.md).
- * resident <= 0 (workspace sizing, no device known): the most splits any device may take. */
+ * A split is a whole number of the kernel's tiles (bn tokens: 64, 128 for fp8), so that only a
+ * sequence's last tile is partial.
+ * resident <= 0 (workspace sizing, no device known): the most splits any device may take;
+ * with bn = PDM__BN, the smallest tile, that is the most any launch's plan has. */
 enum { PDM__SPLIT_COST = 4, PDM__PLAN_BLOCKS = 2 };
 
 static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long max_tokens, int sms,
-                             int resident)
+                             int resident, int bn)
 {
     psplit_plan p = psplit_make_plan(batch, hq, hkv, head_dim, max_tokens, sms, PDM__ROWS,
                                      PDM__BLOCKS_PER_SM, PDM__MIN_SPLIT, PDM__BN);
@@ -146,7 +149,7 @@ static psplit_plan pdm__plan(int batch, int hq, int hkv, int head_dim, long long
         }
     }
     long long st = (mt + n - 1) / n;
-    st = (st + PDM__BN - 1) / PDM__BN * PDM__BN;
+    st = (st + bn - 1) / bn * bn;
     p.split_tokens = (int)st;
     p.n_split = (int)((mt + st - 1) / st);
     p.ws_bytes = p.n_split > 1 ? (size_t)batch * (size_t)hq * (size_t)p.n_split *
@@ -169,7 +172,7 @@ struct pdm__launch {
             return rc;
         const opt_kv_cache *c = &a->cache;
         const psplit_plan p = pdm__plan(a->batch, a->hq, c->heads, D,
-                                        (long long)a->max_blocks * c->block_size, sms, res);
+                                        (long long)a->max_blocks * c->block_size, sms, res, C::BN);
         if (p.ws_bytes > workspace_bytes || (p.ws_bytes && !workspace))
             return OPT_EINVAL;
         const long long blocks = (long long)a->batch * c->heads * p.n_hg * p.n_split;
@@ -242,7 +245,7 @@ extern "C" size_t opt_paged_decode_mma_workspace(int batch, int hq, int hkv, int
 {
     if (batch <= 0 || hq <= 0 || hkv <= 0 || hq % hkv != 0 || head_dim <= 0)
         return 0;
-    return pdm__plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size, 0, 0).ws_bytes;
+    return pdm__plan(batch, hq, hkv, head_dim, (long long)max_blocks * block_size, 0, 0, PDM__BN).ws_bytes;
 }
 
 /* seq_lens[b] <= max_blocks * block_size and the block-table entries they use inside the pool
