@@ -208,7 +208,9 @@ __device__ __forceinline__ uint16_t gpu_f32_to_f16(float f)
  *                                (cvt.rn.satfinite.e4m3x2.f32);
  *   gpu_e4m3x2_to_f16x2(c)       the two codes in c's low 16 bits (low byte first) as an f16
  *                                pair, exact -- every e4m3 value is an f16 one; NaN -> NaN
- *                                (cvt.rn.f16x2.e4m3x2). */
+ *                                (cvt.rn.f16x2.e4m3x2);
+ *   gpu_e4m3x2_hi_to_f16x2(c)    the same of c's high 16 bits (the half handed to the cvt as a
+ *                                register half, not shifted down first). */
 #if defined(GPU_VENDOR_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
 #define GPU_HAS_CVT_E4M3 1
 __device__ __forceinline__ uint32_t gpu_f32x2_to_e4m3x2(float lo, float hi)
@@ -221,6 +223,12 @@ __device__ __forceinline__ uint32_t gpu_e4m3x2_to_f16x2(uint32_t c)
 {
     uint32_t r;
     asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"((uint16_t)c));
+    return r;
+}
+__device__ __forceinline__ uint32_t gpu_e4m3x2_hi_to_f16x2(uint32_t c)
+{
+    uint32_t r;
+    asm("{\n.reg .b16 lo, hi;\nmov.b32 {lo, hi}, %1;\ncvt.rn.f16x2.e4m3x2 %0, hi;\n}\n" : "=r"(r) : "r"(c));
     return r;
 }
 #endif // sm_89+

@@ -15,12 +15,16 @@
  *   arrive in stages through cp.async (16-byte copies, a block-table lookup per row, rows past
  *   the segment zero-filled), several stages in flight. Per sub-tile of 16 keys each warp
  *   multiplies the 16 heads' queries with its quarter of the 576 dims (latent dims 128w ..
- *   128w + 127 plus one 16-dim k-step of the rope) into partial logits; the four partials are
- *   summed through shared memory in a fixed order, so every warp holds the same logits, runs
- *   the same online softmax (f32, exp2 with log2(e) folded into the scale, the running max
- *   moved only when it grows by a factor above 2^8, so rescales are rare) and multiplies the
- *   bf16-rounded probabilities with the value dims it already loaded (movmatrix transposes the
- *   key fragments into value fragments). fp8 codes are dequantized in registers: on sm_89+ the
+ *   128w + 127 plus one 16-dim k-step of the rope) into partial logits, which meet in shared
+ *   memory; warp w then sums the four partials of heads 4w .. 4w + 3 in a fixed order and runs
+ *   their online softmax (f32, exp2 with log2(e) folded into the scale, the running max moved
+ *   only when it grows by a factor above 2^8, so rescales are rare), and writes their
+ *   bf16-rounded probabilities and rescale factors back; after a second barrier every warp
+ *   multiplies all 16 heads' probabilities with the value dims it already loaded (movmatrix
+ *   transposes the key fragments into value fragments). Splitting the softmax four ways
+ *   instead of running all of it in every warp took a quarter of the kernel's instructions
+ *   (the partial sums, max and exp of 16 x 16 logits per warp) off the fp8 path, whose row
+ *   rate, not its bytes, sets its time. fp8 codes are dequantized in registers: on sm_89+ the
  *   hardware converts each pair to f16 exactly and the fp8 path multiplies in f16 (queries
  *   scaled per head into f16 range: MLF__HWF8); elsewhere bit moves make code * 2^-120 in bf16
  *   and one bf16 multiply by 2^120 makes the code exactly; k_scale is applied to the logits and
@@ -58,8 +62,15 @@ enum {
     MLF__LAT = 512,
     MLF__SLOTS = 2,                  /* 64-dim latent slots per warp (4 k-steps each) */
     MLF__CPT = 9,                    /* 16-byte copies per thread per staged row share */
-    MLF__SBUF = 2 * MLF__WARPS * 32 * 8 * 4, /* partial-logit exchange: 2 parities, 8 f32 a lane */
-    MLF__QBUF = MLF__WARPS * MLF__HG * 4,    /* per-warp query-row magnitudes (fp8 via f16) */
+    MLF__OWN = MLF__HG / MLF__WARPS, /* heads whose softmax each warp runs (mlf__owner) */
+    /* The block's exchange area (f32 / u32 offsets): partial logits [warp][half][n-tile][lane]
+     * float2, P in A-fragment order [lane][4], the owners' alphas and row sums [16], and the
+     * per-warp query-row magnitudes [warp][16] (fp8 via f16). */
+    MLF__X_P = MLF__WARPS * 2 * 2 * 32 * 2,
+    MLF__X_ALPHA = MLF__X_P + 32 * 4,
+    MLF__X_L = MLF__X_ALPHA + MLF__HG,
+    MLF__X_QMAX = MLF__X_L + MLF__HG,
+    MLF__SBUF = (MLF__X_QMAX + MLF__WARPS * MLF__HG) * 4, /* bytes */
     MLF__NBLK_MAX = 1024,            /* block rows: bounds the workspace */
     MLF__ALIGN = 256,
 };
@@ -79,7 +90,7 @@ template <> struct mlf__kv<OPT_BF16> {
 
 template <int KV> static constexpr size_t mlf__smem_bytes()
 {
-    return (size_t)mlf__kv<KV>::STAGES * mlf__kv<KV>::ROWS * mlf__kv<KV>::SROW + MLF__SBUF + MLF__QBUF;
+    return (size_t)mlf__kv<KV>::STAGES * mlf__kv<KV>::ROWS * mlf__kv<KV>::SROW + MLF__SBUF;
 }
 
 static_assert(mlf__kv<OPT_FP8E4M3>::ROW_BYTES / 16 ==
@@ -188,7 +199,7 @@ static __device__ __forceinline__ void mlf__load_slot(const uint8_t *rp, int war
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             kb[2 * j] = gpu_e4m3x2_to_f16x2(w[j]);
-            kb[2 * j + 1] = gpu_e4m3x2_to_f16x2(w[j] >> 16);
+            kb[2 * j + 1] = gpu_e4m3x2_hi_to_f16x2(w[j]);
         }
 #else
 #pragma unroll
@@ -218,7 +229,7 @@ static __device__ __forceinline__ void mlf__load_rope(const uint8_t *rp, int war
 #if MLF__HWF8
         (void)nan;
         kr[0] = gpu_e4m3x2_to_f16x2(w);
-        kr[1] = gpu_e4m3x2_to_f16x2(w >> 16);
+        kr[1] = gpu_e4m3x2_hi_to_f16x2(w);
 #else
         uint32_t even, odd;
         mlf__fp8x4(w, even, odd);
@@ -302,6 +313,16 @@ static __device__ __forceinline__ void mlf__afrag(uint2 ra, uint2 rb, uint32_t (
 #undef MLF__EL
 }
 
+/* A warp's share of the softmax: warp w owns heads 4w .. 4w + 3 of the block's 16; lane
+ * (i, g, t) = (lane / 16, lane / 4 % 4, lane % 4) holds keys 8i + 2t, + 1 of a sub-tile for head
+ * 4w + g, which is row `dst` (0 .. 7) of half h (rows dst / dst + 8) in the fragments, written
+ * by lane src = 4 dst + t of every warp. sl: the head's logit scale (log2 units); m, l: its
+ * running max and the lane's part of its sum. */
+struct mlf__owner {
+    int i, g, h, dst, src;
+    float sl, m, l;
+};
+
 /* One segment: keys k0 .. k1 - 1 of sequence b for heads 16 hg .. 16 hg + 15, into the
  * workspace's partial slot. Called by every thread of the block (it has barriers). */
 template <int KV>
@@ -310,12 +331,18 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
              const uint8_t *__restrict__ cache,       /* cache: [N, bs, 576] KV */
              const int32_t *__restrict__ bt,          /* bt: [max_blocks], sequence b's row */
              const mlf__dst &dst, bool full,          /* mlf__put */
-             uint8_t *kv_s, float *sbuf, int &par, int b, int hq, int hg, int bs, int k0, int k1,
+             uint8_t *kv_s, float *sbuf, int b, int hq, int hg, int bs, int k0, int k1,
              size_t slot, float ks, float sl2)
 {
     typedef mlf__kv<KV> T;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int hA = MLF__HG * hg + g, hB = hA + 8;
+    uint32_t *pbuf = (uint32_t *)sbuf + MLF__X_P;
+    float *abuf = sbuf + MLF__X_ALPHA, *lbuf = sbuf + MLF__X_L;
+    mlf__owner ow;
+    ow.i = lane >> 4, ow.g = (lane >> 2) & 3;
+    ow.h = warp >> 1, ow.dst = (MLF__OWN * warp + ow.g) & 7, ow.src = 4 * ow.dst + t;
+    ow.sl = sl2, ow.m = -INFINITY, ow.l = 0.0f;
 
     /* Query fragments of this warp's dims, rows hA and hB (zero past hq). */
     uint32_t qf[MLF__SLOTS][4][4], qr[4];
@@ -338,9 +365,9 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 
     /* fp8 through f16 (MLF__HWF8): rows hA and hB scaled into f16's range by the powers of two
      * sA, sB of their largest magnitude over all 576 dims (four warps' shares, met in shared
-     * memory; numerics.h num_f16_range_scale, as paged_mma.h does), their logits divided by them. Registers a0, a2 of a fragment are row hA, a1, a3 row hB. */
+     * memory; numerics.h num_f16_range_scale, as paged_mma.h does), their logits divided by them
+     * (by the head's owner: ow.sl). Registers a0, a2 of a fragment are row hA, a1, a3 row hB. */
     constexpr bool F16M = T::FP8 && MLF__HWF8;
-    float slA = sl2, slB = sl2;
     if constexpr (F16M) {
         uint32_t ma = 0, mb = 0;
         auto upd = [](uint32_t &mx, uint32_t x) { mx = max(mx, max(x & 0x7FFFu, (x >> 16) & 0x7FFFu)); };
@@ -357,16 +384,19 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
             ma = max(ma, (uint32_t)GPU_SHFL_XOR((int)ma, d));
             mb = max(mb, (uint32_t)GPU_SHFL_XOR((int)mb, d));
         }
-        uint32_t *qmax = (uint32_t *)(sbuf + MLF__SBUF / 4); /* [warp][16 rows] */
+        uint32_t *qmax = (uint32_t *)sbuf + MLF__X_QMAX; /* [warp][16 rows] */
         if (t == 0)
             qmax[MLF__HG * warp + g] = ma, qmax[MLF__HG * warp + g + 8] = mb;
         __syncthreads();
+        uint32_t mo = 0; /* the owner's head */
 #pragma unroll
-        for (int w2 = 0; w2 < MLF__WARPS; w2++)
+        for (int w2 = 0; w2 < MLF__WARPS; w2++) {
             ma = max(ma, qmax[MLF__HG * w2 + g]), mb = max(mb, qmax[MLF__HG * w2 + g + 8]);
+            mo = max(mo, qmax[MLF__HG * w2 + MLF__OWN * warp + ow.g]);
+        }
         const float sA = num_f16_range_scale(num_bf16_to_f32((uint16_t)ma));
         const float sB = num_f16_range_scale(num_bf16_to_f32((uint16_t)mb));
-        slA = sl2 / sA, slB = sl2 / sB;
+        ow.sl = sl2 / num_f16_range_scale(num_bf16_to_f32((uint16_t)mo));
 #pragma unroll
         for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
@@ -387,7 +417,6 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 o[sl][j][r] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* rows hA, hB; l per lane */
 
     /* Loader role: thread tid copies 16-byte chunks lsub, lsub + TPR, ... of stage row lrow. */
     constexpr int TPR = MLF__THREADS / T::ROWS;
@@ -396,35 +425,42 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
     const uint32_t kv_base = (uint32_t)__cvta_generic_to_shared(kv_s);
     int nx = 0;                                   /* next stage to issue */
     int nx_key = k0 + lrow;                       /* this thread's row of stage nx */
-    int32_t nx_blk = nx_key < k1 ? bt[nx_key / bs] : 0; /* loaded a stage ahead of its use */
+    int nx_bi = nx_key / bs, nx_off = nx_key % bs; /* its block-table entry and row in the block */
+    const int step_bi = T::ROWS / bs, step_off = T::ROWS % bs; /* a stage further on */
+    int32_t nx_blk = nx_key < k1 ? bt[nx_bi] : 0; /* loaded a stage ahead of its use */
+    int nx_st = 0;                                /* stage nx's buffer: nx % STAGES */
+    /* A row past the segment copies no byte (size 0 zero-fills) from row 0 of block 0, so one
+     * base address with immediate offsets serves the whole row. */
     auto issue = [&]() {
         if (nx < nst) {
-            const int ok = nx_key < k1;
-            const uint8_t *src = ok ? cache + ((size_t)nx_blk * (size_t)bs + (size_t)(nx_key % bs)) *
-                                                  (size_t)T::ROW_BYTES
-                                    : cache;
-            const uint32_t dst = kv_base + (uint32_t)(((nx % T::STAGES) * T::ROWS + lrow) * T::SROW);
+            const bool ok = nx_key < k1;
+            const uint8_t *src = cache + ((size_t)(ok ? nx_blk : 0) * (size_t)bs + (size_t)(ok ? nx_off : 0)) *
+                                             (size_t)T::ROW_BYTES + 16 * lsub;
+            const uint32_t dst = kv_base + (uint32_t)((nx_st * T::ROWS + lrow) * T::SROW + 16 * lsub);
+            const int bytes = ok ? 16 : 0;
 #pragma unroll
-            for (int i = 0; i < MLF__CPT; i++) {
-                const int c = lsub + TPR * i;
-                mlf__cp16(dst + 16 * c, src + (ok ? 16 * c : 0), ok ? 16 : 0);
-            }
+            for (int i = 0; i < MLF__CPT; i++)
+                mlf__cp16(dst + 16 * TPR * i, src + 16 * TPR * i, bytes);
         }
         mlf__cp_commit(); /* empty groups too: wait_group counts stay uniform */
         nx++;
+        nx_st = nx_st == T::STAGES - 1 ? 0 : nx_st + 1;
         nx_key += T::ROWS;
-        nx_blk = nx < nst && nx_key < k1 ? bt[nx_key / bs] : 0;
+        nx_bi += step_bi, nx_off += step_off;
+        if (nx_off >= bs)
+            nx_bi++, nx_off -= bs;
+        nx_blk = nx < nst && nx_key < k1 ? bt[nx_bi] : 0;
     };
 
 #pragma unroll
     for (int p = 0; p < T::STAGES - 1; p++)
         issue();
 
-    for (int s = 0; s < nst; s++) {
+    for (int s = 0, s_st = 0; s < nst; s++, s_st = s_st == T::STAGES - 1 ? 0 : s_st + 1) {
         mlf__cp_wait<T::STAGES - 2>(); /* stage s has landed (this thread's copies) */
         __syncthreads();               /* everyone's copies; stage s - 1's buffer is free */
         issue();
-        const uint8_t *stg = kv_s + (size_t)(s % T::STAGES) * T::ROWS * T::SROW;
+        const uint8_t *stg = kv_s + (size_t)s_st * T::ROWS * T::SROW;
 
 #pragma unroll
         for (int u = 0; u < T::ROWS / MLF__SUB; u++) {
@@ -473,91 +509,79 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                     for (int r = 0; r < 4; r++)
                         acc[i][0][r] += acc[i][1][r];
 
-            /* Sum the four warps' partials in warp order: identical logits in every warp. The
-             * exchange holds [parity][warp][n-tile][lane] float4s: a quarter warp's 16-byte
-             * accesses cover 128 contiguous bytes, no bank conflict. */
-            float *mine = sbuf + ((par * MLF__WARPS + warp) * 64 + lane) * 4;
-            *(float4 *)mine = make_float4(acc[0][0][0], acc[0][0][1], acc[0][0][2], acc[0][0][3]);
-            *(float4 *)(mine + 128) = make_float4(acc[1][0][0], acc[1][0][1], acc[1][0][2], acc[1][0][3]);
-            __syncthreads(); /* the other parity's buffer was read before this barrier */
-            float x[2][4];
-            {
-                const float *src = sbuf + (par * MLF__WARPS * 64 + lane) * 4;
-                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 128);
-                x[0][0] = p0.x, x[0][1] = p0.y, x[0][2] = p0.z, x[0][3] = p0.w;
-                x[1][0] = p1.x, x[1][1] = p1.y, x[1][2] = p1.z, x[1][3] = p1.w;
-            }
-#pragma unroll
-            for (int w2 = 1; w2 < MLF__WARPS; w2++) {
-                const float *src = sbuf + ((par * MLF__WARPS + w2) * 64 + lane) * 4;
-                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 128);
-                x[0][0] += p0.x, x[0][1] += p0.y, x[0][2] += p0.z, x[0][3] += p0.w;
-                x[1][0] += p1.x, x[1][1] += p1.y, x[1][2] += p1.z, x[1][3] += p1.w;
-            }
-            par ^= 1;
-
-            /* Scaled logits in log2 units; keys past the segment (only in its last sub-tile)
-             * weigh nothing. */
+            /* The four warps' partials meet in shared memory ([warp][half][n-tile][lane]
+             * float2s, half 0 = row g, 1 = row g + 8: a warp's 8-byte accesses cover 256
+             * contiguous bytes), and each warp finishes a quarter of the tile (mlf__own). */
+            float2 *part = (float2 *)sbuf;
 #pragma unroll
             for (int i = 0; i < 2; i++)
 #pragma unroll
-                for (int r = 0; r < 4; r++)
-                    x[i][r] *= r < 2 ? slA : slB;
-            if (kbase + MLF__SUB > k1) {
+                for (int h = 0; h < 2; h++)
+                    part[((warp * 2 + h) * 2 + i) * 32 + lane] = make_float2(acc[i][0][2 * h], acc[i][0][2 * h + 1]);
+            __syncthreads(); /* every partial is in; the previous P and alphas were read */
+            {
+                /* The owner's two logits: keys kbase + 8 oi + 2 t, + 1 of head 4 warp + ow.g,
+                 * the four partials summed in warp order (identical in every run), scaled
+                 * into log2 units; keys past the segment weigh nothing. */
+                float2 sx = part[(ow.h * 2 + ow.i) * 32 + ow.src];
 #pragma unroll
-                for (int i = 0; i < 2; i++)
-#pragma unroll
-                    for (int r = 0; r < 4; r++)
-                        if (kbase + 8 * i + 2 * t + (r & 1) >= k1)
-                            x[i][r] = -INFINITY;
-            }
+                for (int w2 = 1; w2 < MLF__WARPS; w2++) {
+                    const float2 y = part[((w2 * 2 + ow.h) * 2 + ow.i) * 32 + ow.src];
+                    sx.x += y.x, sx.y += y.y;
+                }
+                float x0 = sx.x * ow.sl, x1 = sx.y * ow.sl;
+                const int key = kbase + 8 * ow.i + 2 * t;
+                if (key + 1 >= k1) {
+                    x1 = -INFINITY;
+                    if (key >= k1)
+                        x0 = -INFINITY;
+                }
 
-            /* Online softmax, rows hA (r = 0, 1) and hB (r = 2, 3); the quad's lanes hold a
-             * row's 16 keys. The running max m only moves when the tile's exceeds it by more
-             * than 8 (log2 units): weights then stay below 2^8, exact in f32 and as precise
-             * in bf16, and the accumulators are rescaled a handful of times per row instead
-             * of at every new maximum. A max of -inf takes exp2 against 0, never -inf - -inf;
-             * fmaxf skips NaN, which then reaches l and out through exp2. */
-            float mx[2];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                mx[rr] = fmaxf(fmaxf(x[0][2 * rr], x[0][2 * rr + 1]), fmaxf(x[1][2 * rr], x[1][2 * rr + 1]));
-                mx[rr] = fmaxf(mx[rr], GPU_SHFL_XOR(mx[rr], 1));
-                mx[rr] = fmaxf(mx[rr], GPU_SHFL_XOR(mx[rr], 2));
-            }
-            float alpha[2], p[2][4];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                const float mn = mx[rr] > m[rr] + 8.0f ? mx[rr] : m[rr];
+                /* Online softmax of the head over the tile's 16 keys (the 8 lanes of ow.g).
+                 * The running max m only moves when the tile's exceeds it by more than 8
+                 * (log2 units): weights then stay below 2^8, exact in f32 and as precise in
+                 * bf16, and the accumulators are rescaled a handful of times per row instead
+                 * of at every new maximum. A max of -inf takes exp2 against 0, never -inf -
+                 * -inf; fmaxf skips NaN, which then reaches l and out through exp2. */
+                float mx = fmaxf(x0, x1);
+                mx = fmaxf(mx, GPU_SHFL_XOR(mx, 1));
+                mx = fmaxf(mx, GPU_SHFL_XOR(mx, 2));
+                mx = fmaxf(mx, GPU_SHFL_XOR(mx, 16));
+                const float mn = mx > ow.m + 8.0f ? mx : ow.m;
                 const float mu = mn == -INFINITY ? 0.0f : mn;
-                alpha[rr] = mn == m[rr] ? 1.0f : gpu_exp2_approx(m[rr] - mu);
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++)
-                        p[i][2 * rr + e] = gpu_exp2_approx(x[i][2 * rr + e] - mu);
-                l[rr] = l[rr] * alpha[rr] + ((p[0][2 * rr] + p[0][2 * rr + 1]) + (p[1][2 * rr] + p[1][2 * rr + 1]));
-                m[rr] = mn;
+                const float alpha = mn == ow.m ? 1.0f : gpu_exp2_approx(ow.m - mu);
+                const float p0 = gpu_exp2_approx(x0 - mu), p1 = gpu_exp2_approx(x1 - mu);
+                ow.l = ow.l * alpha + (p0 + p1);
+                ow.m = mn;
+
+                /* P (bf16, as every flash kernel rounds it; f16 after that for MLF__HWF8),
+                 * stored where the A fragment of P.V wants it: lane (g, t) of every warp
+                 * reads its four registers (rows g, g + 8 x keys 2t, 2t + 8) as one uint4. */
+                uint32_t pw = gpu_pack2<false>(p0, p1);
+                if constexpr (F16M)
+                    pw = pkv_bf16x2_to_f16x2(pw, 1.0f);
+                pbuf[(ow.dst * 4 + t) * 4 + 2 * ow.i + ow.h] = pw;
+                if (ow.i == 0 && t == 0)
+                    abuf[MLF__OWN * warp + ow.g] = alpha;
             }
+            __syncthreads(); /* every owner's P and alpha are in */
+
             /* Mostly alpha is 1 in the whole warp: skip the rescale. */
-            if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+            const float alA = abuf[g], alB = abuf[g + 8];
+            if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
 #pragma unroll
                 for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
-                        o[sl][j][0] *= alpha[0], o[sl][j][1] *= alpha[0];
-                        o[sl][j][2] *= alpha[1], o[sl][j][3] *= alpha[1];
+                        o[sl][j][0] *= alA, o[sl][j][1] *= alA;
+                        o[sl][j][2] *= alB, o[sl][j][3] *= alB;
                     }
             }
 
-            /* P (bf16, as every flash kernel rounds it) times V: the n-tiles' logit
-             * accumulators are the A fragment, the transposed key fragments the B ones. */
-            uint32_t pa[4] = {gpu_pack2<false>(p[0][0], p[0][1]), gpu_pack2<false>(p[0][2], p[0][3]),
-                              gpu_pack2<false>(p[1][0], p[1][1]), gpu_pack2<false>(p[1][2], p[1][3])};
-            if constexpr (F16M)
-#pragma unroll
-                for (int r = 0; r < 4; r++)
-                    pa[r] = pkv_bf16x2_to_f16x2(pa[r], 1.0f);
+            /* P times V: the owners' P is the A fragment, the transposed key fragments the B
+             * ones. */
+            const uint4 pv = *(const uint4 *)(pbuf + 4 * lane);
+            const uint32_t pa[4] = {pv.x, pv.y, pv.z, pv.w};
 #pragma unroll
             for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
@@ -565,16 +589,24 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                     gpu_mma16816<F16M>(o[sl][j], pa, mlf__trans(kb[0][sl][j]), mlf__trans(kb[1][sl][j]));
         }
     }
-    mlf__cp_wait<0>();
-    __syncthreads(); /* the next segment refills the stages */
 
-    /* Partial result: out / l (times k_scale) and lse, natural log. */
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        l[rr] += GPU_SHFL_XOR(l[rr], 1);
-        l[rr] += GPU_SHFL_XOR(l[rr], 2);
+    /* The owners' row sums (over their 8 lanes) and maxima for every warp; each owner writes
+     * its head's LSE (natural log). */
+    ow.l += GPU_SHFL_XOR(ow.l, 1);
+    ow.l += GPU_SHFL_XOR(ow.l, 2);
+    ow.l += GPU_SHFL_XOR(ow.l, 16);
+    const int own_head = MLF__HG * hg + MLF__OWN * warp + ow.g;
+    if (ow.i == 0 && t == 0) {
+        lbuf[MLF__OWN * warp + ow.g] = ow.l;
+        if (own_head < hq)
+            mlf__put_lse(dst, full, slot, b, hq, own_head, ow.m, ow.l);
     }
-    const float inv[2] = {l[0] == 0.0f ? 0.0f : ks / l[0], l[1] == 0.0f ? 0.0f : ks / l[1]};
+    mlf__cp_wait<0>();
+    __syncthreads(); /* the sums are in; the next segment refills the stages */
+
+    /* Partial result: out / l (times k_scale). */
+    const float lA = lbuf[g], lB = lbuf[g + 8];
+    const float inv[2] = {lA == 0.0f ? 0.0f : ks / lA, lB == 0.0f ? 0.0f : ks / lB};
     const int head[2] = {hA, hB};
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
@@ -592,8 +624,6 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                         v[mlf__pos(T::FP8, h, e)] = o[sl][2 * js + h][2 * rr + e] * inv[rr];
                 mlf__put(dst, full, slot, b, hq, head[rr], mlf__d4(T::FP8, 128 * warp + 64 * sl, js, t), v);
             }
-        if (warp == 0 && t == 0)
-            mlf__put_lse(dst, full, slot, b, hq, head[rr], m[rr], l[rr]);
     }
 }
 #endif // GPU_HAS_MMA_SYNC
@@ -745,7 +775,6 @@ mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq
     if (cu_block && threadIdx.x == 0)
         cu[batch] = tot;
 
-    int par = 0;
     long long run = 0; /* key offset of sequence b0 */
     for (int b0 = 0; b0 < batch && (run < hi || cu_block); b0 += 32) {
         const int b = b0 + lane;
@@ -778,7 +807,7 @@ mla_fast_split_kernel(const uint16_t *__restrict__ q,           /* q: [batch, hq
                 continue;
             }
 #endif // GPU_HAS_WGMMA
-            mlf__segment<KV>(q, cache, bt, dst, full, kv_s, sbuf, par, b0 + j, hq,
+            mlf__segment<KV>(q, cache, bt, dst, full, kv_s, sbuf, b0 + j, hq,
                              (int)blockIdx.x, block_size, k0, k1, slot, ks, sl2);
         }
         run += __shfl_sync(0xffffffffu, inc, 31);

@@ -297,7 +297,7 @@ __device__ __forceinline__ void pdm__fp8x4_f16(uint32_t w, uint32_t &lo, uint32_
 {
 #if defined(GPU_HAS_CVT_E4M3)
     lo = gpu_e4m3x2_to_f16x2(w);
-    hi = gpu_e4m3x2_to_f16x2(w >> 16);
+    hi = gpu_e4m3x2_hi_to_f16x2(w);
 #else
     uint4 l4, h4;
     pkv_fp8x16_16bit<true>(make_uint4(w, 0u, 0u, 0u), l4, h4);
