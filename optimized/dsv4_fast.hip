@@ -23,12 +23,13 @@
  *   128 w .. 128 w + 127; warp 3's upper half is the bf16 rope): it dequantizes its dims in
  *   registers (e4m3 codes become bf16 code * 2^-120 by bit moves, and one bf16 multiply by
  *   2^(e8m0 - 7), the 64-dim tile's scale with the bias folded in, makes code * scale
- *   exactly), multiplies them with the 16 heads' queries into partial logits, and the four
- *   partials are summed through shared memory in a fixed order, so every warp holds the same
- *   logits and runs the same online softmax (f32, exp2 with log2(e) folded into the scale,
+ *   exactly), multiplies them with the 16 heads' queries into partial logits, which meet in
+ *   shared memory; warp w sums the four partials of heads 4w .. 4w + 3 in a fixed order and
+ *   runs their online softmax (latent_owner.h: f32, exp2 with log2(e) folded into the scale,
  *   the running max moved only when it grows by a factor above 2^8, so rescales are rare).
- *   The bf16-rounded probabilities then multiply the same dequantized registers transposed
- *   by movmatrix (V = K), into out for the warp's 128 dims.
+ *   The bf16-rounded probabilities, handed back through shared memory, then multiply the
+ *   same dequantized registers transposed by movmatrix (V = K), into out for the warp's 128
+ *   dims.
  *   At the end the sink is applied once: out *= 1 / (1 + exp(sink - lse)), lse without the
  *   sink; no used entry gives out = 0, lse = -inf (whatever the sink); sink +inf gives out = 0,
  *   -inf changes nothing. Output bf16 [T, Hq, 512], rounded once to nearest even; lse f32
@@ -43,6 +44,7 @@
  * Every offset into the caches, q and out is computed in 64 bits.
  */
 #include "gpu_port.h"
+#include "latent_owner.h"
 #include "latent_wgmma.h"
 #include "numerics.h"
 #include "paged_kv.h"
@@ -70,7 +72,7 @@ enum {
     D4F__CPT = D4F__DATA / 16 / D4F__TPR, /* 16-byte copies per loader thread */
     D4F__KV_BYTES = D4F__STAGES * D4F__ROWS * D4F__DATA,
     D4F__SC_BYTES = D4F__STAGES * D4F__ROWS * D4F__SCALES,
-    D4F__SBUF = 2 * D4F__WARPS * 32 * 8 * 4, /* partial-logit exchange: 2 parities, 8 f32 a lane */
+    D4F__SBUF = LAT_OWN_FLOATS * 4,  /* a group's exchange area (latent_owner.h), bytes */
     D4F__GSMEM = D4F__KV_BYTES + D4F__SC_BYTES + D4F__SBUF + D4F__STAGES * D4F__ROWS, /* a group's */
     D4F__SMEM = D4F__GROUPS * D4F__GSMEM,
     D4F__MERGE = 2 + 2 + 2 * 8 * 4,  /* floats a lane hands over at the end: m, l, out */
@@ -263,7 +265,7 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
     const int grp = threadIdx.x / D4F__GTHREADS;
     uint8_t *kv_s = d4f__smem + grp * D4F__GSMEM;               /* [STAGES][ROWS][576] */
     uint8_t *sc_s = kv_s + D4F__KV_BYTES;                       /* [STAGES][ROWS][8] */
-    float *sbuf = (float *)(sc_s + D4F__SC_BYTES);              /* [2][WARPS][32][8] */
+    float *sbuf = (float *)(sc_s + D4F__SC_BYTES);              /* latent_owner.h's area */
     uint8_t *ok_s = (uint8_t *)(sbuf + D4F__SBUF / 4);          /* [STAGES][ROWS] used entry */
 
     const int tid = threadIdx.x % D4F__GTHREADS, lane = tid & 31, warp = tid >> 5, g = lane >> 2,
@@ -309,7 +311,7 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 o[sl][j][r] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* rows hA, hB; l per lane */
+    lat_owner ow = lat_own_init(warp, lane, sl2); /* this warp's heads' softmax */
 
     /* Loader role: thread tid copies chunks lsub, lsub + 4, ... of stage row lrow (and, for
      * lsub == 0, the row's scale bytes and used flag). Entry e: SWA entry e, then extra entry
@@ -358,7 +360,6 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
     for (int p = 0; p < D4F__STAGES - 1; p++)
         issue();
 
-    int par = 0; /* exchange buffer parity */
     for (int s = 0; s < nst; s++) {
         d4f__cp_wait<D4F__STAGES - 2>(); /* stage s has landed (this thread's copies) */
         d4f__group_sync(grp);            /* the group's copies; stage s - 1's buffer is free */
@@ -410,76 +411,33 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
                     for (int i = 0; i < 2; i++)
                         d4f__mma(acc[i], qf[sl][js], kb[i][sl][2 * js], kb[i][sl][2 * js + 1]);
 
-            /* Sum the four warps' partials in warp order: identical logits in every warp. */
-            float *mine = sbuf + ((par * D4F__WARPS + warp) * 32 + lane) * 8;
-            *(float4 *)mine = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
-            *(float4 *)(mine + 4) = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
-            d4f__group_sync(grp); /* the other parity's buffer was read before this barrier */
-            float x[2][4];
-            {
-                const float *src = sbuf + (par * D4F__WARPS * 32 + lane) * 8;
-                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 4);
-                x[0][0] = p0.x, x[0][1] = p0.y, x[0][2] = p0.z, x[0][3] = p0.w;
-                x[1][0] = p1.x, x[1][1] = p1.y, x[1][2] = p1.z, x[1][3] = p1.w;
-            }
-#pragma unroll
-            for (int w2 = 1; w2 < D4F__WARPS; w2++) {
-                const float *src = sbuf + ((par * D4F__WARPS + w2) * 32 + lane) * 8;
-                const float4 p0 = *(const float4 *)src, p1 = *(const float4 *)(src + 4);
-                x[0][0] += p0.x, x[0][1] += p0.y, x[0][2] += p0.z, x[0][3] += p0.w;
-                x[1][0] += p1.x, x[1][1] += p1.y, x[1][2] += p1.z, x[1][3] += p1.w;
-            }
-            par ^= 1;
+            /* The four warps' partials meet in the group's shared memory; each warp finishes
+             * the softmax of its four heads (latent_owner.h; unused entries weigh nothing),
+             * and every warp reads back P and the rescale factors of its rows. */
+            lat_own_put_partials(sbuf, warp, lane, acc);
+            d4f__group_sync(grp); /* every partial is in; the previous P and alphas were read */
+            lat_own_softmax<false>(sbuf, ow, lane, [&](int e) {
+                return stg_ok[u * D4F__SUB + ow.key + e] != 0;
+            });
+            d4f__group_sync(grp); /* every owner's P and alpha are in */
 
-            /* Scaled logits in log2 units; unused entries weigh nothing. */
-#pragma unroll
-            for (int i = 0; i < 2; i++)
-#pragma unroll
-                for (int r = 0; r < 4; r++)
-                    x[i][r] = stg_ok[u * D4F__SUB + 8 * i + 2 * t + (r & 1)] ? x[i][r] * sl2 : -INFINITY;
-
-            /* Online softmax, rows hA (r = 0, 1) and hB (r = 2, 3); the quad's lanes hold a
-             * row's 16 entries. The running max m only moves when the tile's exceeds it by
-             * more than 8 (log2 units): weights then stay below 2^8, exact in f32 and as
-             * precise in bf16, and the accumulators are rescaled a handful of times per row
-             * instead of at every new maximum. A max of -inf takes exp2 against 0, never
-             * -inf - -inf; fmaxf skips NaN, which then reaches l and out through exp2. */
-            float mx[2];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                mx[rr] = fmaxf(fmaxf(x[0][2 * rr], x[0][2 * rr + 1]), fmaxf(x[1][2 * rr], x[1][2 * rr + 1]));
-                mx[rr] = fmaxf(mx[rr], GPU_SHFL_XOR(mx[rr], 1));
-                mx[rr] = fmaxf(mx[rr], GPU_SHFL_XOR(mx[rr], 2));
-            }
-            float alpha[2], p[2][4];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                const float mn = mx[rr] > m[rr] + 8.0f ? mx[rr] : m[rr];
-                const float mu = mn == -INFINITY ? 0.0f : mn;
-                alpha[rr] = mn == m[rr] ? 1.0f : gpu_exp2_approx(m[rr] - mu);
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++)
-                        p[i][2 * rr + e] = gpu_exp2_approx(x[i][2 * rr + e] - mu);
-                l[rr] = l[rr] * alpha[rr] + ((p[0][2 * rr] + p[0][2 * rr + 1]) + (p[1][2 * rr] + p[1][2 * rr + 1]));
-                m[rr] = mn;
-            }
             /* Mostly alpha is 1 in the whole warp: skip the rescale. */
-            if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+            float alA, alB;
+            lat_own_alpha(sbuf, g, alA, alB);
+            if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
 #pragma unroll
                 for (int sl = 0; sl < D4F__SLOTS; sl++)
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
-                        o[sl][j][0] *= alpha[0], o[sl][j][1] *= alpha[0];
-                        o[sl][j][2] *= alpha[1], o[sl][j][3] *= alpha[1];
+                        o[sl][j][0] *= alA, o[sl][j][1] *= alA;
+                        o[sl][j][2] *= alB, o[sl][j][3] *= alB;
                     }
             }
 
-            /* P (bf16, as every flash kernel rounds it) times V = K: the n-tiles' logit
-             * accumulators are the A fragment, the transposed key fragments the B ones. */
-            const uint32_t pa[4] = {d4f__bf16x2(p[0][0], p[0][1]), d4f__bf16x2(p[0][2], p[0][3]),
-                                    d4f__bf16x2(p[1][0], p[1][1]), d4f__bf16x2(p[1][2], p[1][3])};
+            /* P (bf16, as every flash kernel rounds it) times V = K: the owners' P is the A
+             * fragment, the transposed key fragments the B ones. */
+            uint32_t pa[4];
+            lat_own_p(sbuf, lane, pa);
 #pragma unroll
             for (int sl = 0; sl < D4F__SLOTS; sl++)
 #pragma unroll
@@ -488,11 +446,12 @@ dsv4_fast_packed_kernel(const uint16_t *__restrict__ q,         /* q: [tokens, h
         }
     }
     d4f__cp_wait<0>(); /* no copy outlives the block */
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        l[rr] += GPU_SHFL_XOR(l[rr], 1);
-        l[rr] += GPU_SHFL_XOR(l[rr], 2);
-    }
+    /* The owners' (m, l) to the lanes holding their rows. */
+    lat_own_sum(ow);
+    lat_own_put_ml(sbuf, ow, lane);
+    d4f__group_sync(grp);
+    float m[2], l[2]; /* rows hA, hB */
+    lat_own_ml(sbuf, g, m, l);
 
     /* Groups 1 .. GROUPS - 1 hand (m, l, out) to the lane of group 0 that holds the same rows
      * and dims, each through its own stage buffers, idle once every warp of the block passes

@@ -45,6 +45,7 @@
  * Every offset into the cache, q, out and the workspace is computed in 64 bits.
  */
 #include "gpu_port.h"
+#include "latent_owner.h"
 #include "latent_wgmma.h"
 #include "numerics.h"
 #include "paged_kv.h"
@@ -62,14 +63,9 @@ enum {
     MLF__LAT = 512,
     MLF__SLOTS = 2,                  /* 64-dim latent slots per warp (4 k-steps each) */
     MLF__CPT = 9,                    /* 16-byte copies per thread per staged row share */
-    MLF__OWN = MLF__HG / MLF__WARPS, /* heads whose softmax each warp runs (mlf__owner) */
-    /* The block's exchange area (f32 / u32 offsets): partial logits [warp][half][n-tile][lane]
-     * float2, P in A-fragment order [lane][4], the owners' alphas and row sums [16], and the
-     * per-warp query-row magnitudes [warp][16] (fp8 via f16). */
-    MLF__X_P = MLF__WARPS * 2 * 2 * 32 * 2,
-    MLF__X_ALPHA = MLF__X_P + 32 * 4,
-    MLF__X_L = MLF__X_ALPHA + MLF__HG,
-    MLF__X_QMAX = MLF__X_L + MLF__HG,
+    /* The block's exchange area: latent_owner.h's, then the per-warp query-row magnitudes
+     * [warp][16] (fp8 via f16), in f32 / u32 units. */
+    MLF__X_QMAX = LAT_OWN_FLOATS,
     MLF__SBUF = (MLF__X_QMAX + MLF__WARPS * MLF__HG) * 4, /* bytes */
     MLF__NBLK_MAX = 1024,            /* block rows: bounds the workspace */
     MLF__ALIGN = 256,
@@ -313,16 +309,6 @@ static __device__ __forceinline__ void mlf__afrag(uint2 ra, uint2 rb, uint32_t (
 #undef MLF__EL
 }
 
-/* A warp's share of the softmax: warp w owns heads 4w .. 4w + 3 of the block's 16; lane
- * (i, g, t) = (lane / 16, lane / 4 % 4, lane % 4) holds keys 8i + 2t, + 1 of a sub-tile for head
- * 4w + g, which is row `dst` (0 .. 7) of half h (rows dst / dst + 8) in the fragments, written
- * by lane src = 4 dst + t of every warp. sl: the head's logit scale (log2 units); m, l: its
- * running max and the lane's part of its sum. */
-struct mlf__owner {
-    int i, g, h, dst, src;
-    float sl, m, l;
-};
-
 /* One segment: keys k0 .. k1 - 1 of sequence b for heads 16 hg .. 16 hg + 15, into the
  * workspace's partial slot. Called by every thread of the block (it has barriers). */
 template <int KV>
@@ -337,12 +323,7 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
     typedef mlf__kv<KV> T;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int hA = MLF__HG * hg + g, hB = hA + 8;
-    uint32_t *pbuf = (uint32_t *)sbuf + MLF__X_P;
-    float *abuf = sbuf + MLF__X_ALPHA, *lbuf = sbuf + MLF__X_L;
-    mlf__owner ow;
-    ow.i = lane >> 4, ow.g = (lane >> 2) & 3;
-    ow.h = warp >> 1, ow.dst = (MLF__OWN * warp + ow.g) & 7, ow.src = 4 * ow.dst + t;
-    ow.sl = sl2, ow.m = -INFINITY, ow.l = 0.0f;
+    lat_owner ow = lat_own_init(warp, lane, sl2); /* this warp's heads' softmax */
 
     /* Query fragments of this warp's dims, rows hA and hB (zero past hq). */
     uint32_t qf[MLF__SLOTS][4][4], qr[4];
@@ -392,7 +373,7 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 #pragma unroll
         for (int w2 = 0; w2 < MLF__WARPS; w2++) {
             ma = max(ma, qmax[MLF__HG * w2 + g]), mb = max(mb, qmax[MLF__HG * w2 + g + 8]);
-            mo = max(mo, qmax[MLF__HG * w2 + MLF__OWN * warp + ow.g]);
+            mo = max(mo, qmax[MLF__HG * w2 + ow.head]);
         }
         const float sA = num_f16_range_scale(num_bf16_to_f32((uint16_t)ma));
         const float sB = num_f16_range_scale(num_bf16_to_f32((uint16_t)mb));
@@ -509,65 +490,21 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
                     for (int r = 0; r < 4; r++)
                         acc[i][0][r] += acc[i][1][r];
 
-            /* The four warps' partials meet in shared memory ([warp][half][n-tile][lane]
-             * float2s, half 0 = row g, 1 = row g + 8: a warp's 8-byte accesses cover 256
-             * contiguous bytes), and each warp finishes a quarter of the tile (mlf__own). */
-            float2 *part = (float2 *)sbuf;
-#pragma unroll
-            for (int i = 0; i < 2; i++)
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-                    part[((warp * 2 + h) * 2 + i) * 32 + lane] = make_float2(acc[i][0][2 * h], acc[i][0][2 * h + 1]);
+            /* The four warps' partials meet in shared memory; each warp finishes the softmax
+             * of its four heads (latent_owner.h), and every warp reads back P and the rescale
+             * factors of its rows. */
+            const float acc_s[2][4] = {{acc[0][0][0], acc[0][0][1], acc[0][0][2], acc[0][0][3]},
+                                       {acc[1][0][0], acc[1][0][1], acc[1][0][2], acc[1][0][3]}};
+            lat_own_put_partials(sbuf, warp, lane, acc_s);
             __syncthreads(); /* every partial is in; the previous P and alphas were read */
-            {
-                /* The owner's two logits: keys kbase + 8 oi + 2 t, + 1 of head 4 warp + ow.g,
-                 * the four partials summed in warp order (identical in every run), scaled
-                 * into log2 units; keys past the segment weigh nothing. */
-                float2 sx = part[(ow.h * 2 + ow.i) * 32 + ow.src];
-#pragma unroll
-                for (int w2 = 1; w2 < MLF__WARPS; w2++) {
-                    const float2 y = part[((w2 * 2 + ow.h) * 2 + ow.i) * 32 + ow.src];
-                    sx.x += y.x, sx.y += y.y;
-                }
-                float x0 = sx.x * ow.sl, x1 = sx.y * ow.sl;
-                const int key = kbase + 8 * ow.i + 2 * t;
-                if (key + 1 >= k1) {
-                    x1 = -INFINITY;
-                    if (key >= k1)
-                        x0 = -INFINITY;
-                }
-
-                /* Online softmax of the head over the tile's 16 keys (the 8 lanes of ow.g).
-                 * The running max m only moves when the tile's exceeds it by more than 8
-                 * (log2 units): weights then stay below 2^8, exact in f32 and as precise in
-                 * bf16, and the accumulators are rescaled a handful of times per row instead
-                 * of at every new maximum. A max of -inf takes exp2 against 0, never -inf -
-                 * -inf; fmaxf skips NaN, which then reaches l and out through exp2. */
-                float mx = fmaxf(x0, x1);
-                mx = fmaxf(mx, GPU_SHFL_XOR(mx, 1));
-                mx = fmaxf(mx, GPU_SHFL_XOR(mx, 2));
-                mx = fmaxf(mx, GPU_SHFL_XOR(mx, 16));
-                const float mn = mx > ow.m + 8.0f ? mx : ow.m;
-                const float mu = mn == -INFINITY ? 0.0f : mn;
-                const float alpha = mn == ow.m ? 1.0f : gpu_exp2_approx(ow.m - mu);
-                const float p0 = gpu_exp2_approx(x0 - mu), p1 = gpu_exp2_approx(x1 - mu);
-                ow.l = ow.l * alpha + (p0 + p1);
-                ow.m = mn;
-
-                /* P (bf16, as every flash kernel rounds it; f16 after that for MLF__HWF8),
-                 * stored where the A fragment of P.V wants it: lane (g, t) of every warp
-                 * reads its four registers (rows g, g + 8 x keys 2t, 2t + 8) as one uint4. */
-                uint32_t pw = gpu_pack2<false>(p0, p1);
-                if constexpr (F16M)
-                    pw = pkv_bf16x2_to_f16x2(pw, 1.0f);
-                pbuf[(ow.dst * 4 + t) * 4 + 2 * ow.i + ow.h] = pw;
-                if (ow.i == 0 && t == 0)
-                    abuf[MLF__OWN * warp + ow.g] = alpha;
-            }
+            lat_own_softmax<F16M>(sbuf, ow, lane, [&](int e) {
+                return kbase + ow.key + e < k1; /* keys past the segment weigh nothing */
+            });
             __syncthreads(); /* every owner's P and alpha are in */
 
             /* Mostly alpha is 1 in the whole warp: skip the rescale. */
-            const float alA = abuf[g], alB = abuf[g + 8];
+            float alA, alB;
+            lat_own_alpha(sbuf, g, alA, alB);
             if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
 #pragma unroll
                 for (int sl = 0; sl < MLF__SLOTS; sl++)
@@ -580,8 +517,8 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
 
             /* P times V: the owners' P is the A fragment, the transposed key fragments the B
              * ones. */
-            const uint4 pv = *(const uint4 *)(pbuf + 4 * lane);
-            const uint32_t pa[4] = {pv.x, pv.y, pv.z, pv.w};
+            uint32_t pa[4];
+            lat_own_p(sbuf, lane, pa);
 #pragma unroll
             for (int sl = 0; sl < MLF__SLOTS; sl++)
 #pragma unroll
@@ -590,23 +527,19 @@ mlf__segment(const uint16_t *__restrict__ q,          /* q: [batch, hq, 576] bf1
         }
     }
 
-    /* The owners' row sums (over their 8 lanes) and maxima for every warp; each owner writes
-     * its head's LSE (natural log). */
-    ow.l += GPU_SHFL_XOR(ow.l, 1);
-    ow.l += GPU_SHFL_XOR(ow.l, 2);
-    ow.l += GPU_SHFL_XOR(ow.l, 16);
-    const int own_head = MLF__HG * hg + MLF__OWN * warp + ow.g;
-    if (ow.i == 0 && t == 0) {
-        lbuf[MLF__OWN * warp + ow.g] = ow.l;
-        if (own_head < hq)
-            mlf__put_lse(dst, full, slot, b, hq, own_head, ow.m, ow.l);
-    }
+    /* The owners' row sums go to every warp; each owner writes its head's LSE (natural log). */
+    lat_own_sum(ow);
+    lat_own_put_ml(sbuf, ow, lane);
+    if ((lane & 0x13) == 0 && MLF__HG * hg + ow.head < hq)
+        mlf__put_lse(dst, full, slot, b, hq, MLF__HG * hg + ow.head, ow.m, ow.l);
     mlf__cp_wait<0>();
     __syncthreads(); /* the sums are in; the next segment refills the stages */
 
     /* Partial result: out / l (times k_scale). */
-    const float lA = lbuf[g], lB = lbuf[g + 8];
-    const float inv[2] = {lA == 0.0f ? 0.0f : ks / lA, lB == 0.0f ? 0.0f : ks / lB};
+    float mr[2], lr[2];
+    lat_own_ml(sbuf, g, mr, lr);
+    (void)mr;
+    const float inv[2] = {lr[0] == 0.0f ? 0.0f : ks / lr[0], lr[1] == 0.0f ? 0.0f : ks / lr[1]};
     const int head[2] = {hA, hB};
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
